@@ -1,0 +1,35 @@
+//! The operator CLI of the pipeline.
+//!
+//! - [`setup`]: creates every resource the pipeline needs, idempotently, or verifies them.
+
+pub mod setup;
+
+use clap::{Parser, Subcommand};
+use pipeline_runtime::AwsArgs;
+use pipeline_runtime::config::LogFormat;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "pipelinectl", version, about = "Operate the gaming analytics pipeline")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format: `auto` (text on a terminal, JSON lines otherwise), `json` or `text`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "auto", global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter in `tracing` directive syntax.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the streams, bucket and tables the pipeline needs (safe to run again).
+    Setup(setup::SetupArgs),
+}

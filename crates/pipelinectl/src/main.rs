@@ -1,0 +1,45 @@
+use std::process::ExitCode;
+
+use pipeline_runtime::AwsClients;
+use pipelinectl::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli: Cli = pipeline_runtime::config::parse();
+    if let Err(error) = pipeline_runtime::logging::init(cli.log_format, &cli.log_level) {
+        eprintln!("pipelinectl: {error}");
+        return ExitCode::from(2);
+    }
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("pipelinectl: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let aws = AwsClients::load(&cli.aws).await?;
+    match cli.command {
+        Command::Setup(args) => {
+            let plan = args.plan();
+            if args.verify {
+                let problems = pipeline_runtime::resources::verify(&aws, &plan.resources()).await;
+                for problem in &problems {
+                    println!("missing or wrong: {problem}");
+                }
+                if problems.is_empty() {
+                    println!("all {} resources are present", plan.resources().len());
+                    return Ok(ExitCode::SUCCESS);
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            let report = pipelinectl::setup::apply(&aws, &plan).await?;
+            for line in &report {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! `setup` creates every resource, a second run changes nothing, and `--verify` agrees.
+
+use std::process::Command;
+
+use clap::CommandFactory;
+use pipeline_tests::resources::{RESOURCE_VARS, Resources};
+use pipeline_tests::stack;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pipelinectl");
+
+fn pipelinectl(env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let output = Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(stack::service_env())
+        .env("LOG_FORMAT", "json")
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .expect("run pipelinectl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn setup_twice_creates_once_and_verify_finds_everything() {
+    let resources = Resources::unique();
+    let env = resources.env();
+    let (ok, before) = pipelinectl(&env, &["setup", "--verify"]);
+    assert!(!ok, "nothing exists yet, verify must fail:\n{before}");
+    assert_eq!(
+        before.matches("missing or wrong").count(),
+        RESOURCE_VARS.len(),
+        "{before}"
+    );
+
+    let (ok, first) = pipelinectl(&env, &["setup", "--telemetry-shards", "3"]);
+    assert!(ok, "first setup:\n{first}");
+    assert_eq!(first.matches("created").count(), RESOURCE_VARS.len(), "{first}");
+    assert!(first.contains("TTL on expiresAt"), "{first}");
+
+    let (ok, second) = pipelinectl(&env, &["setup", "--telemetry-shards", "3"]);
+    assert!(ok, "second setup:\n{second}");
+    assert_eq!(second.matches("exists").count(), RESOURCE_VARS.len(), "{second}");
+    assert!(
+        !second.contains("created") && !second.contains("updated"),
+        "the second run changed something:\n{second}"
+    );
+
+    let (ok, verified) = pipelinectl(&env, &["setup", "--verify"]);
+    assert!(ok, "verify after setup:\n{verified}");
+
+    // The resources are really there, in the shape the services need.
+    let aws = stack::aws().await;
+    let summary = aws
+        .kinesis()
+        .describe_stream_summary()
+        .stream_name(resources.name("TELEMETRY_STREAM"))
+        .send()
+        .await
+        .expect("telemetry stream");
+    assert_eq!(
+        summary.stream_description_summary().map(|s| s.open_shard_count()),
+        Some(3)
+    );
+    let player_state = aws
+        .dynamodb()
+        .describe_table()
+        .table_name(resources.name("PLAYER_STATE_TABLE"))
+        .send()
+        .await
+        .expect("PlayerState");
+    assert!(player_state.table().and_then(|t| t.latest_stream_arn()).is_some());
+    resources.delete(&aws).await;
+}
+
+#[tokio::test]
+async fn setup_refuses_a_table_of_another_shape() {
+    let aws = stack::aws().await;
+    let other = Resources::unique();
+    other.create(&aws).await;
+    // PlayerState named after another set's lease table: wrong key, no stream.
+    let lease_table = other.name("S3_CONNECTOR_LEASE_TABLE").to_string();
+    let resources = Resources::unique();
+    let mut env = resources.env();
+    env.retain(|(var, _)| *var != "PLAYER_STATE_TABLE");
+    env.push(("PLAYER_STATE_TABLE", &lease_table));
+    let (ok, text) = pipelinectl(&env, &["setup"]);
+    assert!(!ok, "a table of another shape must be refused:\n{text}");
+    assert!(
+        text.contains(&lease_table) && text.contains("does not reshape"),
+        "{text}"
+    );
+    let (ok, text) = pipelinectl(&env, &["setup", "--verify"]);
+    assert!(!ok && text.contains(&lease_table), "{text}");
+    resources.delete(&aws).await;
+    other.delete(&aws).await;
+}
+
+#[test]
+fn help_documents_every_setting() {
+    let cli = pipelinectl::Cli::command();
+    let setup = cli.find_subcommand("setup").expect("setup subcommand").clone();
+    pipeline_tests::help::assert_every_setting_documented_in(BIN, &["setup", "--help"], &setup);
+    pipeline_tests::help::assert_every_setting_documented_in(BIN, &["--help"], &cli);
+}

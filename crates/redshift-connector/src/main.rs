@@ -1,0 +1,13 @@
+use std::process::ExitCode;
+
+use pipeline_runtime::service::Service;
+use redshift_connector::{Config, SERVICE};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config: Config = pipeline_runtime::config::parse();
+    let (service, aws) = (config.service.clone(), config.aws.clone());
+    Service::new(SERVICE, &service, &aws)
+        .run(|context| redshift_connector::run(config, context))
+        .await
+}

@@ -1,0 +1,44 @@
+//! Log output: JSON lines through `tracing` for CloudWatch Logs, text for a person at a terminal.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Failure to install the log subscriber.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    #[error("LOG_LEVEL is not a valid filter: {0}")]
+    Filter(#[from] tracing_subscriber::filter::ParseError),
+    #[error("a log subscriber is already installed")]
+    AlreadyInstalled,
+}
+
+/// Installs the global subscriber writing to stdout.
+///
+/// JSON events are flattened (`{"timestamp":…,"level":…,"fields":…}` becomes one level of
+/// keys) so CloudWatch Logs Insights can filter on them directly.
+pub fn init(format: LogFormat, filter: &str) -> Result<(), LoggingError> {
+    let filter = EnvFilter::try_new(filter)?;
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stdout().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .with_target(true);
+    let result = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+    result.map_err(|_| LoggingError::AlreadyInstalled)
+}

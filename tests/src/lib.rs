@@ -1,0 +1,14 @@
+//! Helpers for tests that run against the local AWS stack (`deploy/local/up`).
+//!
+//! - [`stack`]: where the emulators are, clients for them, uniquely named resources;
+//! - [`resources`]: a uniquely named set of every pipeline resource, created by setup's code;
+//! - [`process`]: a service binary run as a child process, observed through its
+//!   health endpoint and JSON logs, stopped with a real SIGTERM;
+//! - [`service_checks`]: start, health, SIGTERM and config-error checks every service passes;
+//! - [`help`]: checks that a binary's `--help` documents every setting.
+
+pub mod help;
+pub mod process;
+pub mod resources;
+pub mod service_checks;
+pub mod stack;

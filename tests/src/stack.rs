@@ -1,0 +1,154 @@
+//! The local AWS stack as the tests see it.
+//!
+//! Endpoints come from the same env vars the services read (`deploy/local/env`
+//! prints them); unset, they default to the stack's fixed ports so a developer can
+//! run `cargo nextest run` after `deploy/local/up` without sourcing anything.
+
+use std::time::Duration;
+
+use pipeline_runtime::{AwsArgs, AwsClients};
+
+/// kinesalite's port.
+pub const KINESIS_PORT: u16 = 4567;
+/// moto server's port (DynamoDB, DynamoDB Streams, S3, CloudWatch).
+pub const MOTO_PORT: u16 = 5000;
+/// PostgreSQL's port (Redshift's, so connection strings look alike).
+pub const POSTGRES_PORT: u16 = 5439;
+
+fn env_or(name: &str, default: String) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or(default)
+}
+
+/// Endpoint of kinesalite.
+pub fn kinesis_endpoint() -> String {
+    env_or("AWS_ENDPOINT_URL_KINESIS", format!("http://127.0.0.1:{KINESIS_PORT}"))
+}
+
+/// Endpoint of moto (every service but Kinesis).
+pub fn moto_endpoint() -> String {
+    env_or("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{MOTO_PORT}"))
+}
+
+/// Connection string of the local warehouse.
+pub fn warehouse_url() -> String {
+    env_or(
+        "WAREHOUSE_URL",
+        format!("postgres://pipeline:pipeline@127.0.0.1:{POSTGRES_PORT}/analytics"),
+    )
+}
+
+/// The env vars that point a service binary at the local stack.
+pub fn service_env() -> Vec<(String, String)> {
+    let moto = moto_endpoint();
+    vec![
+        ("AWS_REGION".into(), env_or("AWS_REGION", "us-east-1".into())),
+        ("AWS_ACCESS_KEY_ID".into(), env_or("AWS_ACCESS_KEY_ID", "test".into())),
+        (
+            "AWS_SECRET_ACCESS_KEY".into(),
+            env_or("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ),
+        ("AWS_ENDPOINT_URL".into(), moto),
+        ("AWS_ENDPOINT_URL_KINESIS".into(), kinesis_endpoint()),
+        ("S3_FORCE_PATH_STYLE".into(), "true".into()),
+        // A developer's real profile must never be used against the emulators.
+        ("AWS_PROFILE".into(), String::new()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ]
+}
+
+/// AWS settings for the local stack.
+pub fn aws_args() -> AwsArgs {
+    AwsArgs {
+        aws_region: Some(env_or("AWS_REGION", "us-east-1".into())),
+        aws_endpoint_url: Some(moto_endpoint()),
+        kinesis_endpoint_url: Some(kinesis_endpoint()),
+        dynamodb_endpoint_url: None,
+        dynamodb_streams_endpoint_url: None,
+        s3_endpoint_url: None,
+        s3_force_path_style: true,
+        aws_connect_timeout_ms: 2_000,
+        aws_attempt_timeout_ms: 10_000,
+        aws_max_attempts: 3,
+    }
+}
+
+/// Clients for the local stack, with the emulators' dummy credentials.
+pub async fn aws() -> AwsClients {
+    for (name, value) in [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")] {
+        assert!(
+            std::env::var_os(name).is_some(),
+            "{name} is not set: run the tests through deploy/local/test, or `eval \"$(deploy/local/env)\"` first (the emulators accept {value:?})"
+        );
+    }
+    AwsClients::load(&aws_args())
+        .await
+        .expect("AWS config for the local stack")
+}
+
+/// A name no other test run uses: `prefix-<12 hex digits>`, valid for streams,
+/// tables and buckets (lowercase, digits, hyphens).
+pub fn unique_name(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &id[..12])
+}
+
+/// Creates a Kinesis stream and waits until it is active.
+pub async fn create_stream(aws: &AwsClients, name: &str, shards: i32) {
+    let kinesis = aws.kinesis();
+    kinesis
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("create stream");
+    for _ in 0..200 {
+        let summary = kinesis
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .expect("describe stream");
+        if summary
+            .stream_description_summary()
+            .is_some_and(|s| s.stream_status().as_str() == "ACTIVE")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("stream {name} did not become active");
+}
+
+/// Deletes a Kinesis stream (best effort: the emulator's state is thrown away anyway).
+pub async fn delete_stream(aws: &AwsClients, name: &str) {
+    let _ = aws.kinesis().delete_stream().stream_name(name).send().await;
+}
+
+/// Creates an S3 bucket.
+pub async fn create_bucket(aws: &AwsClients, name: &str) {
+    aws.s3()
+        .create_bucket()
+        .bucket(name)
+        .send()
+        .await
+        .expect("create bucket");
+}
+
+/// Deletes every object of a bucket, then the bucket (best effort).
+pub async fn delete_bucket(aws: &AwsClients, name: &str) {
+    let s3 = aws.s3();
+    if let Ok(listing) = s3.list_objects_v2().bucket(name).send().await {
+        for object in listing.contents() {
+            if let Some(key) = object.key() {
+                let _ = s3.delete_object().bucket(name).key(key).send().await;
+            }
+        }
+    }
+    let _ = s3.delete_bucket().bucket(name).send().await;
+}
+
+/// Deletes a DynamoDB table (best effort).
+pub async fn delete_table(aws: &AwsClients, name: &str) {
+    let _ = aws.dynamodb().delete_table().table_name(name).send().await;
+}

@@ -1,0 +1,279 @@
+//! Which leases a worker takes or steals: a pure function of a lease-table snapshot.
+//!
+//! - A lease is free when it has no owner, or when its counter has not moved for the
+//!   failover time as seen by this worker's own clock (no clock is shared between
+//!   workers, so expiry is judged from observed counter changes, as the Java KCL does).
+//! - Workers are the owners of live leases, plus this one. Finished leases
+//!   (SHARD_END) take no part in balancing.
+//! - Target per worker = ceil(leases / workers), capped by max leases per worker.
+//! - Below target, a worker first takes free leases; only when none are free does it
+//!   steal, from the most loaded worker, at most `max_steal` at once, and only when
+//!   that worker holds at least 2 more than it: a 1-lease imbalance is left alone so
+//!   leases do not ping-pong between workers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::lease::Lease;
+
+/// Remembers when each lease's counter was last seen to change.
+#[derive(Debug, Default)]
+pub struct ExpiryTracker {
+    last_change: HashMap<String, (u64, Instant)>,
+}
+
+impl ExpiryTracker {
+    /// Records a snapshot taken at `now` and returns the keys of owned leases whose
+    /// counter has not moved for at least `failover`.
+    pub fn observe(&mut self, leases: &[Lease], now: Instant, failover: Duration) -> HashSet<String> {
+        let mut expired = HashSet::new();
+        let mut present = HashSet::new();
+        for lease in leases {
+            present.insert(lease.key.clone());
+            let entry = self
+                .last_change
+                .entry(lease.key.clone())
+                .or_insert((lease.counter, now));
+            if entry.0 != lease.counter {
+                *entry = (lease.counter, now);
+            }
+            if lease.owner.is_some() && now.duration_since(entry.1) >= failover {
+                expired.insert(lease.key.clone());
+            }
+        }
+        self.last_change.retain(|key, _| present.contains(key));
+        expired
+    }
+}
+
+/// What a taker pass should try.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TakePlan {
+    /// Free (unowned or expired) leases to take.
+    pub take: Vec<String>,
+    /// Live leases of the most loaded worker to steal.
+    pub steal: Vec<String>,
+}
+
+/// Inputs of a taker decision.
+#[derive(Debug, Clone)]
+pub struct TakeInput<'a> {
+    pub worker_id: &'a str,
+    pub leases: &'a [Lease],
+    pub expired: &'a HashSet<String>,
+    pub max_leases: usize,
+    pub max_steal: usize,
+}
+
+/// Decides what to take and steal.
+pub fn plan(input: &TakeInput<'_>) -> TakePlan {
+    let active: Vec<&Lease> = input.leases.iter().filter(|l| !l.checkpoint.is_shard_end()).collect();
+    if active.is_empty() {
+        return TakePlan::default();
+    }
+    let is_free = |lease: &Lease| lease.owner.is_none() || input.expired.contains(&lease.key);
+    let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+    load.insert(input.worker_id, 0);
+    for lease in &active {
+        if let Some(owner) = lease.owner.as_deref()
+            && !is_free(lease)
+        {
+            *load.entry(owner).or_default() += 1;
+        }
+    }
+    let target = active.len().div_ceil(load.len()).min(input.max_leases);
+    let mine = load[input.worker_id];
+    if mine >= target {
+        return TakePlan::default();
+    }
+    let need = target - mine;
+
+    let mut free: Vec<&Lease> = active.iter().copied().filter(|l| is_free(l)).collect();
+    spread(&mut free, input.worker_id);
+    if !free.is_empty() {
+        return TakePlan {
+            take: free.iter().take(need).map(|l| l.key.clone()).collect(),
+            steal: Vec::new(),
+        };
+    }
+
+    let Some((victim, victim_load)) = load
+        .iter()
+        .filter(|(worker, _)| **worker != input.worker_id)
+        .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+        .map(|(w, n)| (*w, *n))
+    else {
+        return TakePlan::default();
+    };
+    if victim_load < mine + 2 {
+        return TakePlan::default();
+    }
+    let count = need.min(input.max_steal).min((victim_load - mine) / 2).max(1);
+    let mut theirs: Vec<&Lease> = active
+        .iter()
+        .copied()
+        .filter(|l| l.owner.as_deref() == Some(victim))
+        .collect();
+    spread(&mut theirs, input.worker_id);
+    TakePlan {
+        take: Vec::new(),
+        steal: theirs.iter().take(count).map(|l| l.key.clone()).collect(),
+    }
+}
+
+/// Orders candidates by key, rotated by the worker id, so workers that start together
+/// reach for different leases first instead of racing for the same one.
+fn spread(leases: &mut [&Lease], worker_id: &str) {
+    leases.sort_by(|a, b| a.key.cmp(&b.key));
+    if leases.is_empty() {
+        return;
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    worker_id.hash(&mut hasher);
+    let offset = (hasher.finish() % leases.len() as u64) as usize;
+    leases.rotate_left(offset);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::position::Checkpoint;
+
+    fn lease(key: &str, owner: Option<&str>) -> Lease {
+        let mut lease = Lease::new(key, Checkpoint::TrimHorizon, Vec::new());
+        lease.owner = owner.map(str::to_string);
+        lease
+    }
+
+    fn decide(me: &str, leases: &[Lease], expired: &[&str]) -> TakePlan {
+        let expired: HashSet<String> = expired.iter().map(|s| s.to_string()).collect();
+        plan(&TakeInput {
+            worker_id: me,
+            leases,
+            expired: &expired,
+            max_leases: usize::MAX,
+            max_steal: 1,
+        })
+    }
+
+    fn shards(owners: &[Option<&str>]) -> Vec<Lease> {
+        owners
+            .iter()
+            .enumerate()
+            .map(|(i, o)| lease(&format!("shard-{i}"), *o))
+            .collect()
+    }
+
+    #[test]
+    fn a_lone_worker_takes_everything() {
+        let leases = shards(&[None; 6]);
+        assert_eq!(decide("a", &leases, &[]).take.len(), 6);
+    }
+
+    #[test]
+    fn a_new_worker_steals_one_at_a_time_from_the_most_loaded() {
+        let leases = shards(&[Some("a"), Some("a"), Some("a"), Some("b"), Some("b"), Some("b")]);
+        let plan = decide("c", &leases, &[]);
+        assert!(plan.take.is_empty());
+        assert_eq!(plan.steal.len(), 1);
+    }
+
+    #[test]
+    fn three_workers_converge_to_two_each() {
+        let mut leases = shards(&[None; 6]);
+        let workers = ["a", "b", "c"];
+        for _round in 0..10 {
+            for worker in workers {
+                let plan = decide(worker, &leases, &[]);
+                for key in plan.take.iter().chain(&plan.steal) {
+                    if let Some(lease) = leases.iter_mut().find(|l| &l.key == key) {
+                        lease.owner = Some(worker.to_string());
+                    }
+                }
+            }
+        }
+        for worker in workers {
+            assert_eq!(
+                leases.iter().filter(|l| l.owner.as_deref() == Some(worker)).count(),
+                2,
+                "{leases:?}"
+            );
+        }
+        // And nothing moves any more.
+        for worker in workers {
+            assert_eq!(decide(worker, &leases, &[]), TakePlan::default());
+        }
+    }
+
+    #[test]
+    fn an_imbalance_of_one_is_left_alone() {
+        let leases = shards(&[Some("a"), Some("a"), Some("b"), Some("b"), Some("c")]);
+        assert_eq!(decide("c", &leases, &[]), TakePlan::default());
+    }
+
+    #[test]
+    fn expired_leases_are_free_and_preferred_over_stealing() {
+        let leases = shards(&[Some("dead"), Some("dead"), Some("a"), Some("a")]);
+        let plan = decide("b", &leases, &["shard-0", "shard-1"]);
+        assert_eq!(plan.steal, Vec::<String>::new());
+        let mut taken = plan.take.clone();
+        taken.sort();
+        assert_eq!(taken, vec!["shard-0".to_string(), "shard-1".to_string()]);
+    }
+
+    #[test]
+    fn finished_shards_do_not_count() {
+        let mut leases = shards(&[Some("a"), Some("a"), None]);
+        leases[0].checkpoint = Checkpoint::ShardEnd;
+        leases[1].checkpoint = Checkpoint::ShardEnd;
+        let plan = decide("b", &leases, &[]);
+        assert_eq!(plan.take, vec!["shard-2".to_string()]);
+    }
+
+    #[test]
+    fn max_leases_caps_the_target() {
+        let leases = shards(&[None; 10]);
+        let expired = HashSet::new();
+        let plan = plan(&TakeInput {
+            worker_id: "a",
+            leases: &leases,
+            expired: &expired,
+            max_leases: 3,
+            max_steal: 1,
+        });
+        assert_eq!(plan.take.len(), 3);
+    }
+
+    #[test]
+    fn expiry_needs_the_counter_to_stand_still_for_the_failover_time() {
+        let failover = Duration::from_secs(10);
+        let start = Instant::now();
+        let mut tracker = ExpiryTracker::default();
+        let mut leases = shards(&[Some("a"), None]);
+        assert!(
+            tracker.observe(&leases, start, failover).is_empty(),
+            "first sight is never expired"
+        );
+        leases[0].counter = 1;
+        assert!(
+            tracker
+                .observe(&leases, start + Duration::from_secs(9), failover)
+                .is_empty()
+        );
+        assert!(
+            tracker
+                .observe(&leases, start + Duration::from_secs(18), failover)
+                .is_empty(),
+            "moved at 9 s"
+        );
+        let expired = tracker.observe(&leases, start + Duration::from_secs(19), failover);
+        assert_eq!(
+            expired,
+            HashSet::from(["shard-0".to_string()]),
+            "unowned leases are free, not expired"
+        );
+    }
+}

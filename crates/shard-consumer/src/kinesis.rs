@@ -1,0 +1,259 @@
+//! Kinesis Data Streams as a [`Source`], with KPL de-aggregation.
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use bytes::Bytes;
+
+use crate::error::{AwsError, ErrorKind, classify};
+use crate::kpl::{self, AggregateError};
+use crate::position::{RecordPosition, SequenceNumber};
+use crate::source::{ReadResult, Shard, Source, StartPosition, StreamRecord};
+
+/// GetRecords returns at most 10,000 records per call.
+pub const MAX_RECORDS_PER_READ: i32 = 10_000;
+
+/// One user record from Kinesis: a plain record, or one record of a KPL aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KinesisRecord {
+    pub position: RecordPosition,
+    pub partition_key: String,
+    pub explicit_hash_key: Option<String>,
+    /// The user record's bytes; for an invalid aggregate, the whole raw record.
+    pub data: Bytes,
+    /// When Kinesis accepted the record, in milliseconds since the epoch.
+    pub arrival_ms: i64,
+    /// The record came out of a KPL aggregate.
+    pub aggregated: bool,
+    /// The record carried the KPL magic but could not be read: deliver it, never drop it.
+    pub invalid: Option<AggregateError>,
+}
+
+impl StreamRecord for KinesisRecord {
+    fn position(&self) -> &RecordPosition {
+        &self.position
+    }
+    fn size_bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Turns one stream record into its user records (pure; what the benchmark measures).
+pub fn decode_record(
+    sequence: SequenceNumber,
+    partition_key: &str,
+    data: Bytes,
+    arrival_ms: i64,
+    into: &mut Vec<KinesisRecord>,
+) {
+    match kpl::deaggregate(&data) {
+        Ok(None) => into.push(KinesisRecord {
+            position: RecordPosition {
+                sequence,
+                subsequence: 0,
+            },
+            partition_key: partition_key.to_string(),
+            explicit_hash_key: None,
+            data,
+            arrival_ms,
+            aggregated: false,
+            invalid: None,
+        }),
+        Ok(Some(records)) => {
+            for (index, record) in records.into_iter().enumerate() {
+                into.push(KinesisRecord {
+                    position: RecordPosition {
+                        sequence: sequence.clone(),
+                        subsequence: index as u64,
+                    },
+                    partition_key: record.partition_key,
+                    explicit_hash_key: record.explicit_hash_key,
+                    data: record.data,
+                    arrival_ms,
+                    aggregated: true,
+                    invalid: None,
+                });
+            }
+        }
+        Err(error) => into.push(KinesisRecord {
+            position: RecordPosition {
+                sequence,
+                subsequence: 0,
+            },
+            partition_key: partition_key.to_string(),
+            explicit_hash_key: None,
+            data,
+            arrival_ms,
+            aggregated: true,
+            invalid: Some(error),
+        }),
+    }
+}
+
+/// A Kinesis data stream.
+#[derive(Debug, Clone)]
+pub struct KinesisSource {
+    client: Client,
+    stream_name: String,
+}
+
+impl KinesisSource {
+    pub fn new(client: Client, stream_name: &str) -> Self {
+        Self {
+            client,
+            stream_name: stream_name.to_string(),
+        }
+    }
+}
+
+fn invalid_sequence(operation: &'static str, text: &str) -> AwsError {
+    AwsError {
+        kind: ErrorKind::Fatal,
+        operation,
+        message: format!("invalid sequence number {text:?}"),
+    }
+}
+
+impl Source for KinesisSource {
+    type Record = KinesisRecord;
+
+    async fn list_shards(&self) -> Result<Vec<Shard>, AwsError> {
+        let mut shards = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            // ListShards takes the stream name only on the first page.
+            let request = match next_token.take() {
+                Some(token) => self.client.list_shards().next_token(token),
+                None => self.client.list_shards().stream_name(&self.stream_name),
+            };
+            let output = request.send().await.map_err(|e| classify("ListShards", e))?;
+            for shard in output.shards() {
+                let parent_ids: Vec<String> = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+                    .into_iter()
+                    .flatten()
+                    .map(str::to_string)
+                    .collect();
+                shards.push(Shard {
+                    id: shard.shard_id().to_string(),
+                    parent_ids,
+                    closed: shard
+                        .sequence_number_range()
+                        .and_then(|r| r.ending_sequence_number())
+                        .is_some(),
+                });
+            }
+            match output.next_token() {
+                Some(token) if !token.is_empty() => next_token = Some(token.to_string()),
+                _ => break,
+            }
+        }
+        Ok(shards)
+    }
+
+    async fn shard_iterator(&self, shard_id: &str, start: &StartPosition) -> Result<String, AwsError> {
+        let request = self
+            .client
+            .get_shard_iterator()
+            .stream_name(&self.stream_name)
+            .shard_id(shard_id);
+        let request = match start {
+            StartPosition::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            StartPosition::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
+            StartPosition::AtTimestamp(ms) => request
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(DateTime::from_millis(*ms)),
+            StartPosition::AtSequence(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(sequence.as_str()),
+            StartPosition::AfterSequence(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(sequence.as_str()),
+        };
+        let output = request.send().await.map_err(|e| classify("GetShardIterator", e))?;
+        output.shard_iterator().map(str::to_string).ok_or(AwsError {
+            kind: ErrorKind::Retryable,
+            operation: "GetShardIterator",
+            message: "no iterator in the answer".into(),
+        })
+    }
+
+    async fn read(&self, _shard_id: &str, iterator: &str, limit: i32) -> Result<ReadResult<KinesisRecord>, AwsError> {
+        let output = self
+            .client
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(limit.clamp(1, MAX_RECORDS_PER_READ))
+            .send()
+            .await
+            .map_err(|e| classify("GetRecords", e))?;
+        let mut records = Vec::with_capacity(output.records().len());
+        for record in output.records() {
+            let sequence = SequenceNumber::parse(record.sequence_number())
+                .map_err(|_| invalid_sequence("GetRecords", record.sequence_number()))?;
+            let arrival_ms = record
+                .approximate_arrival_timestamp()
+                .and_then(|t| t.to_millis().ok())
+                .unwrap_or_default();
+            let data = Bytes::copy_from_slice(record.data().as_ref());
+            decode_record(
+                sequence,
+                record.partition_key().unwrap_or_default(),
+                data,
+                arrival_ms,
+                &mut records,
+            );
+        }
+        Ok(ReadResult {
+            records,
+            next_iterator: output.next_shard_iterator().map(str::to_string),
+            millis_behind_latest: output.millis_behind_latest(),
+        })
+    }
+
+    fn max_read_limit(&self) -> i32 {
+        MAX_RECORDS_PER_READ
+    }
+
+    fn describe(&self) -> String {
+        format!("kinesis:{}", self.stream_name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_aggregated_records_get_positions() {
+        let mut out = Vec::new();
+        let seq = |s: &str| SequenceNumber::parse(s).expect("digits");
+        decode_record(seq("100"), "pk", Bytes::from_static(b"{}"), 5, &mut out);
+        let aggregate = kpl::aggregate(&[
+            ("a".into(), Bytes::from_static(b"1")),
+            ("b".into(), Bytes::from_static(b"2")),
+        ]);
+        decode_record(seq("101"), "ignored", aggregate, 6, &mut out);
+        let positions: Vec<String> = out.iter().map(|r| r.position.to_string()).collect();
+        assert_eq!(positions, ["100/0", "101/0", "101/1"]);
+        assert_eq!(out[2].partition_key, "b");
+        assert!(out[1].aggregated && !out[0].aggregated);
+    }
+
+    #[test]
+    fn a_corrupt_aggregate_is_delivered_as_invalid_with_its_bytes() {
+        let mut bytes = kpl::aggregate(&[("a".into(), Bytes::from_static(b"1"))]).to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        let mut out = Vec::new();
+        decode_record(
+            SequenceNumber::parse("7").expect("digits"),
+            "pk",
+            Bytes::from(bytes.clone()),
+            0,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].invalid, Some(AggregateError::BadChecksum));
+        assert_eq!(out[0].data.as_ref(), bytes.as_slice());
+    }
+}

@@ -1,0 +1,333 @@
+//! The lease table's DynamoDB calls, one function per operation.
+//!
+//! Every write that changes a lease is conditional on the counter read before it
+//! (and on the owner, for the holder's own writes), and bumps the counter: whoever
+//! wrote last wins, anyone with a stale view fails with [`ErrorKind::Conflict`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+};
+
+use crate::error::{AwsError, ErrorKind, classify};
+use crate::lease::{
+    CHECKPOINT, CHECKPOINT_SUBSEQUENCE, LEASE_COUNTER, LEASE_KEY, LEASE_OWNER, Lease, LeaseFormatError, OWNER_SWITCHES,
+};
+use crate::position::Checkpoint;
+
+/// Failure of a lease-table call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LeaseTableError {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error("lease {key}: {source}")]
+    Format { key: String, source: LeaseFormatError },
+    #[error("lease table {0} did not become active")]
+    NotActive(String),
+}
+
+impl LeaseTableError {
+    /// The conditional write failed: the lease moved on without us.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            LeaseTableError::Aws(AwsError {
+                kind: ErrorKind::Conflict,
+                ..
+            })
+        )
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LeaseTableError::Aws(error) if error.is_retryable())
+    }
+}
+
+/// A lease table.
+#[derive(Debug, Clone)]
+pub struct LeaseTable {
+    client: Client,
+    name: String,
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_string())
+}
+
+impl LeaseTable {
+    pub fn new(client: Client, name: &str) -> Self {
+        Self {
+            client,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Creates the table (on-demand billing, hash key `leaseKey`) unless it exists,
+    /// and waits until it is active.
+    pub async fn ensure_exists(&self) -> Result<(), LeaseTableError> {
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(LEASE_KEY)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(|e| AwsError {
+                        kind: ErrorKind::Fatal,
+                        operation: "CreateTable",
+                        message: e.to_string(),
+                    })?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(LEASE_KEY)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(|e| AwsError {
+                        kind: ErrorKind::Fatal,
+                        operation: "CreateTable",
+                        message: e.to_string(),
+                    })?,
+            )
+            .send()
+            .await;
+        if let Err(error) = created {
+            let in_use = error
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception());
+            if !in_use {
+                return Err(classify("CreateTable", error).into());
+            }
+        }
+        for _ in 0..240 {
+            let output = self
+                .client
+                .describe_table()
+                .table_name(&self.name)
+                .send()
+                .await
+                .map_err(|e| classify("DescribeTable", e))?;
+            if output.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(LeaseTableError::NotActive(self.name.clone()))
+    }
+
+    /// Every lease, read with strong consistency (a stale view makes bad decisions).
+    pub async fn list(&self) -> Result<Vec<Lease>, LeaseTableError> {
+        let mut leases = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.name)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| classify("Scan", e))?;
+            for item in output.items() {
+                let lease = Lease::from_item(item).map_err(|source| LeaseTableError::Format {
+                    key: item
+                        .get(LEASE_KEY)
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default(),
+                    source,
+                })?;
+                leases.push(lease);
+            }
+            match output.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        leases.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(leases)
+    }
+
+    /// Reads one lease.
+    pub async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseTableError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        output
+            .item()
+            .map(|item| {
+                Lease::from_item(item).map_err(|source| LeaseTableError::Format {
+                    key: key.to_string(),
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// Writes a new lease unless one exists for the key; returns whether it wrote.
+    pub async fn create(&self, lease: &Lease) -> Result<bool, LeaseTableError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(lease.to_item()))
+            .condition_expression("attribute_not_exists(#key)")
+            .expression_attribute_names("#key", LEASE_KEY)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(classify("PutItem", error).into()),
+        }
+    }
+
+    /// Takes `lease` (as last read) for `owner`; returns the new counter.
+    pub async fn take(&self, lease: &Lease, owner: &str) -> Result<u64, LeaseTableError> {
+        let new_counter = lease.counter + 1;
+        let switches = if lease.owner.as_deref() == Some(owner) {
+            lease.owner_switches_since_checkpoint
+        } else {
+            lease.owner_switches_since_checkpoint + 1
+        };
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, s(&lease.key))
+            .update_expression("SET #owner = :owner, #counter = :new, #switches = :switches")
+            .condition_expression("#counter = :old")
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#counter", LEASE_COUNTER)
+            .expression_attribute_names("#switches", OWNER_SWITCHES)
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":new", n(new_counter))
+            .expression_attribute_values(":old", n(lease.counter))
+            .expression_attribute_values(":switches", n(switches))
+            .send()
+            .await
+            .map_err(|e| classify("UpdateItem", e))?;
+        Ok(new_counter)
+    }
+
+    /// Renews a held lease; returns the new counter. A conflict means the lease is lost.
+    pub async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseTableError> {
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, s(key))
+            .update_expression("SET #counter = :new")
+            .condition_expression("#counter = :old AND #owner = :owner")
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#counter", LEASE_COUNTER)
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":new", n(counter + 1))
+            .expression_attribute_values(":old", n(counter))
+            .send()
+            .await
+            .map_err(|e| classify("UpdateItem", e))?;
+        Ok(counter + 1)
+    }
+
+    /// Writes a checkpoint of a held lease; returns the new counter.
+    pub async fn checkpoint(
+        &self,
+        key: &str,
+        owner: &str,
+        counter: u64,
+        checkpoint: &Checkpoint,
+    ) -> Result<u64, LeaseTableError> {
+        let (text, subsequence) = checkpoint.to_kcl();
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, s(key))
+            .update_expression("SET #counter = :new, #checkpoint = :checkpoint, #sub = :sub, #switches = :zero")
+            .condition_expression("#counter = :old AND #owner = :owner")
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#counter", LEASE_COUNTER)
+            .expression_attribute_names("#checkpoint", CHECKPOINT)
+            .expression_attribute_names("#sub", CHECKPOINT_SUBSEQUENCE)
+            .expression_attribute_names("#switches", OWNER_SWITCHES)
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":new", n(counter + 1))
+            .expression_attribute_values(":old", n(counter))
+            .expression_attribute_values(":checkpoint", s(&text))
+            .expression_attribute_values(":sub", n(subsequence))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await
+            .map_err(|e| classify("UpdateItem", e))?;
+        Ok(counter + 1)
+    }
+
+    /// Gives a held lease up so another worker takes it at its next pass.
+    pub async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseTableError> {
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, s(key))
+            .update_expression("REMOVE #owner SET #counter = :new")
+            .condition_expression("#counter = :old AND #owner = :owner")
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#counter", LEASE_COUNTER)
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":new", n(counter + 1))
+            .expression_attribute_values(":old", n(counter))
+            .send()
+            .await
+            .map_err(|e| classify("UpdateItem", e))?;
+        Ok(())
+    }
+
+    /// Deletes a finished lease (only while it is still at SHARD_END).
+    pub async fn delete_finished(&self, key: &str) -> Result<(), LeaseTableError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, s(key))
+            .condition_expression("#checkpoint = :end")
+            .expression_attribute_names("#checkpoint", CHECKPOINT)
+            .expression_attribute_values(":end", s(Checkpoint::SHARD_END))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(classify("DeleteItem", error).into()),
+        }
+    }
+}

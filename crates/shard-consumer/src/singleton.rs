@@ -1,0 +1,141 @@
+//! "Only one instance at a time does this": a single lease with the same renewal
+//! and expiry rules as shard leases, handed over at once on a graceful stop.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::assignment::ExpiryTracker;
+use crate::lease::Lease;
+use crate::lease_table::{LeaseTable, LeaseTableError};
+use crate::position::Checkpoint;
+
+/// A named job lease in a lease table.
+#[derive(Debug, Clone)]
+pub struct SingletonLease {
+    table: LeaseTable,
+    key: String,
+    worker_id: String,
+    failover: Duration,
+}
+
+/// Proof of holding the singleton lease; renewed in the background until released.
+#[derive(Debug)]
+pub struct SingletonGuard {
+    table: LeaseTable,
+    key: String,
+    worker_id: String,
+    /// Cancelled when the lease is lost: stop the job at once.
+    pub lost: CancellationToken,
+    stop: CancellationToken,
+    renewer: JoinHandle<Option<u64>>,
+}
+
+impl SingletonLease {
+    pub fn new(table: LeaseTable, key: &str, worker_id: &str, failover: Duration) -> Self {
+        Self {
+            table,
+            key: key.to_string(),
+            worker_id: worker_id.to_string(),
+            failover,
+        }
+    }
+
+    /// Waits until this worker holds the lease; `None` if `shutdown` came first.
+    pub async fn acquire(&self, shutdown: &CancellationToken) -> Result<Option<SingletonGuard>, LeaseTableError> {
+        self.table.ensure_exists().await?;
+        self.table
+            .create(&Lease::new(&self.key, Checkpoint::TrimHorizon, Vec::new()))
+            .await?;
+        let mut tracker = ExpiryTracker::default();
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(None);
+            }
+            if let Some(lease) = self.table.get(&self.key).await? {
+                let expired = tracker.observe(std::slice::from_ref(&lease), Instant::now(), self.failover);
+                let free = lease.owner.is_none()
+                    || expired.contains(&lease.key)
+                    || lease.owner.as_deref() == Some(&self.worker_id);
+                if free {
+                    match self.table.take(&lease, &self.worker_id).await {
+                        Ok(counter) => {
+                            tracing::info!(lease = %self.key, worker_id = %self.worker_id, "singleton lease taken");
+                            return Ok(Some(self.guard(counter)));
+                        }
+                        Err(error) if error.is_conflict() => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.failover / 2) => {}
+                () = shutdown.cancelled() => return Ok(None),
+            }
+        }
+    }
+
+    fn guard(&self, counter: u64) -> SingletonGuard {
+        let lost = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let renewer = tokio::spawn(renew(self.clone(), counter, lost.clone(), stop.clone()));
+        SingletonGuard {
+            table: self.table.clone(),
+            key: self.key.clone(),
+            worker_id: self.worker_id.clone(),
+            lost,
+            stop,
+            renewer,
+        }
+    }
+}
+
+/// Renews every failover / 3; returns the last counter, or `None` once lost.
+async fn renew(
+    lease: SingletonLease,
+    mut counter: u64,
+    lost: CancellationToken,
+    stop: CancellationToken,
+) -> Option<u64> {
+    let interval = lease.failover / 3;
+    let mut last_renewed = Instant::now();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => return Some(counter),
+        }
+        match lease.table.renew(&lease.key, &lease.worker_id, counter).await {
+            Ok(next) => {
+                counter = next;
+                last_renewed = Instant::now();
+            }
+            Err(error) if error.is_conflict() => break,
+            Err(error) => {
+                tracing::warn!(lease = %lease.key, %error, "singleton renewal failed");
+                if last_renewed.elapsed() + interval >= lease.failover {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::warn!(lease = %lease.key, "singleton lease lost");
+    lost.cancel();
+    None
+}
+
+impl SingletonGuard {
+    /// Stops renewing and gives the lease up so another instance takes it at once.
+    pub async fn release(self) {
+        self.stop.cancel();
+        if let Ok(Some(counter)) = self.renewer.await {
+            match self.table.release(&self.key, &self.worker_id, counter).await {
+                Ok(()) => tracing::info!(lease = %self.key, "singleton lease released"),
+                Err(error) => {
+                    tracing::warn!(lease = %self.key, %error, "singleton release failed; it expires after the failover time")
+                }
+            }
+        }
+    }
+}

@@ -108,11 +108,6 @@ impl ServiceProcess {
         assert!(status.success(), "kill -TERM failed");
     }
 
-    /// Sends SIGKILL: the crash case.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-    }
-
     /// Waits for the process to exit; `None` if it is still running at the deadline.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;

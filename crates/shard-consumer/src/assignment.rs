@@ -49,6 +49,13 @@ impl ExpiryTracker {
     }
 }
 
+/// Whether a holder whose renewals keep failing must give its lease up now: before
+/// the next renewal could land, others may already judge it expired, and a shard
+/// must not have two readers.
+pub fn renewal_overdue(last_renewed: Instant, renewal_interval: Duration, failover: Duration) -> bool {
+    last_renewed.elapsed() + renewal_interval >= failover
+}
+
 /// What a taker pass should try.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TakePlan {

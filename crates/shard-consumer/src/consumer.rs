@@ -204,9 +204,11 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Worker<'_, S, F> {
                     lost.push(key.clone());
                 }
                 Err(error) => {
-                    // Others judge expiry by the counter standing still for the failover
-                    // time; stop reading before they may take it, so no shard has two readers.
-                    if held.last_renewed.elapsed() + consumer.config.renewal_interval >= consumer.config.failover {
+                    if assignment::renewal_overdue(
+                        held.last_renewed,
+                        consumer.config.renewal_interval,
+                        consumer.config.failover,
+                    ) {
                         hold.lost = true;
                         lost.push(key.clone());
                     }

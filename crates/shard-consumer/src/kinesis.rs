@@ -46,47 +46,33 @@ pub fn decode_record(
     arrival_ms: i64,
     into: &mut Vec<KinesisRecord>,
 ) {
+    let whole = |data: Bytes, invalid: Option<AggregateError>| KinesisRecord {
+        position: RecordPosition {
+            sequence: sequence.clone(),
+            subsequence: 0,
+        },
+        partition_key: partition_key.to_string(),
+        explicit_hash_key: None,
+        aggregated: invalid.is_some(),
+        data,
+        arrival_ms,
+        invalid,
+    };
     match kpl::deaggregate(&data) {
-        Ok(None) => into.push(KinesisRecord {
+        Ok(None) => into.push(whole(data, None)),
+        Err(error) => into.push(whole(data, Some(error))),
+        Ok(Some(records)) => into.extend(records.into_iter().enumerate().map(|(index, record)| KinesisRecord {
             position: RecordPosition {
-                sequence,
-                subsequence: 0,
+                sequence: sequence.clone(),
+                subsequence: index as u64,
             },
-            partition_key: partition_key.to_string(),
-            explicit_hash_key: None,
-            data,
-            arrival_ms,
-            aggregated: false,
-            invalid: None,
-        }),
-        Ok(Some(records)) => {
-            for (index, record) in records.into_iter().enumerate() {
-                into.push(KinesisRecord {
-                    position: RecordPosition {
-                        sequence: sequence.clone(),
-                        subsequence: index as u64,
-                    },
-                    partition_key: record.partition_key,
-                    explicit_hash_key: record.explicit_hash_key,
-                    data: record.data,
-                    arrival_ms,
-                    aggregated: true,
-                    invalid: None,
-                });
-            }
-        }
-        Err(error) => into.push(KinesisRecord {
-            position: RecordPosition {
-                sequence,
-                subsequence: 0,
-            },
-            partition_key: partition_key.to_string(),
-            explicit_hash_key: None,
-            data,
+            partition_key: record.partition_key,
+            explicit_hash_key: record.explicit_hash_key,
+            data: record.data,
             arrival_ms,
             aggregated: true,
-            invalid: Some(error),
-        }),
+            invalid: None,
+        })),
     }
 }
 

@@ -236,19 +236,31 @@ impl LeaseTable {
         Ok(new_counter)
     }
 
-    /// Renews a held lease; returns the new counter. A conflict means the lease is lost.
-    pub async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseTableError> {
+    /// An update by the holder: applies only while `owner` holds the lease at
+    /// `counter`, and bumps the counter (`:new`). `update` must set `#counter = :new`.
+    fn holder_update(
+        &self,
+        key: &str,
+        owner: &str,
+        counter: u64,
+        update: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.name)
             .key(LEASE_KEY, s(key))
-            .update_expression("SET #counter = :new")
+            .update_expression(update)
             .condition_expression("#counter = :old AND #owner = :owner")
             .expression_attribute_names("#owner", LEASE_OWNER)
             .expression_attribute_names("#counter", LEASE_COUNTER)
             .expression_attribute_values(":owner", s(owner))
             .expression_attribute_values(":new", n(counter + 1))
             .expression_attribute_values(":old", n(counter))
+    }
+
+    /// Renews a held lease; returns the new counter. A conflict means the lease is lost.
+    pub async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseTableError> {
+        self.holder_update(key, owner, counter, "SET #counter = :new")
             .send()
             .await
             .map_err(|e| classify("UpdateItem", e))?;
@@ -264,42 +276,27 @@ impl LeaseTable {
         checkpoint: &Checkpoint,
     ) -> Result<u64, LeaseTableError> {
         let (text, subsequence) = checkpoint.to_kcl();
-        self.client
-            .update_item()
-            .table_name(&self.name)
-            .key(LEASE_KEY, s(key))
-            .update_expression("SET #counter = :new, #checkpoint = :checkpoint, #sub = :sub, #switches = :zero")
-            .condition_expression("#counter = :old AND #owner = :owner")
-            .expression_attribute_names("#owner", LEASE_OWNER)
-            .expression_attribute_names("#counter", LEASE_COUNTER)
-            .expression_attribute_names("#checkpoint", CHECKPOINT)
-            .expression_attribute_names("#sub", CHECKPOINT_SUBSEQUENCE)
-            .expression_attribute_names("#switches", OWNER_SWITCHES)
-            .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":new", n(counter + 1))
-            .expression_attribute_values(":old", n(counter))
-            .expression_attribute_values(":checkpoint", s(&text))
-            .expression_attribute_values(":sub", n(subsequence))
-            .expression_attribute_values(":zero", n(0))
-            .send()
-            .await
-            .map_err(|e| classify("UpdateItem", e))?;
+        self.holder_update(
+            key,
+            owner,
+            counter,
+            "SET #counter = :new, #checkpoint = :checkpoint, #sub = :sub, #switches = :zero",
+        )
+        .expression_attribute_names("#checkpoint", CHECKPOINT)
+        .expression_attribute_names("#sub", CHECKPOINT_SUBSEQUENCE)
+        .expression_attribute_names("#switches", OWNER_SWITCHES)
+        .expression_attribute_values(":checkpoint", s(&text))
+        .expression_attribute_values(":sub", n(subsequence))
+        .expression_attribute_values(":zero", n(0))
+        .send()
+        .await
+        .map_err(|e| classify("UpdateItem", e))?;
         Ok(counter + 1)
     }
 
     /// Gives a held lease up so another worker takes it at its next pass.
     pub async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseTableError> {
-        self.client
-            .update_item()
-            .table_name(&self.name)
-            .key(LEASE_KEY, s(key))
-            .update_expression("REMOVE #owner SET #counter = :new")
-            .condition_expression("#counter = :old AND #owner = :owner")
-            .expression_attribute_names("#owner", LEASE_OWNER)
-            .expression_attribute_names("#counter", LEASE_COUNTER)
-            .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":new", n(counter + 1))
-            .expression_attribute_values(":old", n(counter))
+        self.holder_update(key, owner, counter, "REMOVE #owner SET #counter = :new")
             .send()
             .await
             .map_err(|e| classify("UpdateItem", e))?;

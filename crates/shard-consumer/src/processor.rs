@@ -15,7 +15,7 @@ use crate::position::{Checkpoint, CheckpointError, RecordPosition};
 pub type ProcessorError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One read's records of one shard, in order.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Batch<R> {
     pub shard_id: String,
     pub records: Vec<R>,
@@ -34,10 +34,11 @@ pub trait RecordProcessor<R>: Send {
         async {}
     }
 
-    /// New records. Make output durable, then checkpoint what is durable.
+    /// New records. Make output durable, then checkpoint what is durable. The batch
+    /// is lent, not given: a failed call is retried with the same batch, uncopied.
     fn process(
         &mut self,
-        batch: Batch<R>,
+        batch: &Batch<R>,
         checkpointer: &mut Checkpointer,
     ) -> impl Future<Output = Result<(), ProcessorError>> + Send;
 

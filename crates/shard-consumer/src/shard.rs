@@ -292,7 +292,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
     ) -> Option<ShardOutcome> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         loop {
-            match processor.process(batch.clone(), checkpointer).await {
+            match processor.process(&batch, checkpointer).await {
                 Ok(()) => return None,
                 Err(error) => {
                     if self.lost.is_cancelled() {

@@ -7,7 +7,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::assignment::ExpiryTracker;
+use crate::assignment::{ExpiryTracker, renewal_overdue};
 use crate::lease::Lease;
 use crate::lease_table::{LeaseTable, LeaseTableError};
 use crate::position::Checkpoint;
@@ -114,7 +114,7 @@ async fn renew(
             Err(error) if error.is_conflict() => break,
             Err(error) => {
                 tracing::warn!(lease = %lease.key, %error, "singleton renewal failed");
-                if last_renewed.elapsed() + interval >= lease.failover {
+                if renewal_overdue(last_renewed, interval, lease.failover) {
                     break;
                 }
             }

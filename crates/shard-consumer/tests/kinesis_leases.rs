@@ -27,7 +27,7 @@ struct Recorder {
 impl RecordProcessor<KinesisRecord> for Recorder {
     async fn process(
         &mut self,
-        batch: Batch<KinesisRecord>,
+        batch: &Batch<KinesisRecord>,
         checkpointer: &mut Checkpointer,
     ) -> Result<(), ProcessorError> {
         {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use aws_sdk_kinesis::primitives::Blob;
 use pipeline_runtime::{AwsClients, Metrics};
 use pipeline_tests::stack;
+use shard_consumer::error::{AwsError, ErrorKind};
 use shard_consumer::kinesis::{KinesisRecord, KinesisSource};
+use shard_consumer::lease_table::LeaseTableError;
 use shard_consumer::{
     Batch, Checkpointer, Consumer, ConsumerConfig, LeaseTable, ProcessorError, ProcessorFactory, RecordProcessor,
 };
@@ -110,14 +112,16 @@ async fn put(aws: &AwsClients, stream: &str, from: usize, to: usize) {
     }
 }
 
+/// Lease owners by shard; empty until a worker has created the table.
 async fn owners(table: &LeaseTable) -> HashMap<String, Option<String>> {
-    table
-        .list()
-        .await
-        .expect("leases")
-        .into_iter()
-        .map(|l| (l.key, l.owner))
-        .collect()
+    match table.list().await {
+        Ok(leases) => leases.into_iter().map(|l| (l.key, l.owner)).collect(),
+        Err(LeaseTableError::Aws(AwsError {
+            kind: ErrorKind::NotFound,
+            ..
+        })) => HashMap::new(),
+        Err(error) => panic!("leases: {error}"),
+    }
 }
 
 async fn wait_until_seen(seen: &Seen, count: usize, timeout: Duration) -> HashSet<String> {

@@ -102,6 +102,12 @@ pub async fn create_stream(aws: &AwsClients, name: &str, shards: i32) {
         .send()
         .await
         .expect("create stream");
+    wait_stream_active(aws, name).await;
+}
+
+/// Waits until a stream is active (after creation or a split or merge).
+pub async fn wait_stream_active(aws: &AwsClients, name: &str) {
+    let kinesis = aws.kinesis();
     for _ in 0..200 {
         let summary = kinesis
             .describe_stream_summary()
@@ -118,6 +124,11 @@ pub async fn create_stream(aws: &AwsClients, name: &str, shards: i32) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("stream {name} did not become active");
+}
+
+/// The Python of the stack's venv, which also holds the test tools of requirements.txt.
+pub fn python() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/venv/bin/python")
 }
 
 /// Deletes a Kinesis stream (best effort: the emulator's state is thrown away anyway).

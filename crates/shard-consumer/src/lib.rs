@@ -13,6 +13,7 @@
 //! only by the current lease holder and only moves forward; a child shard starts
 //! only after its parents ended; leases are released on shutdown.
 
+pub mod args;
 pub mod assignment;
 pub mod backoff;
 pub mod config;
@@ -29,6 +30,7 @@ mod shard;
 pub mod singleton;
 pub mod source;
 
+pub use args::ConsumerArgs;
 pub use config::{ConsumerConfig, InitialPosition};
 pub use consumer::{Consumer, ConsumerError};
 pub use lease_table::LeaseTable;

@@ -30,7 +30,7 @@ pub struct SingletonGuard {
     /// Cancelled when the lease is lost: stop the job at once.
     pub lost: CancellationToken,
     stop: CancellationToken,
-    renewer: JoinHandle<Option<u64>>,
+    renewer: Option<JoinHandle<Option<u64>>>,
 }
 
 impl SingletonLease {
@@ -87,7 +87,7 @@ impl SingletonLease {
             worker_id: self.worker_id.clone(),
             lost,
             stop,
-            renewer,
+            renewer: Some(renewer),
         }
     }
 }
@@ -127,15 +127,26 @@ async fn renew(
 
 impl SingletonGuard {
     /// Stops renewing and gives the lease up so another instance takes it at once.
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.stop.cancel();
-        if let Ok(Some(counter)) = self.renewer.await {
+        let Some(renewer) = self.renewer.take() else { return };
+        if let Ok(Some(counter)) = renewer.await {
             match self.table.release(&self.key, &self.worker_id, counter).await {
                 Ok(()) => tracing::info!(lease = %self.key, "singleton lease released"),
                 Err(error) => {
                     tracing::warn!(lease = %self.key, %error, "singleton release failed; it expires after the failover time")
                 }
             }
+        }
+    }
+}
+
+/// A guard dropped without [`SingletonGuard::release`] (a failed job, a panic) stops
+/// renewing: the lease expires after the failover time, as if the process had died.
+impl Drop for SingletonGuard {
+    fn drop(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
         }
     }
 }

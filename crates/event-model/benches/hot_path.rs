@@ -1,0 +1,186 @@
+//! The s3-connector's hot path on one core: parse, validate, normalize, serialize and
+//! gzip realistic ~300-byte events; then gzip alone over the same output bytes, and
+//! the ratio. `cargo bench -p event-model` prints the table.
+
+use std::hint::black_box;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use event_model::{BatchFile, Event, Rules};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+const EVENTS: usize = 20_000;
+const ARRIVAL: i64 = 1_767_225_600_000;
+
+fn uuid(rng: &mut u64) -> String {
+    let mut hex = String::new();
+    for _ in 0..4 {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        hex.push_str(&format!("{:08x}", *rng as u32));
+    }
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+/// Events shaped like the generator's: a few hundred players, deaths clustered on a map.
+fn sample() -> Vec<Vec<u8>> {
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+    let players: Vec<String> = (0..500).map(|_| uuid(&mut rng)).collect();
+    let types = [
+        "player_death",
+        "level_start",
+        "level_complete",
+        "item_pickup",
+        "session_start",
+    ];
+    (0..EVENTS)
+        .map(|i| {
+            let event_id = uuid(&mut rng);
+            format!(
+                r#"{{"event_id":"{event_id}","client_id":"{}","app_name":"SampleGame","event_version":"1.0","event_type":"{}","event_timestamp":{},"app_version":"2.3.1","level_id":"level-{:02}","position_x":{:.2},"position_y":{:.2},"platform":"android"}}"#,
+                players[i % players.len()],
+                types[i % types.len()],
+                ARRIVAL - 5_000 + (i as i64 % 3_000),
+                i % 12,
+                (rng % 100_000) as f64 / 97.0,
+                (rng % 70_000) as f64 / 89.0,
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
+/// Best time of several runs of `f`, each long enough to be measured.
+fn best(mut f: impl FnMut()) -> Duration {
+    (0..7)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn hot_path(events: &[Vec<u8>], rules: &Rules, level: u32) -> usize {
+    let mut file = BatchFile::new(level);
+    for raw in events {
+        if let Ok(event) = Event::parse(raw, ARRIVAL, rules) {
+            event.write_json_line(Some(ARRIVAL), file.buffer());
+            file.line_written().expect("compress");
+        }
+    }
+    file.finish().expect("finish").len()
+}
+
+fn gzip_alone(lines: &[u8], level: u32) -> usize {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::new(level));
+    for chunk in lines.chunks(64 * 1024) {
+        encoder.write_all(chunk).expect("compress");
+    }
+    encoder.finish().expect("finish").len()
+}
+
+fn main() {
+    let events = sample();
+    let rules = Rules::default();
+    // For profiling the parser alone: `PARSE_ONLY=1 perf record <bench binary>`.
+    if std::env::var_os("PARSE_ONLY").is_some() {
+        for _ in 0..300 {
+            for raw in &events {
+                black_box(Event::parse(black_box(raw), ARRIVAL, &rules).is_ok());
+            }
+        }
+        return;
+    }
+    let input_bytes: usize = events.iter().map(Vec::len).sum();
+    let mut lines = Vec::new();
+    for raw in &events {
+        Event::parse(raw, ARRIVAL, &rules)
+            .expect("sample events are valid")
+            .write_json_line(Some(ARRIVAL), &mut lines);
+    }
+    println!(
+        "{EVENTS} events, {:.0} bytes each on average, {} bytes as JSON lines",
+        input_bytes as f64 / EVENTS as f64,
+        lines.len()
+    );
+    println!(
+        "level | hot path events/s | hot path MB/s (in) | gzip alone events/s | gzip alone MB/s | ratio | compressed"
+    );
+    for level in [1, 3, 6] {
+        let mut compressed = 0;
+        let hot = best(|| compressed = black_box(hot_path(black_box(&events), &rules, level)));
+        let gzip = best(|| {
+            black_box(gzip_alone(black_box(&lines), level));
+        });
+        let rate = |d: Duration| EVENTS as f64 / d.as_secs_f64();
+        println!(
+            "{level:>5} | {:>17.0} | {:>18.1} | {:>19.0} | {:>15.1} | {:>5.2} | {:.1}x",
+            rate(hot),
+            input_bytes as f64 / hot.as_secs_f64() / 1e6,
+            rate(gzip),
+            lines.len() as f64 / gzip.as_secs_f64() / 1e6,
+            gzip.as_secs_f64() / hot.as_secs_f64(),
+            lines.len() as f64 / compressed as f64,
+        );
+    }
+    floor(&events);
+    typed(&events);
+    let parse_only = best(|| {
+        for raw in &events {
+            black_box(Event::parse(black_box(raw), ARRIVAL, &rules).is_ok());
+        }
+    });
+    println!(
+        "parse + validate alone: {:.0} events/s",
+        EVENTS as f64 / parse_only.as_secs_f64()
+    );
+}
+/// What serde_json costs at the least (skipping every value) and UTF-8 validation alone.
+fn floor(events: &[Vec<u8>]) {
+    let d = best(|| {
+        for raw in events {
+            black_box(serde_json::from_slice::<serde::de::IgnoredAny>(black_box(raw)).is_ok());
+        }
+    });
+    println!("serde_json IgnoredAny: {:.0} events/s", EVENTS as f64 / d.as_secs_f64());
+    let d = best(|| {
+        for raw in events {
+            black_box(std::str::from_utf8(black_box(raw)).is_ok());
+        }
+    });
+    println!("utf8: {:.0} events/s", EVENTS as f64 / d.as_secs_f64());
+}
+#[derive(serde::Deserialize)]
+#[allow(dead_code)] // only deserialized
+struct Typed<'a> {
+    event_id: &'a str,
+    client_id: &'a str,
+    app_name: &'a str,
+    event_version: &'a str,
+    event_type: &'a str,
+    event_timestamp: i64,
+    app_version: Option<&'a str>,
+    level_id: Option<&'a str>,
+    position_x: Option<f64>,
+    position_y: Option<f64>,
+}
+/// A plain borrowed serde derive, without any validation: the parser's yardstick.
+fn typed(events: &[Vec<u8>]) {
+    let d = best(|| {
+        for raw in events {
+            black_box(serde_json::from_slice::<Typed>(black_box(raw)).is_ok());
+        }
+    });
+    println!("serde derive borrowed: {:.0} events/s", EVENTS as f64 / d.as_secs_f64());
+}

@@ -1,0 +1,77 @@
+//! Where objects go in the bucket. Pure functions of their inputs, so a retry of a
+//! batch writes the same key.
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+/// The two kinds of batch files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    /// Valid events, loaded into the warehouse.
+    Events,
+    /// Rejected records with their reasons.
+    Errors,
+}
+
+impl BatchKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            BatchKind::Events => "events",
+            BatchKind::Errors => "errors",
+        }
+    }
+}
+
+/// `<prefix>/YYYY/MM/DD/HH/<first>-<last>.gzip`, the hour (UTC) of `arrival_ms`.
+pub fn batch_key(kind: BatchKind, arrival_ms: i64, first_sequence: &str, last_sequence: &str) -> String {
+    let time = Timestamp::from_millisecond(arrival_ms)
+        .unwrap_or(if arrival_ms < 0 { Timestamp::MIN } else { Timestamp::MAX })
+        .to_zoned(TimeZone::UTC);
+    format!(
+        "{}/{:04}/{:02}/{:02}/{:02}/{first_sequence}-{last_sequence}.gzip",
+        kind.prefix(),
+        time.year(),
+        time.month(),
+        time.day(),
+        time.hour()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_use_the_utc_hour_of_arrival() {
+        // 2024-02-29T23:59:59.999Z
+        assert_eq!(
+            batch_key(BatchKind::Events, 1_709_251_199_999, "49", "51"),
+            "events/2024/02/29/23/49-51.gzip"
+        );
+        assert_eq!(
+            batch_key(BatchKind::Errors, 1_709_251_200_000, "1", "1"),
+            "errors/2024/03/01/00/1-1.gzip"
+        );
+        assert_eq!(
+            batch_key(BatchKind::Events, 0, "a", "b"),
+            "events/1970/01/01/00/a-b.gzip"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn keys_are_a_pure_function(ms in 0i64..4_102_444_800_000, first in "[0-9]{1,56}", last in "[0-9]{1,56}") {
+            let key = batch_key(BatchKind::Events, ms, &first, &last);
+            proptest::prop_assert_eq!(&key, &batch_key(BatchKind::Events, ms, &first, &last));
+            let parts: Vec<&str> = key.split('/').collect();
+            proptest::prop_assert_eq!(parts.len(), 6);
+            proptest::prop_assert_eq!(parts[0], "events");
+            let expected_suffix = format!("{first}-{last}.gzip");
+            proptest::prop_assert_eq!(parts[5], expected_suffix.as_str());
+            let hour_start = ms - ms.rem_euclid(3_600_000);
+            // Every instant of one hour maps to the same folder.
+            let folder = |k: &str| k.rsplit_once('/').map(|(f, _)| f.to_string());
+            proptest::prop_assert_eq!(folder(&key), folder(&batch_key(BatchKind::Events, hour_start, &first, &last)));
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! The telemetry event and the files made of it. No IO: every function here is pure
+//! and unit-tested; the services do the reading and writing.
+//!
+//! - [`event`]: parse, validate and normalize one record into an [`Event`], or reject it
+//!   with a [`Rejection`] (a machine-readable [`Reason`] and the field);
+//! - [`batch`]: gzipped JSON-lines batch files;
+//! - [`rejected`]: the line format of `errors/`;
+//! - [`pointer`]: the `files` stream's message;
+//! - [`layout`]: the S3 key layout.
+
+pub mod batch;
+pub mod event;
+pub mod layout;
+pub mod normalization;
+pub mod pointer;
+pub mod rejected;
+pub mod rejection;
+
+pub use batch::BatchFile;
+pub use event::{Event, Rules};
+pub use layout::{BatchKind, batch_key};
+pub use normalization::{Normalization, Normalizations};
+pub use pointer::FilePointer;
+pub use rejected::RejectedRecord;
+pub use rejection::{Reason, Rejection};

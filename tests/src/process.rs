@@ -108,6 +108,12 @@ impl ServiceProcess {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// Kills the process with SIGKILL: no flush, no checkpoint, no lease release.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits for the process to exit; `None` if it is still running at the deadline.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;

@@ -76,10 +76,10 @@ fn hot_path(events: &[Vec<u8>], rules: &Rules, level: u32) -> usize {
     for raw in events {
         if let Ok(event) = Event::parse(raw, ARRIVAL, rules) {
             event.write_json_line(Some(ARRIVAL), file.buffer());
-            file.line_written().expect("compress");
+            file.line_written();
         }
     }
-    file.finish().expect("finish").len()
+    file.finish().len()
 }
 
 fn gzip_alone(lines: &[u8], level: u32) -> usize {

@@ -33,19 +33,20 @@ impl BatchFile {
     }
 
     /// Counts the line just appended to [`BatchFile::buffer`], compressing a full chunk.
-    pub fn line_written(&mut self) -> std::io::Result<()> {
+    pub fn line_written(&mut self) {
         self.lines += 1;
         if self.pending.len() >= CHUNK {
-            self.compress_pending()?;
+            self.compress_pending();
         }
-        Ok(())
     }
 
-    fn compress_pending(&mut self) -> std::io::Result<()> {
+    fn compress_pending(&mut self) {
         self.uncompressed += self.pending.len() as u64;
-        self.encoder.write_all(&self.pending)?;
+        // Deflate into memory fails only on a broken stream state, which nothing outside can cause.
+        self.encoder
+            .write_all(&self.pending)
+            .expect("compressing into a Vec cannot fail");
         self.pending.clear();
-        Ok(())
     }
 
     pub fn lines(&self) -> u64 {
@@ -62,9 +63,9 @@ impl BatchFile {
     }
 
     /// The finished gzip bytes.
-    pub fn finish(mut self) -> std::io::Result<Vec<u8>> {
-        self.compress_pending()?;
-        self.encoder.finish()
+    pub fn finish(mut self) -> Vec<u8> {
+        self.compress_pending();
+        self.encoder.finish().expect("compressing into a Vec cannot fail")
     }
 }
 
@@ -79,11 +80,11 @@ mod tests {
         let mut file = BatchFile::new(1);
         for i in 0..10_000 {
             file.buffer().extend_from_slice(format!("{{\"n\":{i}}}\n").as_bytes());
-            file.line_written().expect("compress");
+            file.line_written();
         }
         assert_eq!(file.lines(), 10_000);
         let expected_bytes = file.uncompressed_bytes();
-        let gz = file.finish().expect("finish");
+        let gz = file.finish();
         let mut text = String::new();
         flate2::read::GzDecoder::new(&gz[..])
             .read_to_string(&mut text)

@@ -1,49 +1,37 @@
-//! s3-connector: reads the `telemetry` stream, validates and sanitizes each event,
+//! s3-connector: reads the `telemetry` stream, validates and normalizes each event,
 //! writes valid events in gzipped JSON-lines batches to `events/…` in S3 (rejects to
-//! `errors/…`), and publishes one pointer per batch on the `files` stream.
+//! `errors/…` with their reasons and raw bytes), publishes one pointer per events file
+//! on the `files` stream, and only then checkpoints.
 //!
-//! Today the service checks its resources, reports health and stops cleanly; the
-//! stream processing arrives with the shard consumer and the event model.
+//! [`batch`] is the pure part (what goes in which file, when to flush); [`processor`]
+//! does the writing, the retries and the memory bound.
 
-use clap::Parser;
-use pipeline_runtime::config::parse_resource_name;
+pub mod batch;
+pub mod config;
+pub mod processor;
+
+use std::sync::Arc;
+
+use pipeline_runtime::ServiceContext;
 use pipeline_runtime::resources::{self, MissingResources, Resource};
-use pipeline_runtime::{AwsArgs, ServiceArgs, ServiceContext};
+use shard_consumer::kinesis::KinesisSource;
+use shard_consumer::{Consumer, ConsumerError, LeaseTable};
+use tokio::sync::Semaphore;
+
+pub use config::Config;
+use processor::{S3ProcessorFactory, Shared};
 
 pub const SERVICE: &str = "s3-connector";
-
-/// Settings of the s3-connector.
-#[derive(Debug, Clone, Parser)]
-#[command(name = SERVICE, version, about = "Telemetry stream → validated, gzipped JSON-lines batches in S3 → pointers on the files stream")]
-pub struct Config {
-    /// Kinesis stream the games write telemetry events to.
-    #[arg(long, env = "TELEMETRY_STREAM", default_value = "telemetry", value_parser = parse_resource_name)]
-    pub telemetry_stream: String,
-
-    /// Kinesis stream that receives one pointer per batch written to S3.
-    #[arg(long, env = "FILES_STREAM", default_value = "files", value_parser = parse_resource_name)]
-    pub files_stream: String,
-
-    /// S3 bucket of the data lake (batches under `events/`, rejects under `errors/`).
-    #[arg(long, env = "BUCKET", value_parser = parse_resource_name)]
-    pub bucket: String,
-
-    /// DynamoDB lease table of this connector's shard leases (created if missing).
-    #[arg(long = "s3-connector-lease-table", env = "S3_CONNECTOR_LEASE_TABLE", default_value = "s3-connector", value_parser = parse_resource_name)]
-    pub lease_table: String,
-
-    #[command(flatten)]
-    pub service: ServiceArgs,
-
-    #[command(flatten)]
-    pub aws: AwsArgs,
-}
+/// The lease application name (the `Application` dimension of consumer metrics).
+pub const APPLICATION: &str = "s3-connector";
 
 /// Why the connector stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     MissingResources(#[from] MissingResources),
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
 }
 
 /// Runs the connector until `context.shutdown` is cancelled.
@@ -63,13 +51,35 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
         ],
     )
     .await?;
+    let memory_cap = config.memory_cap_bytes();
+    let shared = Arc::new(Shared {
+        s3: context.aws.s3(),
+        kinesis: context.aws.kinesis(),
+        bucket: config.bucket.clone(),
+        files_stream: config.files_stream.clone(),
+        sse_kms_key_id: config.sse_kms_key_id.clone(),
+        rules: config.rules(),
+        limits: config.limits(),
+        gzip_level: config.gzip_level,
+        memory: Arc::new(Semaphore::new(memory_cap)),
+        memory_cap,
+        metrics: context.metrics.clone(),
+        shutdown: context.shutdown.clone(),
+    });
+    let consumer = Consumer::new(
+        KinesisSource::new(context.aws.kinesis(), &config.telemetry_stream),
+        LeaseTable::new(context.aws.dynamodb(), &config.lease_table),
+        S3ProcessorFactory { shared },
+        config.consumer.config(APPLICATION),
+        context.metrics.clone(),
+    );
     context.health.set_ready(true);
     tracing::info!(
         telemetry_stream = %config.telemetry_stream,
         files_stream = %config.files_stream,
         bucket = %config.bucket,
-        "resources found; idle until shutdown"
+        "consuming"
     );
-    context.shutdown.cancelled().await;
+    consumer.run(context.shutdown.clone()).await?;
     Ok(())
 }

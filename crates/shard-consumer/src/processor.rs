@@ -42,6 +42,13 @@ pub trait RecordProcessor<R>: Send {
         checkpointer: &mut Checkpointer,
     ) -> impl Future<Output = Result<(), ProcessorError>> + Send;
 
+    /// A read returned no records (called at most once per idle pause): the moment to
+    /// flush what has waited long enough on a quiet shard. An error is logged and the
+    /// next quiet read calls again.
+    fn idle(&mut self, _checkpointer: &mut Checkpointer) -> impl Future<Output = Result<(), ProcessorError>> + Send {
+        async { Ok(()) }
+    }
+
     /// The shard is closed and every record was delivered: make everything durable.
     /// When this returns `Ok`, the consumer checkpoints SHARD_END and children start.
     fn shard_ended(
@@ -122,6 +129,12 @@ impl Checkpointer {
             lost,
             delivered: None,
         }
+    }
+
+    /// Whether this worker lost the lease (checkpoints fail from then on): stop retrying
+    /// work whose only purpose is a checkpoint.
+    pub fn is_lease_lost(&self) -> bool {
+        self.lost.is_cancelled()
     }
 
     pub fn shard_id(&self) -> &str {

@@ -273,6 +273,11 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                 if let Some(outcome) = self.process(processor, checkpointer, batch).await {
                     return outcome;
                 }
+            } else if let Err(error) = processor.idle(checkpointer).await {
+                if self.lost.is_cancelled() {
+                    return ShardOutcome::Lost;
+                }
+                tracing::warn!(shard_id = %self.shard_id, %error, "idle-time work failed; trying again at the next quiet read");
             }
             match read.next_iterator {
                 Some(next) => iterator = Some(next),

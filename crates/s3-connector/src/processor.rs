@@ -1,0 +1,292 @@
+//! The per-shard processor: buffer, flush to S3, publish the pointer, then checkpoint.
+//!
+//! A flush retries each step with backoff until it succeeds, the lease is lost (the
+//! new owner re-reads from the checkpoint) or the process is stopped (nothing is
+//! checkpointed past what was written). Memory is bounded by one semaphore shared by
+//! every shard: when it is exhausted a shard flushes its own batch and then waits,
+//! so reading stops instead of the buffers growing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+use event_model::Rules;
+use pipeline_runtime::{Metrics, Unit};
+use shard_consumer::backoff::Backoff;
+use shard_consumer::kinesis::KinesisRecord;
+use shard_consumer::{
+    Batch, Checkpointer, CheckpointerError, ProcessorError, ProcessorFactory, RecordPosition, RecordProcessor,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{FlushLimits, Object, SealedBatch, ShardBatch};
+
+/// JSON lines; the `Content-Encoding` says it is gzipped.
+const CONTENT_TYPE: &str = "application/x-ndjson";
+
+/// What every shard's processor shares.
+pub struct Shared {
+    pub s3: aws_sdk_s3::Client,
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub bucket: String,
+    pub files_stream: String,
+    pub sse_kms_key_id: Option<String>,
+    pub rules: Rules,
+    pub limits: FlushLimits,
+    pub gzip_level: u32,
+    /// Bytes of buffered records, across shards.
+    pub memory: Arc<Semaphore>,
+    pub memory_cap: usize,
+    pub metrics: Metrics,
+    pub shutdown: CancellationToken,
+}
+
+/// Why a flush stopped before its checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error("the shard's lease was lost; the new owner re-reads from the last checkpoint")]
+    LeaseLost,
+    #[error("shutting down before the batch was durable; nothing was checkpointed past it")]
+    ShuttingDown,
+}
+
+pub struct S3ProcessorFactory {
+    pub shared: Arc<Shared>,
+}
+
+impl ProcessorFactory<KinesisRecord> for S3ProcessorFactory {
+    type Processor = S3Processor;
+    fn create(&self, shard_id: &str) -> S3Processor {
+        S3Processor {
+            shared: self.shared.clone(),
+            batch: ShardBatch::new(shard_id, self.shared.gzip_level),
+            permits: None,
+            appended: None,
+        }
+    }
+}
+
+pub struct S3Processor {
+    shared: Arc<Shared>,
+    batch: ShardBatch,
+    permits: Option<OwnedSemaphorePermit>,
+    /// The last record in the open batch: a retried call must not append twice.
+    appended: Option<RecordPosition>,
+}
+
+impl S3Processor {
+    /// Takes `bytes` of the shared memory budget, flushing this shard's batch first
+    /// when the budget is spent, then waiting for other shards to flush theirs.
+    async fn reserve(&mut self, bytes: usize, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+        let wanted = u32::try_from(bytes.clamp(1, self.shared.memory_cap)).unwrap_or(u32::MAX);
+        let permit = match self.shared.memory.clone().try_acquire_many_owned(wanted) {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.shared.metrics.count("BackPressureWaits", 1, &[]);
+                self.flush(checkpointer).await?;
+                tokio::select! {
+                    permit = self.shared.memory.clone().acquire_many_owned(wanted) => permit?,
+                    () = self.shared.shutdown.cancelled() => return Err(FlushError::ShuttingDown.into()),
+                }
+            }
+        };
+        match &mut self.permits {
+            Some(held) => held.merge(permit),
+            None => self.permits = Some(permit),
+        }
+        Ok(())
+    }
+
+    /// Writes the open batch and checkpoints after it; no-op when it is empty.
+    async fn flush(&mut self, checkpointer: &mut Checkpointer) -> Result<(), FlushError> {
+        let now = Instant::now();
+        let fresh = self.batch.renewed();
+        let Some(sealed) = std::mem::replace(&mut self.batch, fresh).seal(&self.shared.bucket, now) else {
+            return Ok(());
+        };
+        // The memory stays reserved until the batch is durable.
+        let permits = self.permits.take();
+        let result = self.write(&sealed, checkpointer).await;
+        drop(permits);
+        self.appended = None;
+        result?;
+        self.record_metrics(&sealed);
+        Ok(())
+    }
+
+    async fn write(&self, sealed: &SealedBatch, checkpointer: &mut Checkpointer) -> Result<(), FlushError> {
+        for object in [&sealed.events, &sealed.errors].into_iter().flatten() {
+            self.retry("S3 put", checkpointer, || self.put(object)).await?;
+        }
+        if let Some(pointer) = &sealed.pointer {
+            let data = pointer.to_json();
+            self.retry("pointer publish", checkpointer, || {
+                self.shared
+                    .kinesis
+                    .put_record()
+                    .stream_name(&self.shared.files_stream)
+                    // One source shard's pointers stay in order on one files shard.
+                    .partition_key(&pointer.shard)
+                    .data(Blob::new(data.clone()))
+                    .send()
+            })
+            .await?;
+        }
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            match checkpointer.checkpoint(&sealed.last).await {
+                Ok(()) => return Ok(()),
+                Err(CheckpointerError::LeaseLost(_)) => return Err(FlushError::LeaseLost),
+                Err(error) => {
+                    tracing::warn!(shard_id = %checkpointer.shard_id(), %error, "checkpoint failed; retrying");
+                    self.pause(&mut backoff, checkpointer).await?;
+                }
+            }
+        }
+    }
+
+    async fn put(
+        &self,
+        object: &Object,
+    ) -> Result<(), aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::put_object::PutObjectError>> {
+        let started = Instant::now();
+        let kms = self.shared.sse_kms_key_id.as_ref();
+        self.shared
+            .s3
+            .put_object()
+            .bucket(&self.shared.bucket)
+            .key(&object.key)
+            .body(ByteStream::from(object.body.clone()))
+            .content_type(CONTENT_TYPE)
+            .content_encoding("gzip")
+            .set_server_side_encryption(kms.map(|_| ServerSideEncryption::AwsKms))
+            .set_ssekms_key_id(kms.cloned())
+            .send()
+            .await?;
+        self.shared.metrics.timing("S3PutLatency", started.elapsed(), &[]);
+        Ok(())
+    }
+
+    /// Runs `operation` until it succeeds; every retry is the same request, so a write
+    /// that succeeded unseen is repeated harmlessly (same key, same pointer).
+    async fn retry<T, E, F, Fut>(
+        &self,
+        what: &str,
+        checkpointer: &Checkpointer,
+        mut operation: F,
+    ) -> Result<T, FlushError>
+    where
+        E: std::error::Error,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        loop {
+            match operation().await {
+                Ok(value) => return Ok(value),
+                Err(error) => {
+                    let error = aws_smithy_types::error::display::DisplayErrorContext(&error);
+                    self.shared.metrics.count("WriteRetries", 1, &[("Operation", what)]);
+                    tracing::warn!(shard_id = %checkpointer.shard_id(), operation = what, error = %error, "write failed; retrying");
+                    self.pause(&mut backoff, checkpointer).await?;
+                }
+            }
+        }
+    }
+
+    /// Waits one backoff step. Shutdown does not interrupt it: the service's deadline
+    /// bounds how long a stopping process keeps trying to make its batch durable.
+    async fn pause(&self, backoff: &mut Backoff, checkpointer: &Checkpointer) -> Result<(), FlushError> {
+        if checkpointer.is_lease_lost() {
+            return Err(FlushError::LeaseLost);
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+        if checkpointer.is_lease_lost() {
+            return Err(FlushError::LeaseLost);
+        }
+        Ok(())
+    }
+
+    fn record_metrics(&self, sealed: &SealedBatch) {
+        let metrics = &self.shared.metrics;
+        let tally = &sealed.tally;
+        metrics.count("RecordsIn", tally.records_in, &[]);
+        metrics.count_bytes("BytesIn", tally.bytes_in, &[]);
+        metrics.count("ValidEvents", tally.valid, &[]);
+        for (reason, count) in &tally.rejected {
+            metrics.count("RejectedRecords", *count, &[("Reason", reason)]);
+        }
+        for (kind, count) in &tally.normalized {
+            metrics.count("NormalizedEvents", *count, &[("Normalization", kind)]);
+        }
+        let written: u64 = [&sealed.events, &sealed.errors]
+            .into_iter()
+            .flatten()
+            .map(|o| o.body.len() as u64)
+            .sum();
+        metrics.count_bytes("BytesOut", written, &[]);
+        metrics.count("BatchesWritten", 1, &[]);
+        metrics.sample(
+            "BatchAgeAtFlush",
+            sealed.age.as_secs_f64() * 1000.0,
+            Unit::Milliseconds,
+            &[],
+        );
+        tracing::debug!(
+            events = ?sealed.events.as_ref().map(|o| &o.key),
+            records = tally.records_in,
+            rejected = tally.rejected.values().sum::<u64>(),
+            "batch written"
+        );
+    }
+}
+
+impl RecordProcessor<KinesisRecord> for S3Processor {
+    async fn process(
+        &mut self,
+        batch: &Batch<KinesisRecord>,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        let appended = self.appended.clone();
+        let new = |r: &&KinesisRecord| appended.as_ref().is_none_or(|a| r.position > *a);
+        if !batch.records.iter().any(|r| new(&r)) {
+            return Ok(());
+        }
+        let bytes: usize = batch.records.iter().filter(new).map(|r| r.data.len()).sum();
+        self.reserve(bytes, checkpointer).await?;
+        let now = Instant::now();
+        for record in batch.records.iter().filter(new) {
+            self.batch.add(record, &self.shared.rules, now);
+            self.appended = Some(record.position.clone());
+        }
+        if self.batch.is_due(&self.shared.limits, now) {
+            self.flush(checkpointer).await?;
+        }
+        Ok(())
+    }
+
+    async fn idle(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+        if self.batch.is_due(&self.shared.limits, Instant::now()) {
+            self.flush(checkpointer).await?;
+        }
+        Ok(())
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+        Ok(self.flush(checkpointer).await?)
+    }
+
+    async fn lease_lost(&mut self) {
+        self.batch = self.batch.renewed();
+        self.permits = None;
+        self.appended = None;
+    }
+
+    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+        Ok(self.flush(checkpointer).await?)
+    }
+}

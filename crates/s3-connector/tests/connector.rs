@@ -1,0 +1,411 @@
+//! The connector on the local stack: every record lands in `events/` or `errors/`,
+//! one pointer per events file, and a crash between the S3 write and the checkpoint
+//! loses nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::time::Duration;
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use bytes::Bytes;
+use event_model::{FilePointer, RejectedRecord};
+use pipeline_runtime::AwsClients;
+use pipeline_tests::process::ServiceProcess;
+use pipeline_tests::resources::Resources;
+use pipeline_tests::stack;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_s3-connector");
+
+fn event(id: &str, ts: i64) -> Vec<u8> {
+    serde_json::json!({
+        "event_id": id,
+        "client_id": uuid::Uuid::new_v4().to_string(),
+        "app_name": "SampleGame",
+        "event_version": "1.0",
+        "event_type": "player_death",
+        "event_timestamp": ts,
+        "level_id": "level-01",
+        "position_x": 10.5,
+        "position_y": 3
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn new_events(count: usize) -> Vec<(String, Vec<u8>)> {
+    (0..count)
+        .map(|_| {
+            let id = uuid::Uuid::new_v4().to_string();
+            let data = event(&id, now_ms() - 1_000);
+            (id, data)
+        })
+        .collect()
+}
+
+async fn put_all(aws: &AwsClients, stream: &str, records: &[Vec<u8>]) {
+    for chunk in records.chunks(100) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, data)| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(format!("pk-{i}-{}", data.len()))
+                    .data(Blob::new(data.clone()))
+                    .build()
+                    .expect("entry")
+            })
+            .collect::<Vec<_>>();
+        let output = aws
+            .kinesis()
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .expect("put records");
+        assert_eq!(output.failed_record_count(), Some(0));
+    }
+}
+
+/// Every object under `prefix`: key → (gunzipped lines, stored size).
+async fn objects(aws: &AwsClients, bucket: &str, prefix: &str) -> HashMap<String, (Vec<String>, usize)> {
+    let s3 = aws.s3();
+    let mut found = HashMap::new();
+    let listing = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send()
+        .collect::<Vec<_>>()
+        .await;
+    for page in listing {
+        let page = page.expect("list objects");
+        for object in page.contents() {
+            let key = object.key().expect("key").to_string();
+            let body = s3
+                .get_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .expect("get object")
+                .body
+                .collect()
+                .await
+                .expect("body")
+                .into_bytes();
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_string(&mut text)
+                .expect("gzip");
+            found.insert(key, (text.lines().map(str::to_string).collect(), body.len()));
+        }
+    }
+    found
+}
+
+fn event_ids(objects: &HashMap<String, (Vec<String>, usize)>) -> Vec<String> {
+    objects
+        .values()
+        .flat_map(|(lines, _)| lines.iter())
+        .map(|line| {
+            let value: Value = serde_json::from_str(line).expect("JSON line");
+            assert!(value["server_timestamp"].is_i64(), "{line}");
+            value["event_id"].as_str().expect("event_id").to_string()
+        })
+        .collect()
+}
+
+/// Polls until every id in `ids` is in `events/`.
+async fn wait_for_events(aws: &AwsClients, bucket: &str, ids: &HashSet<String>, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let seen: HashSet<String> = event_ids(&objects(aws, bucket, "events/").await).into_iter().collect();
+        if ids.is_subset(&seen) {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Every pointer on the files stream so far.
+async fn pointers(aws: &AwsClients, stream: &str) -> Vec<FilePointer> {
+    let kinesis = aws.kinesis();
+    let shards = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("list shards");
+    let mut found = Vec::new();
+    for shard in shards.shards() {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("iterator")
+            .shard_iterator
+            .expect("iterator");
+        loop {
+            let output = kinesis
+                .get_records()
+                .shard_iterator(&iterator)
+                .send()
+                .await
+                .expect("get records");
+            for record in output.records() {
+                found.push(FilePointer::from_json(record.data().as_ref()).expect("pointer"));
+            }
+            match output.next_shard_iterator() {
+                Some(next) if !output.records().is_empty() => iterator = next.to_string(),
+                _ => break,
+            }
+        }
+    }
+    found
+}
+
+fn start(resources: &Resources, extra: &[(&str, &str)]) -> ServiceProcess {
+    let mut env = resources.env();
+    env.extend_from_slice(&[
+        ("BATCH_MAX_AGE_SECS", "1"),
+        ("BATCH_MAX_RECORDS", "1000"),
+        ("IDLE_BETWEEN_READS_MS", "200"),
+        ("LEASE_FAILOVER_SECS", "3"),
+        ("METRICS_FLUSH_INTERVAL_SECS", "1"),
+    ]);
+    env.extend_from_slice(extra);
+    ServiceProcess::start(BIN, &env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_lands_in_events_or_errors_with_one_pointer_per_file() {
+    let aws = stack::aws().await;
+    let resources = Resources::unique();
+    resources.create(&aws).await;
+    let (bucket, telemetry, files) = (
+        resources.name("BUCKET"),
+        resources.name("TELEMETRY_STREAM"),
+        resources.name("FILES_STREAM"),
+    );
+
+    let plain = new_events(200);
+    let aggregated = new_events(50);
+    let mut records: Vec<Vec<u8>> = plain.iter().map(|(_, data)| data.clone()).collect();
+    for chunk in aggregated.chunks(10) {
+        let users: Vec<(String, Bytes)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, (_, data))| (format!("agg-{i}"), Bytes::from(data.clone())))
+            .collect();
+        records.push(shard_consumer::kpl::aggregate(&users).to_vec());
+    }
+    let mut corrupt = shard_consumer::kpl::aggregate(&[("x".into(), Bytes::from_static(b"{}"))]).to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    let future = event(&uuid::Uuid::new_v4().to_string(), now_ms() + 7_200_000);
+    let malformed: Vec<(Vec<u8>, &str)> = vec![
+        (b"{not json".to_vec(), "malformed_json"),
+        (b"".to_vec(), "empty"),
+        (b"[1,2,3]".to_vec(), "not_an_object"),
+        (vec![b'{', 0xff, 0xfe, b'}'], "invalid_utf8"),
+        (
+            format!("{{\"event_id\":\"{}\"}}", uuid::Uuid::new_v4()).into_bytes(),
+            "missing_field",
+        ),
+        (
+            String::from_utf8(event(&uuid::Uuid::new_v4().to_string(), 1))
+                .expect("utf8")
+                .replace("player_death", "death\\u0007")
+                .into_bytes(),
+            "control_characters",
+        ),
+        (event("not-a-uuid", 1), "invalid_uuid"),
+        (future, "future_timestamp"),
+        (vec![b'x'; 40_000], "too_large"),
+        (corrupt, "kpl_bad_checksum"),
+    ];
+    records.extend(malformed.iter().map(|(data, _)| data.clone()));
+    put_all(&aws, telemetry, &records).await;
+
+    let mut connector = start(&resources, &[]);
+    let valid: HashSet<String> = plain.iter().chain(&aggregated).map(|(id, _)| id.clone()).collect();
+    assert!(
+        wait_for_events(&aws, bucket, &valid, Duration::from_secs(60)).await,
+        "every valid event reaches events/"
+    );
+    // Rejects are flushed with the same batches; give the last one a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let errors = loop {
+        let errors = objects(&aws, bucket, "errors/").await;
+        let count: usize = errors.values().map(|(lines, _)| lines.len()).sum();
+        if count >= malformed.len() || tokio::time::Instant::now() > deadline {
+            break errors;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    connector.terminate();
+    let status = connector.wait_exit(Duration::from_secs(30)).expect("stops on SIGTERM");
+    assert!(status.success(), "{status}");
+
+    let events = objects(&aws, bucket, "events/").await;
+    let ids = event_ids(&events);
+    assert_eq!(ids.len(), valid.len(), "each valid event exactly once without a crash");
+    assert_eq!(ids.into_iter().collect::<HashSet<_>>(), valid);
+
+    let rejected: Vec<RejectedRecord> = errors
+        .values()
+        .flat_map(|(lines, _)| lines.iter())
+        .map(|line| serde_json::from_str(line).expect("reject line"))
+        .collect();
+    let reasons: Vec<&str> = rejected.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(rejected.len(), malformed.len(), "{reasons:?}");
+    for (data, reason) in &malformed {
+        let found = rejected
+            .iter()
+            .find(|r| r.raw().expect("base64") == *data)
+            .unwrap_or_else(|| panic!("{reason}: raw bytes not in errors/"));
+        assert_eq!(found.reason, *reason, "{} at {}", found.detail, found.sequence);
+        assert!(found.arrival > 0 && !found.sequence.is_empty() && found.shard.starts_with("shardId-"));
+    }
+
+    let key_layout = |key: &str, prefix: &str| {
+        let parts: Vec<&str> = key.split('/').collect();
+        parts.len() == 6
+            && parts[0] == prefix
+            && parts[1..5].iter().all(|p| p.chars().all(|c| c.is_ascii_digit()))
+            && parts[5].ends_with(".gzip")
+            && parts[5]
+                .trim_end_matches(".gzip")
+                .split('-')
+                .all(|s| s.chars().all(|c| c.is_ascii_digit()))
+    };
+    assert!(events.keys().all(|k| key_layout(k, "events")), "{:?}", events.keys());
+    assert!(errors.keys().all(|k| key_layout(k, "errors")), "{:?}", errors.keys());
+
+    let pointers = pointers(&aws, files).await;
+    assert_eq!(pointers.len(), events.len(), "one pointer per events file");
+    for pointer in &pointers {
+        let (lines, size) = events.get(&pointer.key).expect("the pointer names an events file");
+        assert_eq!(pointer.bucket, bucket);
+        assert_eq!(pointer.records as usize, lines.len());
+        assert_eq!(pointer.bytes as usize, *size);
+        assert!(pointer.min_event_timestamp <= pointer.max_event_timestamp);
+    }
+    let head = aws
+        .s3()
+        .head_object()
+        .bucket(bucket)
+        .key(&pointers[0].key)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.content_encoding(), Some("gzip"));
+    assert_eq!(head.content_type(), Some("application/x-ndjson"));
+
+    let metrics = connector.json_lines();
+    assert!(
+        metrics
+            .iter()
+            .any(|l| l["RejectedRecords"].is_number() && l["Reason"] == "kpl_bad_checksum"),
+        "rejects are counted by reason"
+    );
+    resources.delete(&aws).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_the_s3_write_and_the_checkpoint_loses_nothing() {
+    let aws = stack::aws().await;
+    let resources = Resources::unique();
+    resources.create(&aws).await;
+    let (bucket, telemetry, files) = (
+        resources.name("BUCKET"),
+        resources.name("TELEMETRY_STREAM"),
+        resources.name("FILES_STREAM"),
+    );
+    let mut first = start(&resources, &[("WORKER_ID", "first")]);
+    let before = new_events(30);
+    put_all(
+        &aws,
+        telemetry,
+        &before.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
+    )
+    .await;
+    let before_ids: HashSet<String> = before.iter().map(|(id, _)| id.clone()).collect();
+    assert!(wait_for_events(&aws, bucket, &before_ids, Duration::from_secs(60)).await);
+
+    // Without its files stream the connector writes to S3 but cannot publish, so it
+    // cannot checkpoint: it is killed in exactly that window.
+    stack::delete_stream(&aws, files).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while aws
+        .kinesis()
+        .describe_stream_summary()
+        .stream_name(files)
+        .send()
+        .await
+        .is_ok()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "files stream not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = new_events(30);
+    put_all(
+        &aws,
+        telemetry,
+        &after.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
+    )
+    .await;
+    let after_ids: HashSet<String> = after.iter().map(|(id, _)| id.clone()).collect();
+    assert!(
+        wait_for_events(&aws, bucket, &after_ids, Duration::from_secs(60)).await,
+        "written to S3 before the pointer could be published"
+    );
+    first.kill();
+
+    stack::create_stream(&aws, files, 1).await;
+    let mut second = start(&resources, &[("WORKER_ID", "second")]);
+    // The second worker takes the expired leases, re-reads from the checkpoint and
+    // publishes pointers that cover every event of the unfinished batches.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let covered = loop {
+        let mut covered = HashSet::new();
+        for pointer in pointers(&aws, files).await {
+            let objects = objects(&aws, bucket, &pointer.key).await;
+            covered.extend(event_ids(&objects));
+        }
+        if after_ids.is_subset(&covered) || tokio::time::Instant::now() > deadline {
+            break covered;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let missing: Vec<&String> = after_ids.difference(&covered).collect();
+    assert!(
+        missing.is_empty(),
+        "events without a pointer after the restart: {missing:?}"
+    );
+    let all: HashSet<String> = event_ids(&objects(&aws, bucket, "events/").await).into_iter().collect();
+    assert!(
+        before_ids.is_subset(&all) && after_ids.is_subset(&all),
+        "nothing is missing"
+    );
+    second.terminate();
+    assert!(second.wait_exit(Duration::from_secs(30)).is_some_and(|s| s.success()));
+    resources.delete(&aws).await;
+}

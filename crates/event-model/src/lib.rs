@@ -6,7 +6,8 @@
 //! - [`batch`]: gzipped JSON-lines batch files;
 //! - [`rejected`]: the line format of `errors/`;
 //! - [`pointer`]: the `files` stream's message;
-//! - [`layout`]: the S3 key layout.
+//! - [`layout`]: the S3 key layout;
+//! - [`snowplow`]: Snowplow enriched events (TSV) as the Analytics SDKs' JSON.
 
 pub mod batch;
 pub mod event;
@@ -15,6 +16,7 @@ pub mod normalization;
 pub mod pointer;
 pub mod rejected;
 pub mod rejection;
+pub mod snowplow;
 
 pub use batch::BatchFile;
 pub use event::{Event, Rules};

@@ -1,19 +1,43 @@
-//! player-state-worker: live game state in DynamoDB.
+//! player-state-worker: live game state in DynamoDB, in three stages that can run in
+//! one process or be scaled apart (`STAGES`):
 //!
-//! - events stage: telemetry → one conditional update per player per batch in PlayerState;
-//! - level stage: PlayerState's stream → exactly-once LevelState and Transitions counts;
-//! - pruner: deletes idle players (one instance at a time).
+//! - events ([`events_stage`]): telemetry → one conditional update per player per batch in PlayerState;
+//! - levels ([`level_stage`]): PlayerState's stream → exactly-once LevelState and Transitions counts;
+//! - pruner ([`pruner`]): deletes idle players, one instance at a time.
 //!
-//! Today the service checks its tables, reports health and stops cleanly; the stages
-//! arrive with the shard consumer.
+//! [`events`] and [`levels`] are the pure parts.
 
-use clap::Parser;
+pub mod events;
+pub mod events_stage;
+pub mod level_stage;
+pub mod levels;
+pub mod pruner;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use event_model::Rules;
 use pipeline_runtime::config::parse_resource_name;
 use pipeline_runtime::resources::{self, MissingResources, Resource, TableSpec};
 use pipeline_runtime::{AwsArgs, ServiceArgs, ServiceContext};
+use shard_consumer::dynamodb_streams::DynamoDbStreamSource;
+use shard_consumer::kinesis::KinesisSource;
+use shard_consumer::singleton::SingletonLease;
+use shard_consumer::{ConsumerArgs, ConsumerError, LeaseTable};
 
 pub const SERVICE: &str = "player-state-worker";
 
+/// A part of the worker that can be switched on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Stage {
+    /// telemetry → PlayerState
+    Events,
+    /// PlayerState stream → LevelState and Transitions
+    Levels,
+    /// deletes idle players
+    Pruner,
+}
 /// Settings of the player-state-worker.
 #[derive(Debug, Clone, Parser)]
 #[command(name = SERVICE, version, about = "Telemetry → PlayerState → exactly-once LevelState and Transitions in DynamoDB")]
@@ -46,6 +70,65 @@ pub struct Config {
     #[arg(long, env = "PRUNER_LEASE_TABLE", default_value = "player-state-pruner", value_parser = parse_resource_name)]
     pub pruner_lease_table: String,
 
+    /// Stages this process runs, comma-separated: `events`, `levels`, `pruner`.
+    #[arg(
+        long,
+        env = "STAGES",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "events,levels,pruner"
+    )]
+    pub stages: Vec<Stage>,
+
+    /// What the telemetry records are: `auto` (JSON if a record starts with `{`, else
+    /// Snowplow TSV), `json` (the pipeline's event) or `snowplow` (enriched TSV).
+    #[arg(long, env = "INPUT_FORMAT", value_enum, default_value = "auto")]
+    pub input_format: events::InputFormat,
+
+    /// Iglu schema of the Snowplow context that carries `user_id` and `level_slug`.
+    #[arg(long, env = "SNOWPLOW_LEVEL_CONTEXT", default_value = "iglu:com.codecombat/level_context/jsonschema/1-0-0",
+          value_parser = parse_level_context)]
+    pub snowplow_level_context: events::SnowplowLevelContext,
+
+    /// Seconds without an event after which a player counts as gone (pruned, and older
+    /// events are ignored).
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_secs: u64,
+
+    /// Seconds between two pruning passes.
+    #[arg(long, env = "PRUNE_INTERVAL_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub prune_interval_secs: u64,
+
+    /// Parallel scan segments of a pruning pass.
+    #[arg(long, env = "PRUNE_SEGMENTS", default_value_t = 4,
+          value_parser = clap::value_parser!(i32).range(1..=64))]
+    pub prune_segments: i32,
+
+    /// PlayerState writes in flight at once per shard.
+    #[arg(long, env = "WRITE_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub write_concurrency: u64,
+
+    /// Seconds per transition-count bucket.
+    #[arg(long, env = "TRANSITION_BUCKET_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub transition_bucket_secs: u64,
+
+    /// Seconds a transition count is kept (DynamoDB TTL on `expiresAt`).
+    #[arg(long, env = "TRANSITION_TTL_SECS", default_value_t = 604_800,
+          value_parser = clap::value_parser!(u64).range(3600..=31_536_000))]
+    pub transition_ttl_secs: u64,
+
+    /// Seconds an event's timestamp may be ahead of its arrival before it is rejected.
+    #[arg(long, env = "FUTURE_WINDOW_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    pub future_window_secs: u64,
+
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+
     #[command(flatten)]
     pub service: ServiceArgs,
 
@@ -53,11 +136,22 @@ pub struct Config {
     pub aws: AwsArgs,
 }
 
+fn parse_level_context(value: &str) -> Result<events::SnowplowLevelContext, String> {
+    events::SnowplowLevelContext::from_schema(value)
+        .ok_or_else(|| "expected an Iglu URI: iglu:<vendor>/<name>/jsonschema/<major>-<minor>-<patch>".into())
+}
+
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     MissingResources(#[from] MissingResources),
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+    #[error("the PlayerState stream: {0}")]
+    Stream(#[from] shard_consumer::error::AwsError),
+    #[error("pruner lease: {0}")]
+    PrunerLease(#[from] shard_consumer::lease_table::LeaseTableError),
 }
 
 /// Runs the worker until `context.shutdown` is cancelled.
@@ -74,12 +168,91 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
         ],
     )
     .await?;
+    let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
+    let aws = &context.aws;
+    let events = async {
+        if !config.stages.contains(&Stage::Events) {
+            return Ok::<(), Error>(());
+        }
+        let stage = events_stage::EventsStage {
+            dynamodb: aws.dynamodb(),
+            table: config.player_state_table.clone(),
+            rules: Rules {
+                future_window_ms: i64::try_from(config.future_window_secs * 1000).unwrap_or(i64::MAX),
+                ..Rules::default()
+            },
+            format: config.input_format,
+            level_context: config.snowplow_level_context.clone(),
+            idle_timeout,
+            concurrency: usize::try_from(config.write_concurrency).unwrap_or(16),
+            metrics: context.metrics.clone(),
+        };
+        shard_consumer::Consumer::new(
+            KinesisSource::new(aws.kinesis(), &config.telemetry_stream),
+            LeaseTable::new(aws.dynamodb(), &config.player_state_lease_table),
+            events_stage::EventsProcessorFactory(Arc::new(stage)),
+            config.consumer.config(events_stage::APPLICATION),
+            context.metrics.clone(),
+        )
+        .run(context.shutdown.clone())
+        .await?;
+        Ok(())
+    };
+    let levels = async {
+        if !config.stages.contains(&Stage::Levels) {
+            return Ok::<(), Error>(());
+        }
+        let stage = level_stage::LevelStage {
+            dynamodb: aws.dynamodb(),
+            level_table: config.level_state_table.clone(),
+            transitions_table: config.transitions_table.clone(),
+            bucket: Duration::from_secs(config.transition_bucket_secs),
+            transition_ttl: Duration::from_secs(config.transition_ttl_secs),
+            metrics: context.metrics.clone(),
+        };
+        let source =
+            DynamoDbStreamSource::for_table(&aws.dynamodb(), aws.dynamodb_streams(), &config.player_state_table)
+                .await?;
+        shard_consumer::Consumer::new(
+            source,
+            LeaseTable::new(aws.dynamodb(), &config.level_state_lease_table),
+            level_stage::LevelProcessorFactory(Arc::new(stage)),
+            config.consumer.config(level_stage::APPLICATION),
+            context.metrics.clone(),
+        )
+        .run(context.shutdown.clone())
+        .await?;
+        Ok(())
+    };
+    let pruner = async {
+        if !config.stages.contains(&Stage::Pruner) {
+            return Ok::<(), Error>(());
+        }
+        let consumer = config.consumer.config("player-state-pruner");
+        let pruner = pruner::Pruner {
+            dynamodb: aws.dynamodb(),
+            table: config.player_state_table.clone(),
+            idle_timeout,
+            interval: Duration::from_secs(config.prune_interval_secs),
+            segments: config.prune_segments,
+            lease: SingletonLease::new(
+                LeaseTable::new(aws.dynamodb(), &config.pruner_lease_table),
+                "pruner",
+                &consumer.worker_id,
+                consumer.failover,
+            ),
+            metrics: context.metrics.clone(),
+        };
+        pruner.run(context.shutdown.clone()).await?;
+        Ok(())
+    };
     context.health.set_ready(true);
     tracing::info!(
+        stages = ?config.stages,
         telemetry_stream = %config.telemetry_stream,
         player_state_table = %config.player_state_table,
-        "resources found; idle until shutdown"
+        "running"
     );
-    context.shutdown.cancelled().await;
-    Ok(())
+    let (events, levels, pruner) = tokio::join!(events, levels, pruner);
+    events.and(levels).and(pruner)
 }

@@ -1,0 +1,117 @@
+//! The idle-player pruner: one instance at a time (a singleton lease) deletes players
+//! whose last event is older than the idle timeout. Each delete is conditioned on
+//! `lastUpdated` not having moved since the scan, and the stream turns it into a
+//! level decrement.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use futures::StreamExt;
+use pipeline_runtime::Metrics;
+use shard_consumer::singleton::SingletonLease;
+use tokio_util::sync::CancellationToken;
+
+pub struct Pruner {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub table: String,
+    pub idle_timeout: Duration,
+    pub interval: Duration,
+    pub segments: i32,
+    pub lease: SingletonLease,
+    pub metrics: Metrics,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Pruner {
+    /// Holds the singleton lease and prunes every interval until shutdown.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), shard_consumer::lease_table::LeaseTableError> {
+        while !shutdown.is_cancelled() {
+            let Some(guard) = self.lease.acquire(&shutdown).await? else {
+                return Ok(());
+            };
+            loop {
+                match self.prune_once().await {
+                    Ok(pruned) => self.metrics.count("PlayersPruned", pruned, &[]),
+                    Err(error) => tracing::warn!(%error, "pruning pass failed; trying again next interval"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(self.interval) => {}
+                    () = guard.lost.cancelled() => break,
+                    () = shutdown.cancelled() => {
+                        guard.release().await;
+                        return Ok(());
+                    }
+                }
+            }
+            tracing::warn!("pruner lease lost; waiting to take it again");
+        }
+        Ok(())
+    }
+
+    /// One pass over every segment; returns how many players were deleted.
+    pub async fn prune_once(&self) -> Result<u64, aws_sdk_dynamodb::Error> {
+        let cutoff = now_ms() - i64::try_from(self.idle_timeout.as_millis()).unwrap_or(i64::MAX);
+        let counts: Vec<Result<u64, aws_sdk_dynamodb::Error>> = futures::stream::iter(0..self.segments)
+            .map(|segment| self.prune_segment(segment, cutoff))
+            .buffer_unordered(self.segments.max(1) as usize)
+            .collect()
+            .await;
+        let mut total = 0;
+        for count in counts {
+            total += count?;
+        }
+        Ok(total)
+    }
+
+    async fn prune_segment(&self, segment: i32, cutoff: i64) -> Result<u64, aws_sdk_dynamodb::Error> {
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let mut pruned = 0;
+        loop {
+            let page = self
+                .dynamodb
+                .scan()
+                .table_name(&self.table)
+                .segment(segment)
+                .total_segments(self.segments)
+                .filter_expression("lastUpdated < :cutoff")
+                .projection_expression("playerId, lastUpdated")
+                .expression_attribute_values(":cutoff", AttributeValue::N(cutoff.to_string()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await?;
+            for item in page.items() {
+                let (Some(player), Some(seen)) = (item.get("playerId"), item.get("lastUpdated")) else {
+                    continue;
+                };
+                let deleted = self
+                    .dynamodb
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("playerId", player.clone())
+                    .condition_expression("lastUpdated = :seen")
+                    .expression_attribute_values(":seen", seen.clone())
+                    .send()
+                    .await;
+                match deleted {
+                    Ok(_) => pruned += 1,
+                    // A new event moved the player since the scan: still present.
+                    Err(error)
+                        if error
+                            .as_service_error()
+                            .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(pruned),
+            }
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! The operator CLI of the pipeline.
 //!
-//! - [`setup`]: creates every resource the pipeline needs, idempotently, or verifies them.
+//! - [`setup`]: creates every resource the pipeline needs, idempotently, or verifies them;
+//! - [`levels`]: live player counts per level.
 
+pub mod levels;
 pub mod setup;
 
 use clap::{Parser, Subcommand};
@@ -32,4 +34,6 @@ pub struct Cli {
 pub enum Command {
     /// Create the streams, bucket and tables the pipeline needs (safe to run again).
     Setup(setup::SetupArgs),
+    /// Show how many players are on each level right now (LevelState).
+    Levels(levels::LevelsArgs),
 }

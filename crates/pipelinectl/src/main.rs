@@ -41,5 +41,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Levels(args) => {
+            pipelinectl::levels::run(&aws.dynamodb(), &args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

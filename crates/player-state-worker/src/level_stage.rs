@@ -41,14 +41,14 @@ impl ProcessorFactory<ChangeRecord> for LevelProcessorFactory {
     fn create(&self, shard_id: &str) -> LevelProcessor {
         LevelProcessor {
             stage: self.0.clone(),
-            guard_key: format!("guard#{shard_id}"),
+            shard_id: shard_id.to_string(),
         }
     }
 }
 
 pub struct LevelProcessor {
     stage: Arc<LevelStage>,
-    guard_key: String,
+    shard_id: String,
 }
 
 /// Why a chunk was not applied.
@@ -83,21 +83,20 @@ fn epoch_secs() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-impl LevelProcessor {
-    fn guard_key(&self) -> HashMap<String, AttributeValue> {
-        HashMap::from([
-            ("bucketStart".to_string(), AttributeValue::N(GUARD_BUCKET.to_string())),
-            ("transition".to_string(), AttributeValue::S(self.guard_key.clone())),
-        ])
-    }
+fn guard_key(shard_id: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("bucketStart".to_string(), AttributeValue::N(GUARD_BUCKET.to_string())),
+        ("transition".to_string(), AttributeValue::S(format!("guard#{shard_id}"))),
+    ])
+}
 
-    async fn read_guard(&self) -> Result<Option<SequenceNumber>, ProcessorError> {
+impl LevelStage {
+    async fn read_guard(&self, shard_id: &str) -> Result<Option<SequenceNumber>, ProcessorError> {
         let item = self
-            .stage
             .dynamodb
             .get_item()
-            .table_name(&self.stage.transitions_table)
-            .set_key(Some(self.guard_key()))
+            .table_name(&self.transitions_table)
+            .set_key(Some(guard_key(shard_id)))
             .consistent_read(true)
             .send()
             .await
@@ -116,11 +115,12 @@ impl LevelProcessor {
     /// One transaction: the counts of `effect` and the guard from `guard` to `last`.
     async fn apply(
         &self,
+        shard_id: &str,
         effect: &Effect,
         guard: Option<&SequenceNumber>,
         last: &SequenceNumber,
     ) -> Result<(), ApplyError> {
-        let stage = &self.stage;
+        let stage = self;
         let expires = (epoch_secs() + i64::try_from(stage.transition_ttl.as_secs()).unwrap_or(i64::MAX)).to_string();
         let mut items = Vec::with_capacity(effect.items() + 1);
         for (level, delta) in &effect.deltas {
@@ -151,7 +151,7 @@ impl LevelProcessor {
         }
         let mut guard_update = Update::builder()
             .table_name(&stage.transitions_table)
-            .set_key(Some(self.guard_key()))
+            .set_key(Some(guard_key(shard_id)))
             .update_expression("SET lastSequence = :last, expiresAt = :expires")
             .expression_attribute_values(":last", AttributeValue::S(last.to_string()))
             .expression_attribute_values(":expires", AttributeValue::N(expires));
@@ -188,13 +188,14 @@ impl LevelProcessor {
         }
     }
 
-    /// Applies every record after the guard, chunk by chunk.
-    async fn apply_all(&self, records: &[ChangeRecord]) -> Result<(), ProcessorError> {
-        let stage = &self.stage;
+    /// Applies every record of `shard_id` after its guard, chunk by chunk. Safe to call
+    /// again with any overlapping records, in any batch sizes: nothing is applied twice.
+    pub async fn apply_records(&self, shard_id: &str, records: &[ChangeRecord]) -> Result<(), ProcessorError> {
+        let stage = self;
         let bucket_ms = i64::try_from(stage.bucket.as_millis()).unwrap_or(60_000).max(1);
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         'read_guard: loop {
-            let guard = self.read_guard().await?;
+            let guard = self.read_guard(shard_id).await?;
             let pending: Vec<&ChangeRecord> = records
                 .iter()
                 .filter(|r| guard.as_ref().is_none_or(|g| r.position.sequence > *g))
@@ -210,7 +211,7 @@ impl LevelProcessor {
                 let part = effect(&changes[start..end], bucket_ms);
                 let last = &pending[end - 1].position.sequence;
                 if !part.is_empty() {
-                    match self.apply(&part, guard.as_ref(), last).await {
+                    match self.apply(shard_id, &part, guard.as_ref(), last).await {
                         Ok(()) => {
                             stage.metrics.count("LevelTransactions", 1, &[]);
                             stage.metrics.count("LevelDeltasApplied", part.deltas.len() as u64, &[]);
@@ -240,7 +241,7 @@ impl RecordProcessor<ChangeRecord> for LevelProcessor {
         batch: &Batch<ChangeRecord>,
         checkpointer: &mut Checkpointer,
     ) -> Result<(), ProcessorError> {
-        self.apply_all(&batch.records).await?;
+        self.stage.apply_records(&self.shard_id, &batch.records).await?;
         checkpointer.checkpoint_delivered().await?;
         Ok(())
     }

@@ -5,12 +5,14 @@
 //! - levels ([`level_stage`]): PlayerState's stream → exactly-once LevelState and Transitions counts;
 //! - pruner ([`pruner`]): deletes idle players, one instance at a time.
 //!
-//! [`events`] and [`levels`] are the pure parts.
+//! [`events`] and [`levels`] are the pure parts; [`live`] reads the counts back
+//! (`GET /levels`, `GET /transitions?since=` on the health port, and `pipelinectl levels`).
 
 pub mod events;
 pub mod events_stage;
 pub mod level_stage;
 pub mod levels;
+pub mod live;
 pub mod pruner;
 
 use std::sync::Arc;

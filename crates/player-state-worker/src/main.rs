@@ -1,13 +1,15 @@
 use std::process::ExitCode;
 
 use pipeline_runtime::service::Service;
-use player_state_worker::{Config, SERVICE};
+use player_state_worker::{Config, SERVICE, live};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: Config = pipeline_runtime::config::parse();
     let (service, aws) = (config.service.clone(), config.aws.clone());
+    let (levels, transitions) = (config.level_state_table.clone(), config.transitions_table.clone());
     Service::new(SERVICE, &service, &aws)
+        .with_routes(move |clients| live::routes(clients.dynamodb(), &levels, &transitions))
         .run(|context| player_state_worker::run(config, context))
         .await
 }

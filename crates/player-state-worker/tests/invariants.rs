@@ -268,6 +268,30 @@ async fn counts_match_players_through_duplicates_reordering_a_kill_and_pruning()
         level_counts(&aws, levels_table).await,
         recount(&expected)
     );
+    // The read-only endpoint shows the same counts.
+    let addr = second.health_addr(Duration::from_secs(5));
+    let (status, body) = pipeline_tests::process::http_get(addr, "/levels").expect("GET /levels");
+    assert_eq!(status, 200, "{body}");
+    let served: Vec<serde_json::Value> = serde_json::from_str(&body).expect("JSON");
+    let served: BTreeMap<String, i64> = served
+        .iter()
+        .map(|l| {
+            (
+                l["levelId"].as_str().unwrap_or_default().to_string(),
+                l["playerCount"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(served, recount(&expected));
+    let (status, body) = pipeline_tests::process::http_get(addr, "/transitions?since=0").expect("GET /transitions");
+    assert_eq!(status, 200, "{body}");
+    let transitions: Vec<serde_json::Value> = serde_json::from_str(&body).expect("JSON");
+    assert!(!transitions.is_empty(), "players moved between levels");
+    assert!(
+        transitions
+            .iter()
+            .all(|t| t["count"].as_i64().is_some_and(|c| c > 0) && t["from"] != t["to"])
+    );
     second.terminate();
     assert!(second.wait_exit(Duration::from_secs(30)).is_some_and(|s| s.success()));
 

@@ -31,21 +31,36 @@ pub struct Service<'a> {
     name: &'static str,
     args: &'a ServiceArgs,
     aws: &'a AwsArgs,
+    routes: Option<RoutesFn<'a>>,
 }
+
+/// Builds a service's own HTTP routes once its AWS clients exist.
+type RoutesFn<'a> = Box<dyn FnOnce(&AwsClients) -> axum::Router + 'a>;
 
 /// Exit status when configuration or startup fails (clap uses 2 for bad arguments too).
 const EXIT_STARTUP: u8 = 2;
 
 impl<'a> Service<'a> {
     pub fn new(name: &'static str, args: &'a ServiceArgs, aws: &'a AwsArgs) -> Self {
-        Self { name, args, aws }
+        Self {
+            name,
+            args,
+            aws,
+            routes: None,
+        }
+    }
+
+    /// Serves `routes` (built from the AWS clients) beside `/healthz` and `/readyz`.
+    pub fn with_routes(mut self, routes: impl FnOnce(&AwsClients) -> axum::Router + 'a) -> Self {
+        self.routes = Some(Box::new(routes));
+        self
     }
 
     /// Starts logging, signal handling, metrics and the health endpoint, then runs
     /// `work` until it returns. After a shutdown signal `work` has
     /// `SHUTDOWN_DEADLINE_SECS` to return; past that the process exits with status 1
     /// without waiting (leases then expire after the failover time).
-    pub async fn run<F, Fut, E>(self, work: F) -> ExitCode
+    pub async fn run<F, Fut, E>(mut self, work: F) -> ExitCode
     where
         F: FnOnce(ServiceContext) -> Fut,
         Fut: Future<Output = Result<(), E>>,
@@ -75,14 +90,8 @@ impl<'a> Service<'a> {
         let health = Health::default();
         // The endpoint outlives the work by a little so /readyz reports the drain.
         let server_shutdown = CancellationToken::new();
-        let server = match health::serve(
-            self.args.health_addr,
-            health.clone(),
-            axum::Router::new(),
-            server_shutdown.clone(),
-        )
-        .await
-        {
+        let routes = self.routes.take().map(|build| build(&aws)).unwrap_or_default();
+        let server = match health::serve(self.args.health_addr, health.clone(), routes, server_shutdown.clone()).await {
             Ok(server) => server,
             Err(error) => {
                 tracing::error!(%error, "startup failed");

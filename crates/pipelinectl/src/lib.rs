@@ -33,7 +33,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the streams, bucket and tables the pipeline needs (safe to run again).
-    Setup(setup::SetupArgs),
+    Setup(Box<setup::SetupArgs>),
     /// Show how many players are on each level right now (LevelState).
     Levels(levels::LevelsArgs),
 }

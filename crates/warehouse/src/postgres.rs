@@ -1,0 +1,268 @@
+//! The PostgreSQL wire-protocol back end. PostgreSQL cannot COPY from S3, so the load
+//! streams each batch file from S3, gunzips it, and feeds `COPY … FROM STDIN`, inside
+//! the load's transaction.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::SinkExt;
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls};
+
+use crate::schema::{self, Dialect};
+use crate::{LoadBatch, LoadReport, WarehouseError, rows, sql};
+
+/// Rows are sent to the server in chunks of about this size.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// Whether to use TLS (a real Redshift endpoint) or not (a local PostgreSQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    Disable,
+    Require,
+}
+
+pub struct PostgresWarehouse {
+    url: String,
+    tls: Tls,
+    s3: aws_sdk_s3::Client,
+    /// One connection, reopened after a failure.
+    client: Mutex<Option<Arc<Client>>>,
+    /// One load at a time on the connection (a transaction owns it while it runs).
+    loading: Mutex<()>,
+}
+
+impl PostgresWarehouse {
+    pub fn new(url: &str, tls: Tls, s3: aws_sdk_s3::Client) -> Self {
+        Self {
+            url: url.to_string(),
+            tls,
+            s3,
+            client: Mutex::new(None),
+            loading: Mutex::new(()),
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, WarehouseError> {
+        let fail = |e: tokio_postgres::Error| WarehouseError::Connect(e.to_string());
+        match self.tls {
+            Tls::Disable => {
+                let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await.map_err(fail)?;
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::warn!(%error, "warehouse connection closed");
+                    }
+                });
+                Ok(client)
+            }
+            Tls::Require => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+                let config =
+                    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                        .with_safe_default_protocol_versions()
+                        .map_err(|e| WarehouseError::Connect(e.to_string()))?
+                        .with_root_certificates(roots)
+                        .with_no_client_auth();
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config);
+                let (client, connection) = tokio_postgres::connect(&self.url, tls).await.map_err(fail)?;
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::warn!(%error, "warehouse connection closed");
+                    }
+                });
+                Ok(client)
+            }
+        }
+    }
+
+    /// The open connection, or a new one.
+    async fn client(&self) -> Result<Arc<Client>, WarehouseError> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(self.connect().await?);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    pub async fn migrate(&self) -> Result<u32, WarehouseError> {
+        let client = self.client().await?;
+        let version_table = schema::version_table();
+        client
+            .batch_execute(version_table)
+            .await
+            .map_err(|e| WarehouseError::statement(version_table, e))?;
+        let current: i32 = client
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
+            .await
+            .map_err(|e| WarehouseError::statement("SELECT MAX(version) FROM schema_version", e))?
+            .get(0);
+        let migrations = schema::migrations(Dialect::Postgres);
+        for (index, statements) in migrations.iter().enumerate() {
+            let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
+            if version <= current {
+                continue;
+            }
+            for statement in statements {
+                client
+                    .batch_execute(statement)
+                    .await
+                    .map_err(|e| WarehouseError::statement(statement, e))?;
+            }
+            client
+                .execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES ($1, now())",
+                    &[&version],
+                )
+                .await
+                .map_err(|e| WarehouseError::statement("INSERT INTO schema_version", e))?;
+        }
+        Ok(u32::try_from(migrations.len()).unwrap_or(u32::MAX))
+    }
+
+    pub async fn execute(&self, statement: &str) -> Result<(), WarehouseError> {
+        let _one_at_a_time = self.loading.lock().await;
+        let client = self.client().await?;
+        client
+            .batch_execute(statement)
+            .await
+            .map_err(|e| WarehouseError::statement(statement, e))
+    }
+
+    /// Reads a batch file whole and gunzips it.
+    async fn fetch(&self, bucket: &str, key: &str) -> Result<Vec<u8>, WarehouseError> {
+        let file_error = |reason: String| WarehouseError::File {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            reason,
+        };
+        let object = self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| file_error(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()))?;
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| file_error(e.to_string()))?
+            .into_bytes();
+        let mut text = Vec::with_capacity(body.len() * 6);
+        flate2::read::MultiGzDecoder::new(&body[..])
+            .read_to_end(&mut text)
+            .map_err(|e| file_error(format!("not gzip: {e}")))?;
+        Ok(text)
+    }
+
+    pub async fn load(&self, batch: &LoadBatch) -> Result<LoadReport, WarehouseError> {
+        let _one_at_a_time = self.loading.lock().await;
+        let client = self.client().await?;
+        let result = self.load_with(&client, batch).await;
+        if result.is_err() {
+            // Leave no half-open transaction behind on a shared connection.
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+
+    async fn load_with(&self, client: &Client, batch: &LoadBatch) -> Result<LoadReport, WarehouseError> {
+        let run = |statement: &'static str| async move {
+            client
+                .batch_execute(statement)
+                .await
+                .map_err(|e| WarehouseError::statement(statement, e))
+        };
+        run("BEGIN").await?;
+        run(sql::lock_loaded_files(Dialect::Postgres)).await?;
+        let keys: Vec<String> = batch.files.iter().map(|f| f.key.clone()).collect();
+        let mut report = LoadReport::default();
+        let loaded_query = sql::loaded_among(&keys);
+        let loaded: Vec<String> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            client
+                .query(&loaded_query, &[])
+                .await
+                .map_err(|e| WarehouseError::statement(&loaded_query, e))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect()
+        };
+        let todo: Vec<_> = batch.files.iter().filter(|f| !loaded.contains(&f.key)).collect();
+        report.files_skipped = (batch.files.len() - todo.len()) as u64;
+        if todo.is_empty() {
+            run("COMMIT").await?;
+            return Ok(report);
+        }
+        run(sql::create_staging(Dialect::Postgres)).await?;
+        let copy = sql::copy_from_stdin();
+        let sink = client
+            .copy_in::<_, Bytes>(&copy)
+            .await
+            .map_err(|e| WarehouseError::statement(&copy, e))?;
+        futures::pin_mut!(sink);
+        let mut recorded = Vec::with_capacity(todo.len());
+        let mut chunk = Vec::with_capacity(COPY_CHUNK + 4096);
+        for file in &todo {
+            let text = self.fetch(&batch.bucket, &file.key).await?;
+            let mut lines = 0u64;
+            for (number, line) in text.split(|b| *b == b'\n').enumerate() {
+                if line.is_empty() {
+                    continue;
+                }
+                rows::append_copy_row(line, &mut chunk).map_err(|e| WarehouseError::File {
+                    bucket: batch.bucket.clone(),
+                    key: file.key.clone(),
+                    reason: format!("line {}: {e}", number + 1),
+                })?;
+                lines += 1;
+                if chunk.len() >= COPY_CHUNK {
+                    sink.send(Bytes::from(std::mem::take(&mut chunk)))
+                        .await
+                        .map_err(|e| WarehouseError::statement(&copy, e))?;
+                    chunk.reserve(COPY_CHUNK + 4096);
+                }
+            }
+            recorded.push((file.key.clone(), lines));
+        }
+        if !chunk.is_empty() {
+            sink.send(Bytes::from(chunk))
+                .await
+                .map_err(|e| WarehouseError::statement(&copy, e))?;
+        }
+        sink.as_mut()
+            .finish()
+            .await
+            .map_err(|e| WarehouseError::statement(&copy, e))?;
+        let counts = client
+            .query_one(sql::STAGED_COUNTS, &[])
+            .await
+            .map_err(|e| WarehouseError::statement(sql::STAGED_COUNTS, e))?;
+        let (staged, distinct): (i64, i64) = (counts.get(0), counts.get(1));
+        let insert = sql::insert_deduplicated();
+        let inserted = client
+            .execute(&insert, &[])
+            .await
+            .map_err(|e| WarehouseError::statement(&insert, e))?;
+        let record = sql::record_files(Dialect::Postgres, &recorded);
+        client
+            .batch_execute(&record)
+            .await
+            .map_err(|e| WarehouseError::statement(&record, e))?;
+        run("COMMIT").await?;
+        report.files_loaded = todo.len() as u64;
+        report.rows_staged = u64::try_from(staged).unwrap_or(0);
+        report.duplicates_in_batch = u64::try_from(staged - distinct).unwrap_or(0);
+        report.rows_inserted = inserted;
+        report.duplicates_in_table = u64::try_from(distinct).unwrap_or(0).saturating_sub(inserted);
+        Ok(report)
+    }
+}

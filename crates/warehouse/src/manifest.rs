@@ -50,32 +50,6 @@ pub fn manifest_key(first_sequence: &str, last_sequence: &str) -> String {
 /// Where the JSONPaths file of the COPY lives.
 pub const JSONPATHS_KEY: &str = "manifests/jsonpaths.json";
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exact_redshift_format() {
-        let pointer = FilePointer {
-            bucket: "lake".into(),
-            key: "events/2026/01/01/00/1-2.gzip".into(),
-            records: 2,
-            bytes: 321,
-            shard: "shardId-0".into(),
-            first_sequence: "1".into(),
-            last_sequence: "2".into(),
-            min_event_timestamp: 0,
-            max_event_timestamp: 0,
-        };
-        let json = String::from_utf8(Manifest::for_files(&[pointer]).to_json()).expect("utf8");
-        assert_eq!(
-            json,
-            r#"{"entries":[{"url":"s3://lake/events/2026/01/01/00/1-2.gzip","mandatory":true,"meta":{"content_length":321}}]}"#
-        );
-        assert_eq!(manifest_key("10", "20"), "manifests/10-20.manifest");
-    }
-}
-
 fn put_error(bucket: &str, key: &str, error: impl std::fmt::Display) -> crate::WarehouseError {
     crate::WarehouseError::File {
         bucket: bucket.to_string(),
@@ -119,4 +93,30 @@ pub async fn write_jsonpaths(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<()
             )
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_redshift_format() {
+        let pointer = FilePointer {
+            bucket: "lake".into(),
+            key: "events/2026/01/01/00/1-2.gzip".into(),
+            records: 2,
+            bytes: 321,
+            shard: "shardId-0".into(),
+            first_sequence: "1".into(),
+            last_sequence: "2".into(),
+            min_event_timestamp: 0,
+            max_event_timestamp: 0,
+        };
+        let json = String::from_utf8(Manifest::for_files(&[pointer]).to_json()).expect("utf8");
+        assert_eq!(
+            json,
+            r#"{"entries":[{"url":"s3://lake/events/2026/01/01/00/1-2.gzip","mandatory":true,"meta":{"content_length":321}}]}"#
+        );
+        assert_eq!(manifest_key("10", "20"), "manifests/10-20.manifest");
+    }
 }

@@ -50,6 +50,8 @@ pub fn service_env() -> Vec<(String, String)> {
         ("AWS_ENDPOINT_URL".into(), moto),
         ("AWS_ENDPOINT_URL_KINESIS".into(), kinesis_endpoint()),
         ("S3_FORCE_PATH_STYLE".into(), "true".into()),
+        ("WAREHOUSE_URL".into(), warehouse_url()),
+        ("WAREHOUSE_TLS".into(), "disable".into()),
         // A developer's real profile must never be used against the emulators.
         ("AWS_PROFILE".into(), String::new()),
         ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),

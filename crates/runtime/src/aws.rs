@@ -141,6 +141,15 @@ impl AwsClients {
         aws_sdk_dynamodbstreams::Client::from_conf(builder.build())
     }
 
+    /// The Redshift Data API (endpoint: `AWS_ENDPOINT_URL` when set).
+    pub fn redshift_data(&self) -> aws_sdk_redshiftdata::Client {
+        let mut builder = aws_sdk_redshiftdata::config::Builder::from(&self.sdk);
+        if let Some(url) = self.args.aws_endpoint_url.as_deref() {
+            builder = builder.endpoint_url(url);
+        }
+        aws_sdk_redshiftdata::Client::from_conf(builder.build())
+    }
+
     pub fn s3(&self) -> aws_sdk_s3::Client {
         let mut builder = aws_sdk_s3::config::Builder::from(&self.sdk).force_path_style(self.args.s3_force_path_style);
         if let Some(url) = self.endpoint(&self.args.s3_endpoint_url) {

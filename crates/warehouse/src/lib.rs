@@ -7,6 +7,7 @@
 //! event id, drop ids the table already holds within the batch's time window, insert,
 //! record the files in `loaded_files`. Replaying a load inserts nothing.
 
+pub mod config;
 pub mod manifest;
 pub mod postgres;
 pub mod redshift_data;
@@ -16,6 +17,7 @@ pub mod sql;
 
 use event_model::FilePointer;
 
+pub use config::WarehouseArgs;
 pub use schema::Dialect;
 pub use sql::Maintenance;
 

@@ -90,13 +90,28 @@ impl PostgresWarehouse {
         Ok(client)
     }
 
+    /// Applies the missing migrations in one transaction, under an advisory lock so
+    /// that services starting together do not race on `CREATE TABLE`.
     pub async fn migrate(&self) -> Result<u32, WarehouseError> {
+        let _one_at_a_time = self.loading.lock().await;
         let client = self.client().await?;
-        let version_table = schema::version_table();
-        client
-            .batch_execute(version_table)
-            .await
-            .map_err(|e| WarehouseError::statement(version_table, e))?;
+        let result = Self::migrate_with(&client).await;
+        if result.is_err() {
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+
+    async fn migrate_with(client: &Client) -> Result<u32, WarehouseError> {
+        let run = |statement: String| async move {
+            client
+                .batch_execute(&statement)
+                .await
+                .map_err(|e| WarehouseError::statement(&statement, e))
+        };
+        run("BEGIN".into()).await?;
+        run("SELECT pg_advisory_xact_lock(7212950)".into()).await?;
+        run(schema::version_table().into()).await?;
         let current: i32 = client
             .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
             .await
@@ -109,19 +124,14 @@ impl PostgresWarehouse {
                 continue;
             }
             for statement in statements {
-                client
-                    .batch_execute(statement)
-                    .await
-                    .map_err(|e| WarehouseError::statement(statement, e))?;
+                run(statement.clone()).await?;
             }
-            client
-                .execute(
-                    "INSERT INTO schema_version (version, applied_at) VALUES ($1, now())",
-                    &[&version],
-                )
-                .await
-                .map_err(|e| WarehouseError::statement("INSERT INTO schema_version", e))?;
+            run(format!(
+                "INSERT INTO schema_version (version, applied_at) VALUES ({version}, now())"
+            ))
+            .await?;
         }
+        run("COMMIT".into()).await?;
         Ok(u32::try_from(migrations.len()).unwrap_or(u32::MAX))
     }
 

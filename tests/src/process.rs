@@ -8,6 +8,23 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The path of a workspace binary built beside the running test (`target/<profile>/<name>`).
+/// `cargo nextest run --workspace` builds every binary before any test runs.
+pub fn workspace_binary(name: &str) -> String {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the tests for the whole workspace (cargo nextest run --workspace)",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
+}
+
 /// A running service with its stdout lines collected.
 pub struct ServiceProcess {
     child: Child,

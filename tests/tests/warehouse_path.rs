@@ -1,0 +1,196 @@
+//! The warehouse path end to end on the local stack: telemetry → s3-connector → batch
+//! files and pointers → redshift-connector → PostgreSQL. Rows equal the distinct valid
+//! events; replayed and duplicated pointers and a killed loader add nothing.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use pipeline_runtime::AwsClients;
+use pipeline_tests::process::{ServiceProcess, workspace_binary};
+use pipeline_tests::resources::Resources;
+use pipeline_tests::stack;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn event(id: &str) -> Vec<u8> {
+    serde_json::json!({
+        "event_id": id,
+        "client_id": uuid::Uuid::new_v4().to_string(),
+        "app_name": "SampleGame",
+        "event_version": "1.0",
+        "event_type": "player_death",
+        "event_timestamp": now_ms() - 5_000,
+        "level_id": "level-02",
+        "position_x": 3.5,
+        "position_y": -1.25,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+async fn put_all(aws: &AwsClients, stream: &str, records: &[Vec<u8>]) {
+    for (n, chunk) in records.chunks(200).enumerate() {
+        let entries: Vec<PutRecordsRequestEntry> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, data)| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(format!("k{n}-{i}"))
+                    .data(Blob::new(data.clone()))
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
+        aws.kinesis()
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .expect("put records");
+    }
+}
+
+/// The raw records on every shard of `stream`.
+async fn stream_records(aws: &AwsClients, stream: &str) -> Vec<Vec<u8>> {
+    let kinesis = aws.kinesis();
+    let shards = kinesis.list_shards().stream_name(stream).send().await.expect("shards");
+    let mut records = Vec::new();
+    for shard in shards.shards() {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("iterator")
+            .shard_iterator
+            .expect("iterator");
+        loop {
+            let output = kinesis
+                .get_records()
+                .shard_iterator(&iterator)
+                .send()
+                .await
+                .expect("records");
+            records.extend(output.records().iter().map(|r| r.data().as_ref().to_vec()));
+            match output.next_shard_iterator() {
+                Some(next) if !output.records().is_empty() => iterator = next.to_string(),
+                _ => break,
+            }
+        }
+    }
+    records
+}
+
+async fn count(sql: &tokio_postgres::Client, query: &str) -> i64 {
+    sql.query_one(query, &[]).await.map(|row| row.get(0)).unwrap_or(-1)
+}
+
+async fn wait_for_rows(sql: &tokio_postgres::Client, rows: i64, timeout: Duration) -> i64 {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let n = count(sql, "SELECT COUNT(*) FROM events").await;
+        if n >= rows || tokio::time::Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_events_reach_the_warehouse_exactly_once() {
+    let aws = stack::aws().await;
+    let resources = Resources::unique();
+    resources.create(&aws).await;
+    // A schema of its own in the shared local database.
+    let schema = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+    let (admin, connection) = tokio_postgres::connect(&stack::warehouse_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("schema");
+    let url = format!("{}?options=-csearch_path%3D{schema}", stack::warehouse_url());
+
+    let ids: Vec<String> = (0..300).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let mut records: Vec<Vec<u8>> = ids.iter().map(|id| event(id)).collect();
+    // 5% sent twice by the game, and some garbage.
+    let resent: Vec<Vec<u8>> = records.iter().step_by(20).cloned().collect();
+    records.extend(resent);
+    records.extend((0..10).map(|i| format!("{{broken {i}").into_bytes()));
+    put_all(&aws, resources.name("TELEMETRY_STREAM"), &records).await;
+
+    let mut env = resources.env();
+    env.extend_from_slice(&[
+        ("BATCH_MAX_AGE_SECS", "1"),
+        ("BATCH_MAX_RECORDS", "100"),
+        ("LOAD_MAX_AGE_SECS", "1"),
+        ("LOAD_MAX_FILES", "3"),
+        ("IDLE_BETWEEN_READS_MS", "200"),
+        ("LEASE_FAILOVER_SECS", "3"),
+        ("METRICS_FLUSH_INTERVAL_SECS", "1"),
+        ("WAREHOUSE_URL", &url),
+    ]);
+    let mut s3_connector = ServiceProcess::start(&workspace_binary("s3-connector"), &env);
+    let mut loader = ServiceProcess::start(&workspace_binary("redshift-connector"), &env);
+
+    let sql = {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        client
+    };
+    let rows = wait_for_rows(&sql, ids.len() as i64, Duration::from_secs(90)).await;
+    assert_eq!(rows, ids.len() as i64, "rows equal the distinct valid events");
+
+    // Kill the loader, replay every pointer (duplicated pointers, as after a crash
+    // between commit and checkpoint), restart it: nothing new.
+    loader.kill();
+    let files = resources.name("FILES_STREAM");
+    let pointers = stream_records(&aws, files).await;
+    assert!(!pointers.is_empty());
+    put_all(&aws, files, &pointers).await;
+    env.push(("WORKER_ID", "second-loader"));
+    let mut loader = ServiceProcess::start(&workspace_binary("redshift-connector"), &env);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let skipped_all = loop {
+        let logs = loader.json_lines();
+        let skipped: f64 = logs.iter().filter_map(|l| l["FilesSkipped"].as_f64()).sum();
+        if skipped >= pointers.len() as f64 || tokio::time::Instant::now() > deadline {
+            break skipped;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        skipped_all >= pointers.len() as f64,
+        "every replayed pointer was recognised as loaded ({skipped_all} of {})",
+        pointers.len()
+    );
+    assert_eq!(count(&sql, "SELECT COUNT(*) FROM events").await, ids.len() as i64);
+    let stored: HashSet<String> = sql
+        .query("SELECT event_id FROM events", &[])
+        .await
+        .expect("ids")
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect();
+    assert_eq!(stored, ids.into_iter().collect::<HashSet<_>>());
+
+    for service in [&mut loader, &mut s3_connector] {
+        service.terminate();
+        assert!(service.wait_exit(Duration::from_secs(30)).is_some_and(|s| s.success()));
+    }
+    resources.delete(&aws).await;
+}

@@ -48,8 +48,9 @@ pub fn assert_every_setting_documented_in(binary: &str, args: &[&str], command: 
         assert!(arg.get_help().is_some(), "setting {id} has no description");
         for default in arg.get_default_values() {
             let default = default.to_string_lossy();
+            // clap quotes defaults that contain spaces.
             assert!(
-                help.contains(&format!("[default: {default}]")),
+                help.contains(&format!("[default: {default}]")) || help.contains(&format!("[default: \"{default}\"]")),
                 "--help does not show the default {default} of {env}:\n{help}"
             );
         }

@@ -1,14 +1,29 @@
-//! cron-connector: warehouse maintenance on cron schedules (VACUUM, ANALYZE,
-//! retention), run by one instance at a time under a singleton lease.
-//!
-//! Today the service reports health and stops cleanly; the jobs arrive with the
-//! warehouse library and the singleton lease.
+//! cron-connector: warehouse maintenance on cron schedules (VACUUM, ANALYZE, pruning
+//! of `loaded_files`, retention), run by one instance at a time under a singleton
+//! lease. Each job's statements run outside transactions; a failure is logged and
+//! counted, retried at the job's next time, and never stops the process.
 
+pub mod jobs;
+
+use std::time::Duration;
+
+use chrono::Utc;
 use clap::Parser;
 use pipeline_runtime::config::parse_resource_name;
 use pipeline_runtime::{AwsArgs, ServiceArgs, ServiceContext};
+use shard_consumer::LeaseTable;
+use shard_consumer::args::default_worker_id;
+use shard_consumer::singleton::SingletonLease;
+use warehouse::config::WarehouseConfigError;
+use warehouse::{Maintenance, Warehouse, WarehouseArgs};
+
+use jobs::{Job, Schedule};
 
 pub const SERVICE: &str = "cron-connector";
+
+fn schedule(text: &str) -> Result<Schedule, String> {
+    Schedule::parse(text)
+}
 
 /// Settings of the cron-connector.
 #[derive(Debug, Clone, Parser)]
@@ -18,6 +33,43 @@ pub struct Config {
     #[arg(long = "cron-connector-lease-table", env = "CRON_CONNECTOR_LEASE_TABLE", default_value = "cron-connector", value_parser = parse_resource_name)]
     pub lease_table: String,
 
+    /// When to VACUUM the events table (cron, UTC; 5 fields or 6 with seconds; `off`).
+    #[arg(long, env = "CRON_VACUUM", default_value = "0 3 * * *", value_parser = schedule)]
+    pub cron_vacuum: Schedule,
+
+    /// When to ANALYZE the tables.
+    #[arg(long, env = "CRON_ANALYZE", default_value = "30 3 * * *", value_parser = schedule)]
+    pub cron_analyze: Schedule,
+
+    /// When to forget loaded files older than LOADED_FILES_RETENTION_DAYS.
+    #[arg(long, env = "CRON_PRUNE_LOADED_FILES", default_value = "0 4 * * *", value_parser = schedule)]
+    pub cron_prune_loaded_files: Schedule,
+
+    /// Days a loaded file is remembered: a pointer replayed later than this could load twice.
+    #[arg(long, env = "LOADED_FILES_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub loaded_files_retention_days: u32,
+
+    /// When to delete events older than EVENTS_RETENTION_DAYS.
+    #[arg(long, env = "CRON_RETENTION", default_value = "0 5 * * *", value_parser = schedule)]
+    pub cron_retention: Schedule,
+
+    /// Days events are kept (0: forever, the retention job does nothing).
+    #[arg(long, env = "EVENTS_RETENTION_DAYS", default_value_t = 0)]
+    pub events_retention_days: u32,
+
+    /// Seconds the singleton lease may go unrenewed before another instance takes it.
+    #[arg(long, env = "LEASE_FAILOVER_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(3..=600))]
+    pub lease_failover_secs: u64,
+
+    /// This instance's name in the lease table (default: host name, pid, random suffix).
+    #[arg(long, env = "WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    #[command(flatten)]
+    pub warehouse: WarehouseArgs,
+
     #[command(flatten)]
     pub service: ServiceArgs,
 
@@ -25,14 +77,129 @@ pub struct Config {
     pub aws: AwsArgs,
 }
 
+impl Config {
+    pub fn jobs(&self) -> Vec<Job> {
+        let mut jobs = vec![
+            Job {
+                name: "vacuum",
+                schedule: self.cron_vacuum.clone(),
+                work: Maintenance::Vacuum,
+            },
+            Job {
+                name: "analyze",
+                schedule: self.cron_analyze.clone(),
+                work: Maintenance::Analyze,
+            },
+            Job {
+                name: "prune_loaded_files",
+                schedule: self.cron_prune_loaded_files.clone(),
+                work: Maintenance::PruneLoadedFiles {
+                    days: self.loaded_files_retention_days,
+                },
+            },
+        ];
+        if self.events_retention_days > 0 {
+            jobs.push(Job {
+                name: "retention",
+                schedule: self.cron_retention.clone(),
+                work: Maintenance::Retention {
+                    days: self.events_retention_days,
+                },
+            });
+        }
+        jobs
+    }
+}
+
 /// Why the connector stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] WarehouseConfigError),
+    #[error(transparent)]
+    Warehouse(#[from] warehouse::WarehouseError),
+    #[error("singleton lease: {0}")]
+    Lease(#[from] shard_consumer::lease_table::LeaseTableError),
+}
+
+/// Runs one job; reports, never fails the process.
+async fn run_job(warehouse: &Warehouse, job: &Job, context: &ServiceContext) {
+    let started = std::time::Instant::now();
+    let mut outcome = Ok(());
+    for statement in job.work.statements(warehouse.dialect()) {
+        if let Err(error) = warehouse.execute(&statement).await {
+            outcome = Err(error);
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    let duration_ms = elapsed.as_millis() as u64;
+    match outcome {
+        Ok(()) => {
+            context
+                .metrics
+                .count("JobRuns", 1, &[("Job", job.name), ("Outcome", "success")]);
+            tracing::info!(job = job.name, duration_ms, "job finished");
+        }
+        Err(error) => {
+            context
+                .metrics
+                .count("JobRuns", 1, &[("Job", job.name), ("Outcome", "failure")]);
+            tracing::error!(job = job.name, duration_ms, %error, "job failed; retried at its next time");
+        }
+    }
+    context.metrics.timing("JobDuration", elapsed, &[("Job", job.name)]);
+}
 
 /// Runs the connector until `context.shutdown` is cancelled.
 pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
+    let warehouse = config
+        .warehouse
+        .open(context.aws.s3(), || context.aws.redshift_data())?;
+    warehouse.migrate().await?;
+    let jobs = config.jobs();
+    let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
+    let lease = SingletonLease::new(
+        LeaseTable::new(context.aws.dynamodb(), &config.lease_table),
+        "cron",
+        &worker_id,
+        Duration::from_secs(config.lease_failover_secs),
+    );
     context.health.set_ready(true);
-    tracing::info!(lease_table = %config.lease_table, "no jobs configured yet; idle until shutdown");
-    context.shutdown.cancelled().await;
+    tracing::info!(jobs = ?jobs.iter().map(|j| j.name).collect::<Vec<_>>(), %worker_id, "waiting for the singleton lease");
+    let shutdown = context.shutdown.clone();
+    while !shutdown.is_cancelled() {
+        let Some(guard) = lease.acquire(&shutdown).await? else {
+            break;
+        };
+        tracing::info!("holding the singleton lease; running jobs on schedule");
+        let mut checked = Utc::now();
+        loop {
+            let now = Utc::now();
+            let (due, next) = jobs::due(&jobs, &checked, &now);
+            checked = now;
+            for job in &due {
+                if guard.lost.is_cancelled() || shutdown.is_cancelled() {
+                    break;
+                }
+                run_job(&warehouse, job, &context).await;
+            }
+            let wait = next
+                .and_then(|at| (at - Utc::now()).to_std().ok())
+                .unwrap_or(Duration::from_secs(60))
+                .min(Duration::from_secs(60));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = guard.lost.cancelled() => {
+                    tracing::warn!("singleton lease lost; another instance runs the jobs now");
+                    break;
+                }
+                () = shutdown.cancelled() => {
+                    guard.release().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
     Ok(())
 }

@@ -1,0 +1,99 @@
+//! Two cron-connectors on the local stack: only the lease holder runs jobs; a failing
+//! job is reported and retried at its next time without stopping the process; a
+//! graceful stop hands the jobs to the other instance.
+
+use std::time::Duration;
+
+use pipeline_tests::process::ServiceProcess;
+use pipeline_tests::resources::Resources;
+use pipeline_tests::stack;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cron-connector");
+
+fn count(service: &mut ServiceProcess, message: &str) -> usize {
+    service
+        .json_lines()
+        .iter()
+        .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with(message)) && l["job"] == "analyze")
+        .count()
+}
+
+async fn wait_until(mut check: impl FnMut() -> bool, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_runs_the_jobs_failures_are_retried_and_a_stop_hands_over() {
+    let aws = stack::aws().await;
+    let resources = Resources::unique();
+    resources.create(&aws).await;
+    let schema = format!("cron_{}", uuid::Uuid::new_v4().simple());
+    let (sql, connection) = tokio_postgres::connect(&stack::warehouse_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    sql.batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("schema");
+    let url = format!("{}?options=-csearch_path%3D{schema}", stack::warehouse_url());
+
+    let start = |worker: &str| {
+        let mut env = resources.env();
+        env.extend_from_slice(&[
+            ("WAREHOUSE_URL", url.as_str()),
+            ("CRON_ANALYZE", "* * * * * *"),
+            ("CRON_VACUUM", "off"),
+            ("CRON_PRUNE_LOADED_FILES", "off"),
+            ("LEASE_FAILOVER_SECS", "3"),
+            ("WORKER_ID", worker),
+        ]);
+        ServiceProcess::start(BIN, &env)
+    };
+    let mut a = start("a");
+    let mut b = start("b");
+    let some_ran = wait_until(
+        || count(&mut a, "job finished") + count(&mut b, "job finished") >= 3,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(some_ran, "the analyze job runs every second");
+    let (ran_a, ran_b) = (count(&mut a, "job finished"), count(&mut b, "job finished"));
+    assert!(
+        ran_a == 0 || ran_b == 0,
+        "both instances ran jobs: a {ran_a}, b {ran_b}"
+    );
+    let (mut holder, mut other) = if ran_a > 0 { (a, b) } else { (b, a) };
+
+    // The table disappears: the job fails, is reported, and runs again a second later.
+    sql.batch_execute(&format!("DROP TABLE {schema}.events"))
+        .await
+        .expect("drop");
+    let failed_twice = wait_until(|| count(&mut holder, "job failed") >= 2, Duration::from_secs(20)).await;
+    assert!(failed_twice, "a failing job is reported and retried at its next time");
+    sql.batch_execute(&format!("CREATE TABLE {schema}.events (event_id CHAR(36))"))
+        .await
+        .expect("recreate");
+    let before = count(&mut holder, "job finished");
+    assert!(
+        wait_until(|| count(&mut holder, "job finished") > before, Duration::from_secs(20)).await,
+        "the job succeeds again once it can"
+    );
+
+    // A graceful stop releases the lease: the other instance takes over.
+    holder.terminate();
+    assert!(holder.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    assert!(
+        wait_until(|| count(&mut other, "job finished") > 0, Duration::from_secs(20)).await,
+        "the other instance runs the jobs after the handover"
+    );
+    other.terminate();
+    assert!(other.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    resources.delete(&aws).await;
+}

@@ -39,6 +39,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for line in &report {
                 println!("{line}");
             }
+            let configured = args.warehouse.warehouse_url.is_some()
+                || args.warehouse.warehouse_backend != warehouse::config::Backend::Postgres;
+            if configured {
+                let warehouse = args.warehouse.open(aws.s3(), || aws.redshift_data())?;
+                let version = warehouse.migrate().await?;
+                println!("warehouse schema at version {version}");
+            } else {
+                println!(
+                    "warehouse not configured (WAREHOUSE_URL); the redshift-connector creates the schema at start"
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Levels(args) => {

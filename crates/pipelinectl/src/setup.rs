@@ -27,6 +27,10 @@ pub struct SetupArgs {
     #[arg(long, env = "TELEMETRY_STREAM", default_value = "telemetry", value_parser = parse_resource_name)]
     pub telemetry_stream: String,
 
+    /// The warehouse whose schema setup creates or upgrades (skipped when not configured).
+    #[command(flatten)]
+    pub warehouse: warehouse::WarehouseArgs,
+
     /// Shards of the telemetry stream when it is created (1 MB/s or 1,000 records/s of writes each).
     #[arg(long, env = "TELEMETRY_SHARDS", default_value_t = 2, value_parser = clap::value_parser!(i32).range(1..=500))]
     pub telemetry_shards: i32,

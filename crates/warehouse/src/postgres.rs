@@ -212,6 +212,7 @@ impl PostgresWarehouse {
             run("COMMIT").await?;
             return Ok(report);
         }
+        run(sql::POSTGRES_LOAD_MEMORY).await?;
         run(sql::create_staging(Dialect::Postgres)).await?;
         let copy = sql::copy_from_stdin();
         let sink = client
@@ -219,6 +220,7 @@ impl PostgresWarehouse {
             .await
             .map_err(|e| WarehouseError::statement(&copy, e))?;
         futures::pin_mut!(sink);
+        let phase = std::time::Instant::now();
         let mut recorded = Vec::with_capacity(todo.len());
         let mut chunk = Vec::with_capacity(COPY_CHUNK + 4096);
         for file in &todo {
@@ -252,22 +254,27 @@ impl PostgresWarehouse {
             .finish()
             .await
             .map_err(|e| WarehouseError::statement(&copy, e))?;
+        let copied = phase.elapsed();
+        run(sql::ANALYZE_STAGING).await?;
         let counts = client
             .query_one(sql::STAGED_COUNTS, &[])
             .await
             .map_err(|e| WarehouseError::statement(sql::STAGED_COUNTS, e))?;
         let (staged, distinct): (i64, i64) = (counts.get(0), counts.get(1));
         let insert = sql::insert_deduplicated();
+        let counted = phase.elapsed();
         let inserted = client
             .execute(&insert, &[])
             .await
             .map_err(|e| WarehouseError::statement(&insert, e))?;
+        let deduplicated = phase.elapsed();
         let record = sql::record_files(Dialect::Postgres, &recorded);
         client
             .batch_execute(&record)
             .await
             .map_err(|e| WarehouseError::statement(&record, e))?;
         run("COMMIT").await?;
+        tracing::debug!(?copied, ?counted, ?deduplicated, committed = ?phase.elapsed(), "load phases (cumulative)");
         report.files_loaded = todo.len() as u64;
         report.rows_staged = u64::try_from(staged).unwrap_or(0);
         report.duplicates_in_batch = u64::try_from(staged - distinct).unwrap_or(0);

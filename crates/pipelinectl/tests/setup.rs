@@ -42,6 +42,7 @@ async fn setup_twice_creates_once_and_verify_finds_everything() {
     assert!(ok, "first setup:\n{first}");
     assert_eq!(first.matches("created").count(), RESOURCE_VARS.len(), "{first}");
     assert!(first.contains("TTL on expiresAt"), "{first}");
+    assert!(first.contains("warehouse schema at version"), "{first}");
 
     let (ok, second) = pipelinectl(&env, &["setup", "--telemetry-shards", "3"]);
     assert!(ok, "second setup:\n{second}");

@@ -1,9 +1,8 @@
 //! The level stage's exactly-once rule on moto: the same stream records replayed after
-//! a crash between two chunks, in other batch sizes, and by two writers at once, leave
+//! a crash between two chunks, in other batch sizes, and by two writers taking turns, leave
 //! every count exactly as one clean pass would.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodbstreams::types::AttributeValue as StreamValue;
@@ -86,19 +85,19 @@ async fn counts(aws: &pipeline_runtime::AwsClients, table: &str, prefix: &str) -
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replays_in_other_batch_sizes_and_concurrent_writers_apply_nothing_twice() {
+async fn replays_in_other_batch_sizes_and_alternating_writers_apply_nothing_twice() {
     let aws = stack::aws().await;
     let resources = Resources::unique();
     resources.create(&aws).await;
     let levels_table = resources.name("LEVEL_STATE_TABLE");
-    let stage = Arc::new(LevelStage {
+    let stage = LevelStage {
         dynamodb: aws.dynamodb(),
         level_table: levels_table.to_string(),
         transitions_table: resources.name("TRANSITIONS_TABLE").to_string(),
         bucket: Duration::from_secs(60),
         transition_ttl: Duration::from_secs(3600),
         metrics: Metrics::with_sink("Test", "player-state-worker", Box::new(std::io::sink())),
-    });
+    };
 
     // A crash after the first chunks of a batch, then replays cut differently. 150
     // levels make one batch need several transactions (99 counts each at most).
@@ -123,23 +122,22 @@ async fn replays_in_other_batch_sizes_and_concurrent_writers_apply_nothing_twice
         .expect("replay a tail");
     assert_eq!(counts(&aws, levels_table, "crash").await, expected);
 
-    // Two writers on one shard at once (a lease changing hands): the guard's condition
-    // lets exactly one of them apply each record.
+    // Two writers on one shard taking turns with different batch sizes (a lease
+    // changing hands while the old owner still finishes a batch): each skips what the
+    // other applied. Truly simultaneous writers rely on DynamoDB's serializable
+    // transactions, which moto does not provide (its threaded server checks
+    // conditions without a lock), so they are not raced here.
     let (records, expected) = history("race", 40, 10, 300);
-    let records = Arc::new(records);
-    let writers: Vec<_> = [5usize, 17]
-        .into_iter()
-        .map(|size| {
-            let (stage, records) = (stage.clone(), records.clone());
-            tokio::spawn(async move {
-                for batch in records.chunks(size) {
-                    stage.apply_records("shard-race", batch).await.expect("apply");
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.expect("writer");
+    let mut first = records.chunks(5);
+    let mut second = records.chunks(17);
+    loop {
+        let (a, b) = (first.next(), second.next());
+        if a.is_none() && b.is_none() {
+            break;
+        }
+        for batch in [a, b].into_iter().flatten() {
+            stage.apply_records("shard-race", batch).await.expect("apply");
+        }
     }
     assert_eq!(counts(&aws, levels_table, "race").await, expected);
     resources.delete(&aws).await;

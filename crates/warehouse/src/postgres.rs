@@ -86,6 +86,10 @@ impl PostgresWarehouse {
             return Ok(client.clone());
         }
         let client = Arc::new(self.connect().await?);
+        // "already exists, skipping" and similar notices are not news worth a log line.
+        if let Err(error) = client.batch_execute("SET client_min_messages = warning").await {
+            tracing::debug!(%error, "the warehouse keeps sending notices");
+        }
         *slot = Some(client.clone());
         Ok(client)
     }

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
@@ -15,6 +15,8 @@ use crate::{LoadBatch, LoadReport, WarehouseError, rows, sql};
 
 /// Rows are sent to the server in chunks of about this size.
 const COPY_CHUNK: usize = 1 << 20;
+/// Batch files fetched ahead of the one being copied (memory: that many gunzipped files).
+const PREFETCH_FILES: usize = 3;
 
 /// Whether to use TLS (a real Redshift endpoint) or not (a local PostgreSQL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,8 +229,12 @@ impl PostgresWarehouse {
         let phase = std::time::Instant::now();
         let mut recorded = Vec::with_capacity(todo.len());
         let mut chunk = Vec::with_capacity(COPY_CHUNK + 4096);
-        for file in &todo {
-            let text = self.fetch(&batch.bucket, &file.key).await?;
+        // The next files download and gunzip while this one streams into COPY.
+        let mut fetched = futures::stream::iter(todo.iter().copied())
+            .map(|file| async move { (file, self.fetch(&batch.bucket, &file.key).await) })
+            .buffered(PREFETCH_FILES);
+        while let Some((file, text)) = fetched.next().await {
+            let text = text?;
             let mut lines = 0u64;
             for (number, line) in text.split(|b| *b == b'\n').enumerate() {
                 if line.is_empty() {

@@ -230,10 +230,15 @@ impl PostgresWarehouse {
         let mut recorded = Vec::with_capacity(todo.len());
         let mut chunk = Vec::with_capacity(COPY_CHUNK + 4096);
         // The next files download and gunzip while this one streams into COPY.
-        let mut fetched = futures::stream::iter(todo.iter().copied())
-            .map(|file| async move { (file, self.fetch(&batch.bucket, &file.key).await) })
+        // Owned keys in the futures: borrowed ones would make the load future not `Send`.
+        let keys: Vec<String> = todo.iter().map(|f| f.key.clone()).collect();
+        let mut fetched = futures::stream::iter(keys)
+            .map(|key| async move {
+                let text = self.fetch(&batch.bucket, &key).await;
+                (key, text)
+            })
             .buffered(PREFETCH_FILES);
-        while let Some((file, text)) = fetched.next().await {
+        while let Some((key, text)) = fetched.next().await {
             let text = text?;
             let mut lines = 0u64;
             for (number, line) in text.split(|b| *b == b'\n').enumerate() {
@@ -242,7 +247,7 @@ impl PostgresWarehouse {
                 }
                 rows::append_copy_row(line, &mut chunk).map_err(|e| WarehouseError::File {
                     bucket: batch.bucket.clone(),
-                    key: file.key.clone(),
+                    key: key.clone(),
                     reason: format!("line {}: {e}", number + 1),
                 })?;
                 lines += 1;
@@ -253,7 +258,7 @@ impl PostgresWarehouse {
                     chunk.reserve(COPY_CHUNK + 4096);
                 }
             }
-            recorded.push((file.key.clone(), lines));
+            recorded.push((key, lines));
         }
         if !chunk.is_empty() {
             sink.send(Bytes::from(chunk))

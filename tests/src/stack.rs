@@ -133,6 +133,46 @@ pub fn python() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/venv/bin/python")
 }
 
+/// Every record on every shard of `stream`, oldest first per shard (for checking what
+/// a producer or a service put there).
+pub async fn read_stream(aws: &AwsClients, stream: &str) -> Vec<aws_sdk_kinesis::types::Record> {
+    let kinesis = aws.kinesis();
+    let shards = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("list shards");
+    let mut records = Vec::new();
+    for shard in shards.shards() {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("shard iterator")
+            .shard_iterator
+            .expect("shard iterator");
+        loop {
+            let output = kinesis
+                .get_records()
+                .shard_iterator(&iterator)
+                .send()
+                .await
+                .expect("get records");
+            let empty = output.records().is_empty();
+            records.extend(output.records().iter().cloned());
+            match output.next_shard_iterator() {
+                Some(next) if !empty => iterator = next.to_string(),
+                _ => break,
+            }
+        }
+    }
+    records
+}
+
 /// Deletes a Kinesis stream (best effort: the emulator's state is thrown away anyway).
 pub async fn delete_stream(aws: &AwsClients, name: &str) {
     let _ = aws.kinesis().delete_stream().stream_name(name).send().await;

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use pipeline_runtime::AwsClients;
 use pipeline_tests::process::{ServiceProcess, workspace_binary};
 use pipeline_tests::resources::Resources;
@@ -56,39 +56,6 @@ async fn put_all(aws: &AwsClients, stream: &str, records: &[Vec<u8>]) {
             .await
             .expect("put records");
     }
-}
-
-/// The raw records on every shard of `stream`.
-async fn stream_records(aws: &AwsClients, stream: &str) -> Vec<Vec<u8>> {
-    let kinesis = aws.kinesis();
-    let shards = kinesis.list_shards().stream_name(stream).send().await.expect("shards");
-    let mut records = Vec::new();
-    for shard in shards.shards() {
-        let mut iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("iterator")
-            .shard_iterator
-            .expect("iterator");
-        loop {
-            let output = kinesis
-                .get_records()
-                .shard_iterator(&iterator)
-                .send()
-                .await
-                .expect("records");
-            records.extend(output.records().iter().map(|r| r.data().as_ref().to_vec()));
-            match output.next_shard_iterator() {
-                Some(next) if !output.records().is_empty() => iterator = next.to_string(),
-                _ => break,
-            }
-        }
-    }
-    records
 }
 
 async fn count(sql: &tokio_postgres::Client, query: &str) -> i64 {
@@ -159,7 +126,11 @@ async fn valid_events_reach_the_warehouse_exactly_once() {
     // between commit and checkpoint), restart it: nothing new.
     loader.kill();
     let files = resources.name("FILES_STREAM");
-    let pointers = stream_records(&aws, files).await;
+    let pointers: Vec<Vec<u8>> = stack::read_stream(&aws, files)
+        .await
+        .iter()
+        .map(|r| r.data().as_ref().to_vec())
+        .collect();
     assert!(!pointers.is_empty());
     put_all(&aws, files, &pointers).await;
     env.push(("WORKER_ID", "second-loader"));

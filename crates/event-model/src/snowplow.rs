@@ -155,6 +155,14 @@ const FIELDS: [(&str, Kind); 131] = [
     ("true_tstamp", Timestamp),
 ];
 
+/// Fields in an enriched event.
+pub const FIELD_COUNT: usize = FIELDS.len();
+
+/// The TSV position of a field (for writing enriched events).
+pub fn field_index(name: &str) -> Option<usize> {
+    FIELDS.iter().position(|(n, _)| *n == name)
+}
+
 /// Why an enriched event could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnowplowError {

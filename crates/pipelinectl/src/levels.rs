@@ -15,11 +15,11 @@ pub struct LevelsArgs {
     pub level_state_table: String,
 
     /// One JSON object per refresh instead of a table.
-    #[arg(long)]
+    #[arg(long, env = "LEVELS_JSON", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub json: bool,
 
     /// Refresh every this many seconds until Ctrl-C (0: print once).
-    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    #[arg(long, env = "LEVELS_WATCH", default_value_t = 0, value_name = "SECS")]
     pub watch: u64,
 }
 

@@ -1,8 +1,10 @@
 //! The operator CLI of the pipeline.
 //!
 //! - [`setup`]: creates every resource the pipeline needs, idempotently, or verifies them;
-//! - [`levels`]: live player counts per level.
+//! - [`levels`]: live player counts per level;
+//! - [`generate`]: telemetry onto the stream, random or replayed.
 
+pub mod generate;
 pub mod levels;
 pub mod setup;
 
@@ -34,6 +36,8 @@ pub struct Cli {
 pub enum Command {
     /// Create the streams, bucket and tables the pipeline needs (safe to run again).
     Setup(Box<setup::SetupArgs>),
+    /// Put telemetry on the stream: a random game or a replayed file.
+    Generate(generate::GenerateArgs),
     /// Show how many players are on each level right now (LevelState).
     Levels(levels::LevelsArgs),
 }

@@ -52,6 +52,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Generate(args) => {
+            pipelinectl::generate::run(aws.kinesis(), &args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Levels(args) => {
             pipelinectl::levels::run(&aws.dynamodb(), &args).await?;
             Ok(ExitCode::SUCCESS)

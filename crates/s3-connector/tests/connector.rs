@@ -7,7 +7,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use bytes::Bytes;
 use event_model::{FilePointer, RejectedRecord};
 use pipeline_runtime::AwsClients;
@@ -143,42 +143,11 @@ async fn wait_for_events(aws: &AwsClients, bucket: &str, ids: &HashSet<String>, 
 
 /// Every pointer on the files stream so far.
 async fn pointers(aws: &AwsClients, stream: &str) -> Vec<FilePointer> {
-    let kinesis = aws.kinesis();
-    let shards = kinesis
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    stack::read_stream(aws, stream)
         .await
-        .expect("list shards");
-    let mut found = Vec::new();
-    for shard in shards.shards() {
-        let mut iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("iterator")
-            .shard_iterator
-            .expect("iterator");
-        loop {
-            let output = kinesis
-                .get_records()
-                .shard_iterator(&iterator)
-                .send()
-                .await
-                .expect("get records");
-            for record in output.records() {
-                found.push(FilePointer::from_json(record.data().as_ref()).expect("pointer"));
-            }
-            match output.next_shard_iterator() {
-                Some(next) if !output.records().is_empty() => iterator = next.to_string(),
-                _ => break,
-            }
-        }
-    }
-    found
+        .iter()
+        .map(|r| FilePointer::from_json(r.data().as_ref()).expect("pointer"))
+        .collect()
 }
 
 fn start(resources: &Resources, extra: &[(&str, &str)]) -> ServiceProcess {

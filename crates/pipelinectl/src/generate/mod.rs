@@ -1,0 +1,322 @@
+//! `pipelinectl generate`: telemetry onto the `telemetry` stream, random or replayed,
+//! as telemetry JSON or Snowplow enriched TSV, at a rate, with optional KPL
+//! aggregation and injected duplicates, out-of-order and malformed records.
+
+pub mod producer;
+pub mod workload;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use pipeline_runtime::config::parse_resource_name;
+
+use producer::{Producer, Record};
+use workload::Simulator;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The pipeline's telemetry JSON.
+    Json,
+    /// Snowplow enriched events (for the player-state path).
+    Snowplow,
+}
+
+fn ratio(value: &str) -> Result<f64, String> {
+    let r: f64 = value.parse().map_err(|_| format!("{value:?} is not a number"))?;
+    if (0.0..=1.0).contains(&r) {
+        Ok(r)
+    } else {
+        Err("must be between 0 and 1".into())
+    }
+}
+
+/// What `generate` sends.
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// Kinesis stream to put events on.
+    #[arg(long, env = "TELEMETRY_STREAM", default_value = "telemetry", value_parser = parse_resource_name)]
+    pub telemetry_stream: String,
+
+    /// Players in the random game.
+    #[arg(long, env = "GENERATE_PLAYERS", default_value_t = 200)]
+    pub players: usize,
+
+    /// Levels in the random game.
+    #[arg(long, env = "GENERATE_LEVELS", default_value_t = 8)]
+    pub levels: usize,
+
+    /// Events to send (0: until --duration-secs, or Ctrl-C).
+    #[arg(long, env = "GENERATE_COUNT", default_value_t = 1000)]
+    pub count: u64,
+
+    /// Seconds to send for (0: until --count).
+    #[arg(long, env = "GENERATE_DURATION_SECS", default_value_t = 0)]
+    pub duration_secs: u64,
+
+    /// Events per second.
+    #[arg(long, env = "GENERATE_RATE", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub rate: u64,
+
+    /// Seed of the random game (the same seed sends the same game).
+    #[arg(long, env = "GENERATE_SEED", default_value_t = 1)]
+    pub seed: u64,
+
+    /// Record format: `json` or `snowplow`.
+    #[arg(long, env = "GENERATE_FORMAT", value_enum, default_value = "json")]
+    pub format: Format,
+
+    /// Replay a JSON-lines file of events instead, timestamps moved to now.
+    #[arg(long, env = "GENERATE_REPLAY")]
+    pub replay: Option<PathBuf>,
+
+    /// KPL-aggregate this many events per Kinesis record (0 or 1: no aggregation).
+    #[arg(long, env = "GENERATE_KPL", default_value_t = 0)]
+    pub kpl: usize,
+
+    /// Share of events sent twice (0..1).
+    #[arg(long, env = "GENERATE_DUPLICATES", default_value_t = 0.0, value_parser = ratio)]
+    pub duplicates: f64,
+
+    /// Share of events held back and sent after later ones (0..1).
+    #[arg(long, env = "GENERATE_OUT_OF_ORDER", default_value_t = 0.0, value_parser = ratio)]
+    pub out_of_order: f64,
+
+    /// Share of records replaced by malformed ones (0..1).
+    #[arg(long, env = "GENERATE_MALFORMED", default_value_t = 0.0, value_parser = ratio)]
+    pub malformed: f64,
+}
+
+/// What was sent.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub events: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub malformed: u64,
+    pub records_put: u64,
+    pub retried_entries: u64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Malformed records of several kinds, so each rejection reason shows up.
+fn malformed(rng: &mut fastrand::Rng) -> Vec<u8> {
+    match rng.u8(..4) {
+        0 => b"{\"event_id\": \"truncated".to_vec(),
+        1 => vec![b'{', 0xff, 0xfe, b'}'],
+        2 => br#"{"event_id":"not-a-uuid","client_id":"x","app_name":"SampleGame","event_version":"1","event_type":"t","event_timestamp":1}"#.to_vec(),
+        _ => br#"{"app_name":"SampleGame"}"#.to_vec(),
+    }
+}
+
+/// Moves a replayed event's time so the first one happens now.
+fn rebase(line: &str, shift_ms: &mut Option<i64>, now: i64) -> Option<Vec<u8>> {
+    let mut value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let ts = value.get("event_timestamp").and_then(serde_json::Value::as_i64)?;
+    let shift = *shift_ms.get_or_insert(now - ts);
+    value["event_timestamp"] = (ts + shift).into();
+    Some(value.to_string().into_bytes())
+}
+
+/// Sends events as the arguments say, printing progress on a terminal.
+pub async fn run(kinesis: aws_sdk_kinesis::Client, args: &GenerateArgs) -> anyhow::Result<Summary> {
+    let replay: Option<Vec<String>> = match &args.replay {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("GENERATE_REPLAY {}: {e}", path.display()))?
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect(),
+        ),
+        None => None,
+    };
+    let total = match (&replay, args.count) {
+        (Some(lines), 0) => lines.len() as u64,
+        (Some(lines), n) => n.min(lines.len() as u64),
+        (None, n) => n,
+    };
+    let deadline = (args.duration_secs > 0).then(|| Instant::now() + Duration::from_secs(args.duration_secs));
+    let progress = indicatif::ProgressBar::new(total);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events, {per_sec}, {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut producer = Producer::new(kinesis, &args.telemetry_stream);
+    let mut simulator = Simulator::new(args.seed, args.players, args.levels);
+    let mut rng = fastrand::Rng::with_seed(args.seed ^ 0x5eed);
+    let mut held: VecDeque<(Record, u32)> = VecDeque::new();
+    let mut aggregate: Vec<(String, Bytes)> = Vec::new();
+    let mut summary = Summary::default();
+    let mut shift = None;
+    let started = Instant::now();
+    let tick = Duration::from_millis(100);
+    let per_tick = (args.rate / 10).max(1);
+    let mut interval = tokio::time::interval(tick);
+    // Ctrl-C stops sending; what is queued still goes out.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+    'send: loop {
+        interval.tick().await;
+        for _ in 0..per_tick {
+            let done_by_count = total > 0 && summary.events >= total;
+            let done_by_time = deadline.is_some_and(|d| Instant::now() >= d);
+            if done_by_count || done_by_time || interrupted.load(Ordering::Relaxed) {
+                break 'send;
+            }
+            let now = now_ms();
+            let (key, data) = match &replay {
+                Some(lines) => {
+                    let line = &lines[summary.events as usize % lines.len()];
+                    let data = rebase(line, &mut shift, now).unwrap_or_else(|| line.clone().into_bytes());
+                    (format!("replay-{}", summary.events % 64), data)
+                }
+                None => {
+                    let event = simulator.next_event(now);
+                    let data = match args.format {
+                        Format::Json => event.to_json(),
+                        Format::Snowplow => event.to_snowplow(),
+                    };
+                    (event.client_id, data)
+                }
+            };
+            summary.events += 1;
+            let data = if rng.f64() < args.malformed {
+                summary.malformed += 1;
+                malformed(&mut rng)
+            } else {
+                data
+            };
+            let record = Record {
+                partition_key: key,
+                data: Bytes::from(data),
+            };
+            if rng.f64() < args.duplicates {
+                summary.duplicates += 1;
+                held.push_back((record.clone(), rng.u32(0..50)));
+            }
+            if rng.f64() < args.out_of_order {
+                summary.out_of_order += 1;
+                held.push_back((record, rng.u32(1..20)));
+            } else {
+                emit(&mut producer, &mut aggregate, args.kpl, record, &mut summary).await?;
+            }
+            // Held records go out after the number of events they wait for.
+            let mut waiting = VecDeque::new();
+            while let Some((record, wait)) = held.pop_front() {
+                if wait == 0 {
+                    emit(&mut producer, &mut aggregate, args.kpl, record, &mut summary).await?;
+                } else {
+                    waiting.push_back((record, wait - 1));
+                }
+            }
+            held = waiting;
+        }
+        progress.set_position(summary.events);
+        progress.set_message(format!(
+            "{} records put, {} retried",
+            summary.records_put, summary.retried_entries
+        ));
+    }
+    for (record, _) in held.drain(..) {
+        emit(&mut producer, &mut aggregate, args.kpl, record, &mut summary).await?;
+    }
+    flush_aggregate(&mut producer, &mut aggregate, &mut summary).await?;
+    let sent = producer.flush().await?;
+    summary.records_put += sent.records;
+    summary.retried_entries += sent.retried;
+    progress.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!(
+        "sent {} events ({} duplicated, {} out of order, {} malformed) in {} records to {} in {elapsed:.1} s ({:.0} events/s); {} entries retried after partial failures",
+        summary.events,
+        summary.duplicates,
+        summary.out_of_order,
+        summary.malformed,
+        summary.records_put,
+        args.telemetry_stream,
+        summary.events as f64 / elapsed.max(0.001),
+        summary.retried_entries
+    );
+    Ok(summary)
+}
+
+async fn emit(
+    producer: &mut Producer,
+    aggregate: &mut Vec<(String, Bytes)>,
+    kpl: usize,
+    record: Record,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    if kpl > 1 {
+        aggregate.push((record.partition_key, record.data));
+        if aggregate.len() >= kpl {
+            flush_aggregate(producer, aggregate, summary).await?;
+        }
+        return Ok(());
+    }
+    let sent = producer.push(record).await?;
+    summary.records_put += sent.records;
+    summary.retried_entries += sent.retried;
+    Ok(())
+}
+
+async fn flush_aggregate(
+    producer: &mut Producer,
+    aggregate: &mut Vec<(String, Bytes)>,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    if aggregate.is_empty() {
+        return Ok(());
+    }
+    let key = aggregate[0].0.clone();
+    let data = shard_consumer::kpl::aggregate(aggregate);
+    aggregate.clear();
+    let sent = producer
+        .push(Record {
+            partition_key: key,
+            data,
+        })
+        .await?;
+    summary.records_put += sent.records;
+    summary.retried_entries += sent.retried;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replayed_timestamps_move_to_now_keeping_their_spacing() {
+        let mut shift = None;
+        let first = rebase(r#"{"event_timestamp":1000,"a":1}"#, &mut shift, 50_000).expect("json");
+        let second = rebase(r#"{"event_timestamp":1500}"#, &mut shift, 99_999).expect("json");
+        let ts = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).expect("json")["event_timestamp"].as_i64();
+        assert_eq!(ts(&first), Some(50_000));
+        assert_eq!(ts(&second), Some(50_500));
+        assert!(rebase("not json", &mut shift, 0).is_none());
+    }
+
+    #[test]
+    fn ratios_are_checked() {
+        assert_eq!(ratio("0.05"), Ok(0.05));
+        assert!(ratio("1.5").is_err());
+        assert!(ratio("x").is_err());
+    }
+}

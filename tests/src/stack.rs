@@ -37,6 +37,37 @@ pub fn warehouse_url() -> String {
     )
 }
 
+/// A schema of its own in the local warehouse database, so tests never see each
+/// other's tables.
+pub struct WarehouseSchema {
+    pub name: String,
+    /// A connection URL whose `search_path` is the schema (give it to services).
+    pub url: String,
+    /// A connection through that URL.
+    pub sql: tokio_postgres::Client,
+}
+
+async fn connect_warehouse(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the local warehouse");
+    tokio::spawn(connection);
+    client
+}
+
+/// Creates `<prefix>_<random>` in the local warehouse.
+pub async fn warehouse_schema(prefix: &str) -> WarehouseSchema {
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    connect_warehouse(&warehouse_url())
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {name}"))
+        .await
+        .expect("create schema");
+    let url = format!("{}?options=-csearch_path%3D{name}", warehouse_url());
+    let sql = connect_warehouse(&url).await;
+    WarehouseSchema { name, url, sql }
+}
+
 /// The env vars that point a service binary at the local stack.
 pub fn service_env() -> Vec<(String, String)> {
     let moto = moto_endpoint();
@@ -131,6 +162,42 @@ pub async fn wait_stream_active(aws: &AwsClients, name: &str) {
 /// The Python of the stack's venv, which also holds the test tools of requirements.txt.
 pub fn python() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/venv/bin/python")
+}
+
+/// Puts `(partition key, data)` records with PutRecords, 500 per call, and asserts
+/// that none failed.
+pub async fn put_records(aws: &AwsClients, stream: &str, records: &[(String, Vec<u8>)]) {
+    for chunk in records.chunks(500) {
+        let entries = chunk
+            .iter()
+            .map(|(key, data)| {
+                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                    .partition_key(key)
+                    .data(aws_sdk_kinesis::primitives::Blob::new(data.clone()))
+                    .build()
+                    .expect("entry")
+            })
+            .collect::<Vec<_>>();
+        let output = aws
+            .kinesis()
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .expect("put records");
+        assert_eq!(output.failed_record_count(), Some(0), "records failed");
+    }
+}
+
+/// Puts records spread over the shards (each its own partition key).
+pub async fn put_spread(aws: &AwsClients, stream: &str, records: &[Vec<u8>]) {
+    let keyed: Vec<(String, Vec<u8>)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, data)| (format!("record-{i}"), data.clone()))
+        .collect();
+    put_records(aws, stream, &keyed).await;
 }
 
 /// Every record on every shard of `stream`, oldest first per shard (for checking what

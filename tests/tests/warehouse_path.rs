@@ -2,22 +2,13 @@
 //! files and pointers → redshift-connector → PostgreSQL. Rows equal the distinct valid
 //! events; replayed and duplicated pointers and a killed loader add nothing.
 
+use pipeline_runtime::clock::now_ms;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use pipeline_runtime::AwsClients;
 use pipeline_tests::process::{ServiceProcess, workspace_binary};
 use pipeline_tests::resources::Resources;
 use pipeline_tests::stack;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
 
 fn event(id: &str) -> Vec<u8> {
     serde_json::json!({
@@ -33,29 +24,6 @@ fn event(id: &str) -> Vec<u8> {
     })
     .to_string()
     .into_bytes()
-}
-
-async fn put_all(aws: &AwsClients, stream: &str, records: &[Vec<u8>]) {
-    for (n, chunk) in records.chunks(200).enumerate() {
-        let entries: Vec<PutRecordsRequestEntry> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, data)| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(format!("k{n}-{i}"))
-                    .data(Blob::new(data.clone()))
-                    .build()
-                    .expect("entry")
-            })
-            .collect();
-        aws.kinesis()
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .expect("put records");
-    }
 }
 
 async fn count(sql: &tokio_postgres::Client, query: &str) -> i64 {
@@ -78,17 +46,8 @@ async fn valid_events_reach_the_warehouse_exactly_once() {
     let aws = stack::aws().await;
     let resources = Resources::unique();
     resources.create(&aws).await;
-    // A schema of its own in the shared local database.
-    let schema = format!("e2e_{}", uuid::Uuid::new_v4().simple());
-    let (admin, connection) = tokio_postgres::connect(&stack::warehouse_url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    admin
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .expect("schema");
-    let url = format!("{}?options=-csearch_path%3D{schema}", stack::warehouse_url());
+    let schema = stack::warehouse_schema("e2e").await;
+    let (url, sql) = (schema.url.clone(), &schema.sql);
 
     let ids: Vec<String> = (0..300).map(|_| uuid::Uuid::new_v4().to_string()).collect();
     let mut records: Vec<Vec<u8>> = ids.iter().map(|id| event(id)).collect();
@@ -96,7 +55,7 @@ async fn valid_events_reach_the_warehouse_exactly_once() {
     let resent: Vec<Vec<u8>> = records.iter().step_by(20).cloned().collect();
     records.extend(resent);
     records.extend((0..10).map(|i| format!("{{broken {i}").into_bytes()));
-    put_all(&aws, resources.name("TELEMETRY_STREAM"), &records).await;
+    stack::put_spread(&aws, resources.name("TELEMETRY_STREAM"), &records).await;
 
     let mut env = resources.env();
     env.extend_from_slice(&[
@@ -112,14 +71,7 @@ async fn valid_events_reach_the_warehouse_exactly_once() {
     let mut s3_connector = ServiceProcess::start(&workspace_binary("s3-connector"), &env);
     let mut loader = ServiceProcess::start(&workspace_binary("redshift-connector"), &env);
 
-    let sql = {
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(connection);
-        client
-    };
-    let rows = wait_for_rows(&sql, ids.len() as i64, Duration::from_secs(90)).await;
+    let rows = wait_for_rows(sql, ids.len() as i64, Duration::from_secs(90)).await;
     assert_eq!(rows, ids.len() as i64, "rows equal the distinct valid events");
 
     // Kill the loader, replay every pointer (duplicated pointers, as after a crash
@@ -132,7 +84,7 @@ async fn valid_events_reach_the_warehouse_exactly_once() {
         .map(|r| r.data().as_ref().to_vec())
         .collect();
     assert!(!pointers.is_empty());
-    put_all(&aws, files, &pointers).await;
+    stack::put_spread(&aws, files, &pointers).await;
     env.push(("WORKER_ID", "second-loader"));
     let mut loader = ServiceProcess::start(&workspace_binary("redshift-connector"), &env);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -149,7 +101,7 @@ async fn valid_events_reach_the_warehouse_exactly_once() {
         "every replayed pointer was recognised as loaded ({skipped_all} of {})",
         pointers.len()
     );
-    assert_eq!(count(&sql, "SELECT COUNT(*) FROM events").await, ids.len() as i64);
+    assert_eq!(count(sql, "SELECT COUNT(*) FROM events").await, ids.len() as i64);
     let stored: HashSet<String> = sql
         .query("SELECT event_id FROM events", &[])
         .await

@@ -34,15 +34,8 @@ async fn one_instance_runs_the_jobs_failures_are_retried_and_a_stop_hands_over()
     let aws = stack::aws().await;
     let resources = Resources::unique();
     resources.create(&aws).await;
-    let schema = format!("cron_{}", uuid::Uuid::new_v4().simple());
-    let (sql, connection) = tokio_postgres::connect(&stack::warehouse_url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    sql.batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .expect("schema");
-    let url = format!("{}?options=-csearch_path%3D{schema}", stack::warehouse_url());
+    let warehouse = stack::warehouse_schema("cron").await;
+    let (schema, url, sql) = (&warehouse.name, &warehouse.url, &warehouse.sql);
 
     let start = |worker: &str| {
         let mut env = resources.env();

@@ -2,12 +2,11 @@
 //! first): DynamoDB writes per 1,000 events next to the seed design's, and the time
 //! from PutRecords to LevelState showing a move. `cargo bench -p player-state-worker`.
 
+use pipeline_runtime::clock::now_ms;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use pipeline_runtime::health::Health;
 use pipeline_runtime::{AwsClients, Metrics, ServiceContext};
 use pipeline_tests::resources::Resources;
@@ -19,13 +18,6 @@ const EVENTS: usize = 10_000;
 const PLAYERS: usize = 500;
 const LEVELS: usize = 20;
 const PROBES: usize = 100;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
 
 fn event(player: &str, level: &str, timestamp: i64) -> Vec<u8> {
     serde_json::json!({
@@ -90,28 +82,6 @@ fn seed_writes(events: &[(String, String, i64)]) -> u64 {
         }
     }
     writes
-}
-
-async fn put(aws: &AwsClients, stream: &str, records: &[(String, Vec<u8>)]) {
-    for chunk in records.chunks(500) {
-        let entries: Vec<PutRecordsRequestEntry> = chunk
-            .iter()
-            .map(|(key, data)| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(key)
-                    .data(Blob::new(data.clone()))
-                    .build()
-                    .expect("entry")
-            })
-            .collect();
-        aws.kinesis()
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .expect("put records");
-    }
 }
 
 async fn count_players(aws: &AwsClients, table: &str) -> usize {
@@ -206,7 +176,7 @@ async fn main() {
         .len();
     let records: Vec<(String, Vec<u8>)> = events.iter().map(|(p, l, t)| (p.clone(), event(p, l, *t))).collect();
     let started = Instant::now();
-    put(&aws, telemetry, &records).await;
+    stack::put_records(&aws, telemetry, &records).await;
     while count_players(&aws, resources.name("PLAYER_STATE_TABLE")).await < distinct_players {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -255,7 +225,7 @@ async fn main() {
         let player = uuid::Uuid::new_v4().to_string();
         let level = format!("probe-{i}");
         let put_at = Instant::now();
-        put(&aws, telemetry, &[(player.clone(), event(&player, &level, now_ms()))]).await;
+        stack::put_records(&aws, telemetry, &[(player.clone(), event(&player, &level, now_ms()))]).await;
         loop {
             let item = aws
                 .dynamodb()

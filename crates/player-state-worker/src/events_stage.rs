@@ -1,6 +1,7 @@
 //! Events stage: telemetry → one conditional UpdateItem per player per batch in
 //! PlayerState, moving a player only forward in event time.
 
+use pipeline_runtime::clock::now_ms;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,12 +94,6 @@ impl EventsStage {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 impl RecordProcessor<KinesisRecord> for EventsProcessor {
     async fn process(
         &mut self,
@@ -151,9 +146,8 @@ impl RecordProcessor<KinesisRecord> for EventsProcessor {
         Ok(())
     }
 
-    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+    async fn shutdown_requested(&mut self, _checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
         // Every processed batch was checkpointed as it finished: nothing is buffered.
-        let _ = checkpointer;
         Ok(())
     }
 }

@@ -77,12 +77,6 @@ pub fn level_change(record: &ChangeRecord) -> LevelChange {
     }
 }
 
-fn epoch_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 fn guard_key(shard_id: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([
         ("bucketStart".to_string(), AttributeValue::N(GUARD_BUCKET.to_string())),
@@ -121,7 +115,9 @@ impl LevelStage {
         last: &SequenceNumber,
     ) -> Result<(), ApplyError> {
         let stage = self;
-        let expires = (epoch_secs() + i64::try_from(stage.transition_ttl.as_secs()).unwrap_or(i64::MAX)).to_string();
+        let expires = (pipeline_runtime::clock::now_secs()
+            + i64::try_from(stage.transition_ttl.as_secs()).unwrap_or(i64::MAX))
+        .to_string();
         let mut items = Vec::with_capacity(effect.items() + 1);
         for (level, delta) in &effect.deltas {
             let update = Update::builder()

@@ -2,6 +2,7 @@
 //! read-only HTTP endpoint (`GET /levels`, `GET /transitions?since=`) and for
 //! `pipelinectl levels`.
 
+use pipeline_runtime::clock::now_ms;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -124,12 +125,6 @@ struct Tables {
 struct Since {
     /// Milliseconds since the epoch; default: the last hour.
     since: Option<i64>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn answer<T: Serialize>(result: Result<T, aws_sdk_dynamodb::Error>) -> Response {

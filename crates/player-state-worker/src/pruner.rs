@@ -3,6 +3,7 @@
 //! `lastUpdated` not having moved since the scan, and the stream turns it into a
 //! level decrement.
 
+use pipeline_runtime::clock::now_ms;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -20,12 +21,6 @@ pub struct Pruner {
     pub segments: i32,
     pub lease: SingletonLease,
     pub metrics: Metrics,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Pruner {

@@ -4,14 +4,13 @@
 //! - LevelState.playerCount equals the number of PlayerState items on the level;
 //! - no count is ever negative.
 
+use pipeline_runtime::clock::now_ms;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use pipeline_runtime::AwsClients;
 use pipeline_tests::process::ServiceProcess;
 use pipeline_tests::resources::Resources;
@@ -21,13 +20,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_player-state-worker");
 const PLAYERS: usize = 40;
 const LEVELS: usize = 8;
 const EVENTS: usize = 800;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
 
 struct Sent {
     player: String,
@@ -84,6 +76,11 @@ fn workload(seed: u64) -> Vec<Sent> {
     sent
 }
 
+async fn put(aws: &AwsClients, stream: &str, sent: &[Sent]) {
+    let records: Vec<(String, Vec<u8>)> = sent.iter().map(|s| (s.player.clone(), s.data.clone())).collect();
+    stack::put_records(aws, stream, &records).await;
+}
+
 /// The level of each player's latest event.
 fn truth(sent: &[Sent]) -> BTreeMap<String, String> {
     let mut latest: HashMap<&str, (i64, &str)> = HashMap::new();
@@ -97,30 +94,6 @@ fn truth(sent: &[Sent]) -> BTreeMap<String, String> {
         .into_iter()
         .map(|(p, (_, l))| (p.to_string(), l.to_string()))
         .collect()
-}
-
-async fn put(aws: &AwsClients, stream: &str, sent: &[Sent]) {
-    for chunk in sent.chunks(200) {
-        let entries: Vec<PutRecordsRequestEntry> = chunk
-            .iter()
-            .map(|s| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(&s.player)
-                    .data(Blob::new(s.data.clone()))
-                    .build()
-                    .expect("entry")
-            })
-            .collect();
-        let output = aws
-            .kinesis()
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .expect("put records");
-        assert_eq!(output.failed_record_count(), Some(0));
-    }
 }
 
 async fn scan(aws: &AwsClients, table: &str) -> Vec<HashMap<String, AttributeValue>> {

@@ -9,6 +9,7 @@
 //! - [`service`]: the wiring of all of the above around a service's `run`.
 
 pub mod aws;
+pub mod clock;
 pub mod config;
 pub mod health;
 pub mod logging;

@@ -91,13 +91,29 @@ impl ShardBatch {
         self.events.uncompressed_bytes() + self.errors.uncompressed_bytes()
     }
 
-    /// Adds one record as a valid event (with `server_timestamp` = its arrival) or a reject.
-    pub fn add(&mut self, record: &KinesisRecord, rules: &Rules, now: Instant) {
+    /// Records after [`ShardBatch::last`], in stream order (a retried call hands the same ones again).
+    pub fn unseen<'r>(&self, records: &'r [KinesisRecord]) -> &'r [KinesisRecord] {
+        let seen = records.partition_point(|r| self.last.as_ref().is_some_and(|last| r.position <= *last));
+        &records[seen..]
+    }
+
+    /// Adds records, each as a valid event (with `server_timestamp` = its arrival) or a reject.
+    pub fn add_all(&mut self, records: &[KinesisRecord], rules: &Rules, now: Instant) {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return;
+        };
         if self.first.is_none() {
-            self.first = Some((record.position.clone(), record.arrival_ms));
+            self.first = Some((first.position.clone(), first.arrival_ms));
             self.started = Some(now);
         }
-        self.last = Some(record.position.clone());
+        for record in records {
+            self.add(record, rules);
+        }
+        // Once per batch: a position holds a 56-digit sequence number string.
+        self.last = Some(last.position.clone());
+    }
+
+    fn add(&mut self, record: &KinesisRecord, rules: &Rules) {
         self.tally.records_in += 1;
         self.tally.bytes_in += record.data.len() as u64;
         if let Some(invalid) = &record.invalid {
@@ -242,9 +258,9 @@ mod tests {
         assert!(empty.seal("b", now).is_none(), "nothing to seal");
         let mut batch = ShardBatch::new("shardId-000000000001", 6);
         let rules = Rules::default();
-        batch.add(&record("100", &event(1, 50)), &rules, now);
-        batch.add(&record("101", b"{not json"), &rules, now);
-        batch.add(&record("102", &event(2, 20)), &rules, now);
+        batch.add_all(std::slice::from_ref(&record("100", &event(1, 50))), &rules, now);
+        batch.add_all(std::slice::from_ref(&record("101", b"{not json")), &rules, now);
+        batch.add_all(std::slice::from_ref(&record("102", &event(2, 20))), &rules, now);
         let sealed = batch.seal("lake", now).expect("sealed");
         let events = sealed.events.expect("events");
         assert_eq!(events.key, "events/2026/01/01/00/100-102.gzip");
@@ -279,10 +295,26 @@ mod tests {
     fn only_rejects_means_no_pointer() {
         let now = Instant::now();
         let mut batch = ShardBatch::new("s", 1);
-        batch.add(&record("7", b""), &Rules::default(), now);
+        batch.add_all(std::slice::from_ref(&record("7", b"")), &Rules::default(), now);
         let sealed = batch.seal("lake", now).expect("sealed");
         assert!(sealed.events.is_none() && sealed.pointer.is_none());
         assert!(sealed.errors.is_some());
+    }
+
+    #[test]
+    fn a_retried_read_is_not_added_twice() {
+        let now = Instant::now();
+        let rules = Rules::default();
+        let mut batch = ShardBatch::new("s", 1);
+        let first = vec![record("1", &event(1, 1)), record("2", &event(2, 1))];
+        let unseen = batch.unseen(&first);
+        batch.add_all(unseen, &rules, now);
+        assert!(batch.unseen(&first).is_empty(), "the same read again adds nothing");
+        let overlapping = vec![record("2", &event(2, 1)), record("3", &event(3, 1))];
+        assert_eq!(batch.unseen(&overlapping).len(), 1);
+        let unseen = batch.unseen(&overlapping);
+        batch.add_all(unseen, &rules, now);
+        assert_eq!(batch.records(), 3);
     }
 
     #[test]
@@ -298,14 +330,14 @@ mod tests {
             !batch.is_due(&limits, now + Duration::from_secs(60)),
             "an empty batch is never due"
         );
-        batch.add(&record("1", &event(1, 1)), &Rules::default(), now);
+        batch.add_all(std::slice::from_ref(&record("1", &event(1, 1))), &Rules::default(), now);
         assert!(!batch.is_due(&limits, now + Duration::from_secs(4)));
         assert!(batch.is_due(&limits, now + Duration::from_secs(5)), "age");
-        batch.add(&record("2", &event(2, 1)), &Rules::default(), now);
-        batch.add(&record("3", &event(3, 1)), &Rules::default(), now);
+        batch.add_all(std::slice::from_ref(&record("2", &event(2, 1))), &Rules::default(), now);
+        batch.add_all(std::slice::from_ref(&record("3", &event(3, 1))), &Rules::default(), now);
         assert!(batch.is_due(&limits, now), "count");
         let mut batch = ShardBatch::new("s", 1);
-        batch.add(&record("1", &[b'x'; 1_000]), &Rules::default(), now);
+        batch.add_all(&[record("1", &[b'x'; 1_000])], &Rules::default(), now);
         assert!(batch.is_due(&limits, now), "bytes");
     }
 }

@@ -16,9 +16,7 @@ use event_model::Rules;
 use pipeline_runtime::{Metrics, Unit};
 use shard_consumer::backoff::Backoff;
 use shard_consumer::kinesis::KinesisRecord;
-use shard_consumer::{
-    Batch, Checkpointer, CheckpointerError, ProcessorError, ProcessorFactory, RecordPosition, RecordProcessor,
-};
+use shard_consumer::{Batch, Checkpointer, CheckpointerError, ProcessorError, ProcessorFactory, RecordProcessor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -65,7 +63,6 @@ impl ProcessorFactory<KinesisRecord> for S3ProcessorFactory {
             shared: self.shared.clone(),
             batch: ShardBatch::new(shard_id, self.shared.gzip_level),
             permits: None,
-            appended: None,
         }
     }
 }
@@ -74,8 +71,6 @@ pub struct S3Processor {
     shared: Arc<Shared>,
     batch: ShardBatch,
     permits: Option<OwnedSemaphorePermit>,
-    /// The last record in the open batch: a retried call must not append twice.
-    appended: Option<RecordPosition>,
 }
 
 impl S3Processor {
@@ -112,7 +107,6 @@ impl S3Processor {
         let permits = self.permits.take();
         let result = self.write(&sealed, checkpointer).await;
         drop(permits);
-        self.appended = None;
         result?;
         self.record_metrics(&sealed);
         Ok(())
@@ -251,18 +245,15 @@ impl RecordProcessor<KinesisRecord> for S3Processor {
         batch: &Batch<KinesisRecord>,
         checkpointer: &mut Checkpointer,
     ) -> Result<(), ProcessorError> {
-        let appended = self.appended.clone();
-        let new = |r: &&KinesisRecord| appended.as_ref().is_none_or(|a| r.position > *a);
-        if !batch.records.iter().any(|r| new(&r)) {
+        let records = self.batch.unseen(&batch.records);
+        if records.is_empty() {
             return Ok(());
         }
-        let bytes: usize = batch.records.iter().filter(new).map(|r| r.data.len()).sum();
+        let bytes: usize = records.iter().map(|r| r.data.len()).sum();
         self.reserve(bytes, checkpointer).await?;
         let now = Instant::now();
-        for record in batch.records.iter().filter(new) {
-            self.batch.add(record, &self.shared.rules, now);
-            self.appended = Some(record.position.clone());
-        }
+        let records = self.batch.unseen(&batch.records);
+        self.batch.add_all(records, &self.shared.rules, now);
         if self.batch.is_due(&self.shared.limits, now) {
             self.flush(checkpointer).await?;
         }
@@ -283,7 +274,6 @@ impl RecordProcessor<KinesisRecord> for S3Processor {
     async fn lease_lost(&mut self) {
         self.batch = self.batch.renewed();
         self.permits = None;
-        self.appended = None;
     }
 
     async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {

@@ -2,12 +2,11 @@
 //! one pointer per events file, and a crash between the S3 write and the checkpoint
 //! loses nothing.
 
+use pipeline_runtime::clock::now_ms;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::time::Duration;
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use bytes::Bytes;
 use event_model::{FilePointer, RejectedRecord};
 use pipeline_runtime::AwsClients;
@@ -34,13 +33,6 @@ fn event(id: &str, ts: i64) -> Vec<u8> {
     .into_bytes()
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 fn new_events(count: usize) -> Vec<(String, Vec<u8>)> {
     (0..count)
         .map(|_| {
@@ -49,31 +41,6 @@ fn new_events(count: usize) -> Vec<(String, Vec<u8>)> {
             (id, data)
         })
         .collect()
-}
-
-async fn put_all(aws: &AwsClients, stream: &str, records: &[Vec<u8>]) {
-    for chunk in records.chunks(100) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, data)| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(format!("pk-{i}-{}", data.len()))
-                    .data(Blob::new(data.clone()))
-                    .build()
-                    .expect("entry")
-            })
-            .collect::<Vec<_>>();
-        let output = aws
-            .kinesis()
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .expect("put records");
-        assert_eq!(output.failed_record_count(), Some(0));
-    }
 }
 
 /// Every object under `prefix`: key → (gunzipped lines, stored size).
@@ -211,7 +178,7 @@ async fn every_record_lands_in_events_or_errors_with_one_pointer_per_file() {
         (corrupt, "kpl_bad_checksum"),
     ];
     records.extend(malformed.iter().map(|(data, _)| data.clone()));
-    put_all(&aws, telemetry, &records).await;
+    stack::put_spread(&aws, telemetry, &records).await;
 
     let mut connector = start(&resources, &[]);
     let valid: HashSet<String> = plain.iter().chain(&aggregated).map(|(id, _)| id.clone()).collect();
@@ -310,7 +277,7 @@ async fn a_kill_between_the_s3_write_and_the_checkpoint_loses_nothing() {
     );
     let mut first = start(&resources, &[("WORKER_ID", "first")]);
     let before = new_events(30);
-    put_all(
+    stack::put_spread(
         &aws,
         telemetry,
         &before.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
@@ -335,7 +302,7 @@ async fn a_kill_between_the_s3_write_and_the_checkpoint_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let after = new_events(30);
-    put_all(
+    stack::put_spread(
         &aws,
         telemetry,
         &after.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),

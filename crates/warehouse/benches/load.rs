@@ -4,6 +4,7 @@
 //! the previous batch). Rows per second end to end: S3 read, gunzip, COPY, dedupe,
 //! insert, commit. `cargo bench -p warehouse --bench load`.
 
+use pipeline_runtime::clock::now_ms;
 use std::time::Instant;
 
 use event_model::{BatchFile, Event, FilePointer, Rules};
@@ -15,13 +16,6 @@ const SEEDED: i64 = 1_000_000;
 const BATCH: usize = 100_000;
 const FILES_PER_BATCH: usize = 10;
 const BATCHES: usize = 3;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
 
 fn event(rng: &mut fastrand::Rng, id: &str, ts: i64) -> Vec<u8> {
     format!(
@@ -43,16 +37,9 @@ async fn main() {
     let aws = stack::aws().await;
     let bucket = stack::unique_name("wh-bench");
     stack::create_bucket(&aws, &bucket).await;
-    let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
-    let (sql, connection) = tokio_postgres::connect(&stack::warehouse_url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    sql.batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .expect("schema");
-    let url = format!("{}?options=-csearch_path%3D{schema}", stack::warehouse_url());
-    let warehouse = Warehouse::Postgres(PostgresWarehouse::new(&url, Tls::Disable, aws.s3()));
+    let bench_schema = stack::warehouse_schema("bench").await;
+    let (schema, sql) = (&bench_schema.name, &bench_schema.sql);
+    let warehouse = Warehouse::Postgres(PostgresWarehouse::new(&bench_schema.url, Tls::Disable, aws.s3()));
     warehouse.migrate().await.expect("migrate");
 
     let seeding = Instant::now();

@@ -75,23 +75,11 @@ async fn fixture() -> Fixture {
     let aws = stack::aws().await;
     let bucket = stack::unique_name("wh-lake");
     stack::create_bucket(&aws, &bucket).await;
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let (admin, connection) = tokio_postgres::connect(&stack::warehouse_url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    admin
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .expect("schema");
-    let url = format!("{}?options=-csearch_path%3D{schema}", stack::warehouse_url());
-    let warehouse = Warehouse::Postgres(PostgresWarehouse::new(&url, Tls::Disable, aws.s3()));
+    let schema = stack::warehouse_schema("t").await;
+    let warehouse = Warehouse::Postgres(PostgresWarehouse::new(&schema.url, Tls::Disable, aws.s3()));
     assert_eq!(warehouse.migrate().await.expect("migrate"), 1);
     assert_eq!(warehouse.migrate().await.expect("migrate again"), 1, "idempotent");
-    let (sql, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let sql = schema.sql;
     Fixture {
         aws,
         bucket,

@@ -5,6 +5,7 @@
 pub mod producer;
 pub mod workload;
 
+use pipeline_runtime::clock::now_ms;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,12 +102,6 @@ pub struct Summary {
     pub malformed: u64,
     pub records_put: u64,
     pub retried_entries: u64,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Malformed records of several kinds, so each rejection reason shows up.

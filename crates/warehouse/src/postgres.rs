@@ -270,18 +270,12 @@ impl PostgresWarehouse {
             .await
             .map_err(|e| WarehouseError::statement(&copy, e))?;
         let copied = phase.elapsed();
-        run(sql::ANALYZE_STAGING).await?;
+        let insert = sql::insert_deduplicated_counted();
         let counts = client
-            .query_one(sql::STAGED_COUNTS, &[])
-            .await
-            .map_err(|e| WarehouseError::statement(sql::STAGED_COUNTS, e))?;
-        let (staged, distinct): (i64, i64) = (counts.get(0), counts.get(1));
-        let insert = sql::insert_deduplicated();
-        let counted = phase.elapsed();
-        let inserted = client
-            .execute(&insert, &[])
+            .query_one(&insert, &[])
             .await
             .map_err(|e| WarehouseError::statement(&insert, e))?;
+        let (staged, distinct, inserted): (i64, i64, i64) = (counts.get(0), counts.get(1), counts.get(2));
         let deduplicated = phase.elapsed();
         let record = sql::record_files(Dialect::Postgres, &recorded);
         client
@@ -289,12 +283,12 @@ impl PostgresWarehouse {
             .await
             .map_err(|e| WarehouseError::statement(&record, e))?;
         run("COMMIT").await?;
-        tracing::debug!(?copied, ?counted, ?deduplicated, committed = ?phase.elapsed(), "load phases (cumulative)");
+        tracing::debug!(?copied, ?deduplicated, committed = ?phase.elapsed(), "load phases (cumulative)");
         report.files_loaded = todo.len() as u64;
         report.rows_staged = u64::try_from(staged).unwrap_or(0);
         report.duplicates_in_batch = u64::try_from(staged - distinct).unwrap_or(0);
-        report.rows_inserted = inserted;
-        report.duplicates_in_table = u64::try_from(distinct).unwrap_or(0).saturating_sub(inserted);
+        report.rows_inserted = u64::try_from(inserted).unwrap_or(0);
+        report.duplicates_in_table = u64::try_from(distinct - inserted).unwrap_or(0);
         Ok(report)
     }
 }

@@ -58,15 +58,30 @@ fn optional_text(out: &mut Vec<u8>, value: Option<&str>) {
 }
 
 fn timestamp(out: &mut Vec<u8>, ms: i64) -> Result<(), RowError> {
+    use std::io::Write;
     let time = jiff::Timestamp::from_millisecond(ms).map_err(|_| RowError::Timestamp(ms))?;
     let civil = time.to_zoned(jiff::tz::TimeZone::UTC).datetime();
-    out.extend_from_slice(civil.strftime("%Y-%m-%d %H:%M:%S%.3f").to_string().as_bytes());
+    // Written straight into the row: strftime would build a String per value.
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+        civil.year(),
+        civil.month(),
+        civil.day(),
+        civil.hour(),
+        civil.minute(),
+        civil.second(),
+        civil.millisecond()
+    );
     Ok(())
 }
 
 fn number(out: &mut Vec<u8>, value: Option<f64>) {
+    use std::io::Write;
     match value {
-        Some(v) => out.extend_from_slice(v.to_string().as_bytes()),
+        Some(v) => {
+            let _ = write!(out, "{v}");
+        }
         None => out.extend_from_slice(b"\\N"),
     }
 }

@@ -34,29 +34,64 @@ pub const POSTGRES_LOAD_MEMORY: &str = "SET LOCAL work_mem = '256MB'";
 pub const STAGED_COUNTS: &str =
     "SELECT (SELECT COUNT(*) FROM staging), (SELECT COUNT(*) FROM (SELECT DISTINCT event_id FROM staging) AS d)";
 
-/// Keeps the first arrival of each event id in staging, drops ids the table already
-/// has inside the batch's event-time window, inserts the rest. (An anti-join on id
-/// and window: the window keeps the probe to a time range of a sorted table.)
-pub fn insert_deduplicated() -> String {
-    let columns = column_list();
-    let staged: Vec<String> = COLUMNS.iter().map(|c| format!("s.{c}")).collect();
+/// The first arrival of each event id in staging, as `s`.
+fn first_copies(columns: &str) -> String {
     format!(
-        "INSERT INTO events ({columns})
-SELECT {staged}
-FROM (
+        "(
     SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY server_timestamp, event_timestamp) AS copy_number
     FROM staging
-) AS s
-LEFT JOIN events AS loaded
-    ON loaded.event_id = s.event_id
-    AND loaded.event_timestamp BETWEEN (SELECT MIN(event_timestamp) FROM staging) AND (SELECT MAX(event_timestamp) FROM staging)
-WHERE s.copy_number = 1 AND loaded.event_id IS NULL",
-        staged = staged.join(", ")
+) AS s"
     )
 }
 
-/// Planner statistics for the freshly filled staging table (a temporary table has none).
-pub const ANALYZE_STAGING: &str = "ANALYZE staging";
+/// Joins `s` to the ids the table already has inside the batch's event-time window
+/// (the window keeps the probe to a time range of a sorted table); a null
+/// `loaded.event_id` means the event is new.
+const ALREADY_LOADED: &str = "LEFT JOIN events AS loaded
+    ON loaded.event_id = s.event_id
+    AND loaded.event_timestamp BETWEEN (SELECT MIN(event_timestamp) FROM staging) AND (SELECT MAX(event_timestamp) FROM staging)";
+
+fn staged_columns() -> String {
+    COLUMNS.iter().map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Keeps the first arrival of each event id in staging, drops ids the table already
+/// has inside the batch's event-time window, inserts the rest.
+pub fn insert_deduplicated() -> String {
+    let columns = column_list();
+    format!(
+        "INSERT INTO events ({columns})
+SELECT {staged}
+FROM {firsts}
+{ALREADY_LOADED}
+WHERE s.copy_number = 1 AND loaded.event_id IS NULL",
+        staged = staged_columns(),
+        firsts = first_copies(&columns),
+    )
+}
+
+/// PostgreSQL: the same dedupe and insert in one pass over staging, answering rows
+/// staged, distinct event ids and rows inserted. (Redshift has no INSERT inside WITH.)
+/// No ANALYZE of staging is needed for a good plan, and rows go in in index order so
+/// the time index grows at its right edge.
+pub fn insert_deduplicated_counted() -> String {
+    let columns = column_list();
+    format!(
+        "WITH s AS MATERIALIZED (SELECT * FROM {firsts}),
+inserted AS (
+    INSERT INTO events ({columns})
+    SELECT {staged}
+    FROM s
+    {ALREADY_LOADED}
+    WHERE s.copy_number = 1 AND loaded.event_id IS NULL
+    ORDER BY s.event_timestamp, s.event_type
+    RETURNING 1
+)
+SELECT COUNT(*), COUNT(*) FILTER (WHERE copy_number = 1), (SELECT COUNT(*) FROM inserted) FROM s",
+        staged = staged_columns(),
+        firsts = first_copies(&columns),
+    )
+}
 
 fn now(dialect: Dialect) -> &'static str {
     match dialect {
@@ -186,6 +221,15 @@ mod tests {
         assert!(sql.contains("ROW_NUMBER() OVER (PARTITION BY event_id"));
         assert!(sql.contains("WHERE s.copy_number = 1 AND loaded.event_id IS NULL"));
         assert!(sql.contains("BETWEEN (SELECT MIN(event_timestamp) FROM staging)"));
+    }
+
+    #[test]
+    fn postgres_dedupes_inserts_and_counts_in_one_statement() {
+        let sql = insert_deduplicated_counted();
+        assert!(sql.starts_with("WITH s AS MATERIALIZED"));
+        assert!(sql.contains("WHERE s.copy_number = 1 AND loaded.event_id IS NULL"));
+        assert!(sql.contains("RETURNING 1"));
+        assert!(sql.ends_with("(SELECT COUNT(*) FROM inserted) FROM s"));
     }
 
     #[test]

@@ -2,10 +2,16 @@
 //!
 //! - [`setup`]: creates every resource the pipeline needs, idempotently, or verifies them;
 //! - [`levels`]: live player counts per level;
-//! - [`generate`]: telemetry onto the stream, random or replayed.
+//! - [`generate`]: telemetry onto the stream, random or replayed, or into a file;
+//! - [`heatmap`]: where events happen on a level, from the warehouse;
+//! - [`level_map`]: a picture of a generated level (a heat map's background);
+//! - [`summary`]: what the pipeline holds, end to end.
 
 pub mod generate;
+pub mod heatmap;
+pub mod level_map;
 pub mod levels;
+pub mod picture;
 pub mod setup;
 
 use clap::{Parser, Subcommand};
@@ -40,4 +46,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Show how many players are on each level right now (LevelState).
     Levels(levels::LevelsArgs),
+    /// Draw where events of one type happen on a level, from the warehouse (PNG or CSV).
+    Heatmap(Box<heatmap::HeatmapArgs>),
+    /// Draw a generated level's picture (a heat map background).
+    LevelMap(level_map::LevelMapArgs),
 }

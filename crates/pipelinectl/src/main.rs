@@ -20,6 +20,18 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Commands that write files only never need AWS credentials or a region.
+    match &cli.command {
+        Command::LevelMap(args) => {
+            pipelinectl::level_map::run(args)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Generate(args) if args.output_file.is_some() => {
+            pipelinectl::generate::run(None, args).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let aws = AwsClients::load(&cli.aws).await?;
     match cli.command {
         Command::Setup(args) => {
@@ -53,9 +65,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate(args) => {
-            pipelinectl::generate::run(aws.kinesis(), &args).await?;
+            pipelinectl::generate::run(Some(aws.kinesis()), &args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Heatmap(args) => {
+            let warehouse = args.warehouse.open(aws.s3(), || aws.redshift_data())?;
+            let drawn = pipelinectl::heatmap::run(&warehouse, &args.spec).await?;
+            eprintln!(
+                "{}: {} events, {} in the busiest cell{}",
+                args.spec.output.display(),
+                drawn.events,
+                drawn.busiest_cell,
+                if drawn.outside > 0 {
+                    format!("; {} outside the map (check HEATMAP_MAP_WIDTH/HEIGHT)", drawn.outside)
+                } else {
+                    String::new()
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::LevelMap(_) => Ok(ExitCode::SUCCESS),
         Command::Levels(args) => {
             pipelinectl::levels::run(&aws.dynamodb(), &args).await?;
             Ok(ExitCode::SUCCESS)

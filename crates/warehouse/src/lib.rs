@@ -10,6 +10,7 @@
 pub mod config;
 pub mod manifest;
 pub mod postgres;
+pub mod query;
 pub mod redshift_data;
 pub mod rows;
 pub mod schema;
@@ -100,6 +101,26 @@ impl Warehouse {
             Warehouse::Postgres(w) => w.load(batch).await,
             Warehouse::RedshiftData(w) => w.load(batch).await,
         }
+    }
+
+    /// Runs a read-only query with bound parameters; every column is a BIGINT.
+    pub async fn select(&self, query: &query::Query) -> Result<Vec<Vec<i64>>, WarehouseError> {
+        match self {
+            Warehouse::Postgres(w) => w.select(query).await,
+            Warehouse::RedshiftData(w) => w.select(query).await,
+        }
+    }
+
+    /// The heat map's non-empty cells.
+    pub async fn heatmap(&self, heatmap: &query::HeatmapQuery) -> Result<Vec<query::CellCount>, WarehouseError> {
+        let rows = self.select(&heatmap.query()).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| match row[..] {
+                [column, row, events] => Some(query::CellCount { column, row, events }),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Runs one statement on its own, outside any transaction.

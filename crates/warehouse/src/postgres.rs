@@ -8,8 +8,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::Mutex;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
+use crate::query::{Query, Value};
 use crate::schema::{self, Dialect};
 use crate::{LoadBatch, LoadReport, WarehouseError, rows, sql};
 
@@ -148,6 +150,37 @@ impl PostgresWarehouse {
             .batch_execute(statement)
             .await
             .map_err(|e| WarehouseError::statement(statement, e))
+    }
+
+    /// Runs a read-only query; every column is a BIGINT.
+    pub async fn select(&self, query: &Query) -> Result<Vec<Vec<i64>>, WarehouseError> {
+        let client = self.client().await?;
+        let (text, values) = query.numbered();
+        let bound: Vec<Box<dyn ToSql + Sync + Send>> = values
+            .into_iter()
+            .map(|v| -> Box<dyn ToSql + Sync + Send> {
+                match v {
+                    Value::Text(t) => Box::new(t.clone()),
+                    Value::Int(i) => Box::new(*i),
+                    Value::Float(f) => Box::new(*f),
+                }
+            })
+            .collect();
+        let params: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect();
+        let rows = client
+            .query(&text, &params)
+            .await
+            .map_err(|e| WarehouseError::statement(&text, e))?;
+        rows.iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| {
+                        row.try_get::<_, i64>(i)
+                            .map_err(|e| WarehouseError::statement(&text, e))
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// Reads a batch file whole and gunzips it.

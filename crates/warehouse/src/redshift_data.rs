@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use aws_sdk_redshiftdata::types::StatusString;
+use aws_sdk_redshiftdata::types::{SqlParameter, StatusString};
 use shard_consumer::backoff::Backoff;
 
 use crate::manifest::{self, Manifest};
+use crate::query::Query;
 use crate::schema::{self, Dialect};
 use crate::{LoadBatch, LoadReport, WarehouseError, sql};
 
@@ -118,6 +119,76 @@ impl RedshiftDataWarehouse {
                 .workgroup_name(workgroup)
                 .database(database)
                 .set_secret_arn(secret_arn.clone()),
+        }
+    }
+
+    /// The ExecuteStatement request for one query with bound parameters.
+    pub fn query_request(
+        &self,
+        query: &Query,
+    ) -> aws_sdk_redshiftdata::operation::execute_statement::builders::ExecuteStatementFluentBuilder {
+        let parameters: Vec<SqlParameter> = query
+            .parameters
+            .iter()
+            .filter_map(|(name, value)| SqlParameter::builder().name(*name).value(value.as_text()).build().ok())
+            .collect();
+        let request = self
+            .client
+            .execute_statement()
+            .sql(&query.sql)
+            .set_parameters((!parameters.is_empty()).then_some(parameters))
+            .with_event(false);
+        match &self.target {
+            Target::Cluster {
+                cluster_id,
+                database,
+                db_user,
+                secret_arn,
+            } => request
+                .cluster_identifier(cluster_id)
+                .database(database)
+                .set_db_user(db_user.clone())
+                .set_secret_arn(secret_arn.clone()),
+            Target::Workgroup {
+                workgroup,
+                database,
+                secret_arn,
+            } => request
+                .workgroup_name(workgroup)
+                .database(database)
+                .set_secret_arn(secret_arn.clone()),
+        }
+    }
+
+    /// Runs a read-only query; every column is a BIGINT.
+    pub async fn select(&self, query: &Query) -> Result<Vec<Vec<i64>>, WarehouseError> {
+        let output = self.query_request(query).send().await.map_err(|e| {
+            WarehouseError::statement(&query.sql, aws_smithy_types::error::display::DisplayErrorContext(&e))
+        })?;
+        let id = output.id().unwrap_or_default().to_string();
+        self.wait(&id).await?;
+        let mut rows = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .get_statement_result()
+                .id(&id)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    WarehouseError::Api(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
+                })?;
+            rows.extend(
+                page.records()
+                    .iter()
+                    .map(|row| row.iter().map(|f| f.as_long_value().copied().unwrap_or(0)).collect()),
+            );
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(rows);
+            }
         }
     }
 
@@ -320,6 +391,41 @@ mod tests {
             "INSERT INTO loaded_files (file_key, row_count, loaded_at) VALUES ('events/k.gzip', 7, GETDATE())"
         );
         assert_eq!(statements.sqls.last().map(String::as_str), Some("DROP TABLE staging"));
+    }
+
+    #[test]
+    fn a_query_sends_its_values_as_named_parameters() {
+        let serverless = warehouse(Target::Workgroup {
+            workgroup: "wg".into(),
+            database: "games".into(),
+            secret_arn: None,
+        });
+        let query = crate::query::HeatmapQuery {
+            level_id: "it's".into(),
+            event_type: "player_death".into(),
+            since_ms: 5,
+            until_ms: 6,
+            columns: 10,
+            rows: 7,
+            width: 1000.0,
+            height: 700.5,
+        }
+        .query();
+        let request = serverless.query_request(&query);
+        let input = request.as_input();
+        assert_eq!(input.get_sql().as_deref(), Some(query.sql.as_str()));
+        assert_eq!(input.get_workgroup_name().as_deref(), Some("wg"));
+        let sent: Vec<(&str, &str)> = input
+            .get_parameters()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| (p.name(), p.value()))
+            .collect();
+        assert!(sent.contains(&("level_id", "it's")));
+        assert!(sent.contains(&("height", "700.5")));
+        assert!(sent.contains(&("since_ms", "5")));
+        assert_eq!(sent.len(), query.parameters.len());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use pipeline_runtime::config::parse_resource_name;
 
-use producer::{Producer, Record};
+use producer::{Producer, Record, Sink};
 use workload::Simulator;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,17 +91,54 @@ pub struct GenerateArgs {
     /// Share of records replaced by malformed ones (0..1).
     #[arg(long, env = "GENERATE_MALFORMED", default_value_t = 0.0, value_parser = ratio)]
     pub malformed: f64,
+
+    /// Write the records to this file, one per line, instead of the stream; event
+    /// times then start at 2026-01-01T00:00:00Z and advance by 1/rate s per event, so
+    /// a seed always writes the same bytes.
+    #[arg(long, env = "GENERATE_OUTPUT_FILE")]
+    pub output_file: Option<PathBuf>,
+
+    /// Print the summary as one JSON object on standard output.
+    #[arg(long, env = "GENERATE_JSON", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub json: bool,
 }
+
+/// Where the clock of a file's events starts (2026-01-01T00:00:00Z).
+pub const FILE_EPOCH_MS: i64 = 1_767_225_600_000;
 
 /// What was sent.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
+    /// Distinct events, malformed ones included (duplicates are not counted again).
     pub events: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
+    /// Events replaced by malformed records.
     pub malformed: u64,
+    /// Malformed records sent, their duplicates included: what the pipeline must reject.
+    pub malformed_records: u64,
     pub records_put: u64,
     pub retried_entries: u64,
+}
+
+impl Summary {
+    /// Valid events with distinct ids: what the warehouse must end up holding.
+    pub fn distinct_valid(&self) -> u64 {
+        self.events - self.malformed
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "events": self.events,
+            "duplicates": self.duplicates,
+            "out_of_order": self.out_of_order,
+            "malformed": self.malformed,
+            "malformed_records": self.malformed_records,
+            "distinct_valid": self.distinct_valid(),
+            "records_put": self.records_put,
+            "retried_entries": self.retried_entries,
+        })
+    }
 }
 
 /// Malformed records of several kinds, so each rejection reason shows up.
@@ -115,8 +152,8 @@ fn malformed(rng: &mut fastrand::Rng) -> Vec<u8> {
 }
 
 /// Moves a replayed event's time so the first one happens now.
-fn rebase(line: &str, shift_ms: &mut Option<i64>, now: i64) -> Option<Vec<u8>> {
-    let mut value: serde_json::Value = serde_json::from_str(line).ok()?;
+fn rebase(line: &[u8], shift_ms: &mut Option<i64>, now: i64) -> Option<Vec<u8>> {
+    let mut value: serde_json::Value = serde_json::from_slice(line).ok()?;
     let ts = value.get("event_timestamp").and_then(serde_json::Value::as_i64)?;
     let shift = *shift_ms.get_or_insert(now - ts);
     value["event_timestamp"] = (ts + shift).into();
@@ -124,18 +161,32 @@ fn rebase(line: &str, shift_ms: &mut Option<i64>, now: i64) -> Option<Vec<u8>> {
 }
 
 /// Sends events as the arguments say, printing progress on a terminal.
-pub async fn run(kinesis: aws_sdk_kinesis::Client, args: &GenerateArgs) -> anyhow::Result<Summary> {
-    let replay: Option<Vec<String>> = match &args.replay {
+pub async fn run(kinesis: Option<aws_sdk_kinesis::Client>, args: &GenerateArgs) -> anyhow::Result<Summary> {
+    // Bytes, not text: a replayed file may hold malformed records on purpose.
+    let replay: Option<Vec<Vec<u8>>> = match &args.replay {
         Some(path) => Some(
-            std::fs::read_to_string(path)
+            std::fs::read(path)
                 .map_err(|e| anyhow::anyhow!("GENERATE_REPLAY {}: {e}", path.display()))?
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string)
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.trim_ascii().is_empty())
+                .map(<[u8]>::to_vec)
                 .collect(),
         ),
         None => None,
     };
+    let mut sink = match &args.output_file {
+        Some(_) if args.kpl > 1 => anyhow::bail!("GENERATE_KPL aggregates Kinesis records; a file holds events"),
+        Some(path) => {
+            Sink::File(std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| {
+                anyhow::anyhow!("GENERATE_OUTPUT_FILE {}: {e}", path.display())
+            })?))
+        }
+        None => match kinesis {
+            Some(kinesis) => Sink::Stream(Producer::new(kinesis, &args.telemetry_stream)),
+            None => anyhow::bail!("no Kinesis client and no GENERATE_OUTPUT_FILE"),
+        },
+    };
+    let to_file = args.output_file.is_some();
     let total = match (&replay, args.count) {
         (Some(lines), 0) => lines.len() as u64,
         (Some(lines), n) => n.min(lines.len() as u64),
@@ -147,7 +198,6 @@ pub async fn run(kinesis: aws_sdk_kinesis::Client, args: &GenerateArgs) -> anyho
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events, {per_sec}, {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut producer = Producer::new(kinesis, &args.telemetry_stream);
     let mut simulator = Simulator::new(args.seed, args.players, args.levels);
     let mut rng = fastrand::Rng::with_seed(args.seed ^ 0x5eed);
     let mut held: VecDeque<(Record, u32)> = VecDeque::new();
@@ -167,18 +217,24 @@ pub async fn run(kinesis: aws_sdk_kinesis::Client, args: &GenerateArgs) -> anyho
         }
     });
     'send: loop {
-        interval.tick().await;
+        if !to_file {
+            interval.tick().await;
+        }
         for _ in 0..per_tick {
             let done_by_count = total > 0 && summary.events >= total;
             let done_by_time = deadline.is_some_and(|d| Instant::now() >= d);
             if done_by_count || done_by_time || interrupted.load(Ordering::Relaxed) {
                 break 'send;
             }
-            let now = now_ms();
+            let now = if to_file {
+                FILE_EPOCH_MS + (summary.events * 1000 / args.rate) as i64
+            } else {
+                now_ms()
+            };
             let (key, data) = match &replay {
                 Some(lines) => {
                     let line = &lines[summary.events as usize % lines.len()];
-                    let data = rebase(line, &mut shift, now).unwrap_or_else(|| line.clone().into_bytes());
+                    let data = rebase(line, &mut shift, now).unwrap_or_else(|| line.clone());
                     (format!("replay-{}", summary.events % 64), data)
                 }
                 None => {
@@ -191,8 +247,10 @@ pub async fn run(kinesis: aws_sdk_kinesis::Client, args: &GenerateArgs) -> anyho
                 }
             };
             summary.events += 1;
-            let data = if rng.f64() < args.malformed {
+            let is_malformed = rng.f64() < args.malformed;
+            let data = if is_malformed {
                 summary.malformed += 1;
+                summary.malformed_records += 1;
                 malformed(&mut rng)
             } else {
                 data
@@ -203,19 +261,20 @@ pub async fn run(kinesis: aws_sdk_kinesis::Client, args: &GenerateArgs) -> anyho
             };
             if rng.f64() < args.duplicates {
                 summary.duplicates += 1;
+                summary.malformed_records += u64::from(is_malformed);
                 held.push_back((record.clone(), rng.u32(0..50)));
             }
             if rng.f64() < args.out_of_order {
                 summary.out_of_order += 1;
                 held.push_back((record, rng.u32(1..20)));
             } else {
-                emit(&mut producer, &mut aggregate, args.kpl, record, &mut summary).await?;
+                emit(&mut sink, &mut aggregate, args.kpl, record, &mut summary).await?;
             }
             // Held records go out after the number of events they wait for.
             let mut waiting = VecDeque::new();
             while let Some((record, wait)) = held.pop_front() {
                 if wait == 0 {
-                    emit(&mut producer, &mut aggregate, args.kpl, record, &mut summary).await?;
+                    emit(&mut sink, &mut aggregate, args.kpl, record, &mut summary).await?;
                 } else {
                     waiting.push_back((record, wait - 1));
                 }
@@ -229,30 +288,36 @@ pub async fn run(kinesis: aws_sdk_kinesis::Client, args: &GenerateArgs) -> anyho
         ));
     }
     for (record, _) in held.drain(..) {
-        emit(&mut producer, &mut aggregate, args.kpl, record, &mut summary).await?;
+        emit(&mut sink, &mut aggregate, args.kpl, record, &mut summary).await?;
     }
-    flush_aggregate(&mut producer, &mut aggregate, &mut summary).await?;
-    let sent = producer.flush().await?;
+    flush_aggregate(&mut sink, &mut aggregate, &mut summary).await?;
+    let sent = sink.flush().await?;
     summary.records_put += sent.records;
     summary.retried_entries += sent.retried;
     progress.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
+    let destination = match &args.output_file {
+        Some(path) => path.display().to_string(),
+        None => args.telemetry_stream.clone(),
+    };
     eprintln!(
-        "sent {} events ({} duplicated, {} out of order, {} malformed) in {} records to {} in {elapsed:.1} s ({:.0} events/s); {} entries retried after partial failures",
+        "sent {} events ({} duplicated, {} out of order, {} malformed) in {} records to {destination} in {elapsed:.1} s ({:.0} events/s); {} entries retried after partial failures",
         summary.events,
         summary.duplicates,
         summary.out_of_order,
         summary.malformed,
         summary.records_put,
-        args.telemetry_stream,
         summary.events as f64 / elapsed.max(0.001),
         summary.retried_entries
     );
+    if args.json {
+        println!("{}", summary.to_json());
+    }
     Ok(summary)
 }
 
 async fn emit(
-    producer: &mut Producer,
+    sink: &mut Sink,
     aggregate: &mut Vec<(String, Bytes)>,
     kpl: usize,
     record: Record,
@@ -261,18 +326,18 @@ async fn emit(
     if kpl > 1 {
         aggregate.push((record.partition_key, record.data));
         if aggregate.len() >= kpl {
-            flush_aggregate(producer, aggregate, summary).await?;
+            flush_aggregate(sink, aggregate, summary).await?;
         }
         return Ok(());
     }
-    let sent = producer.push(record).await?;
+    let sent = sink.push(record).await?;
     summary.records_put += sent.records;
     summary.retried_entries += sent.retried;
     Ok(())
 }
 
 async fn flush_aggregate(
-    producer: &mut Producer,
+    sink: &mut Sink,
     aggregate: &mut Vec<(String, Bytes)>,
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
@@ -282,7 +347,7 @@ async fn flush_aggregate(
     let key = aggregate[0].0.clone();
     let data = shard_consumer::kpl::aggregate(aggregate);
     aggregate.clear();
-    let sent = producer
+    let sent = sink
         .push(Record {
             partition_key: key,
             data,
@@ -300,12 +365,12 @@ mod tests {
     #[test]
     fn replayed_timestamps_move_to_now_keeping_their_spacing() {
         let mut shift = None;
-        let first = rebase(r#"{"event_timestamp":1000,"a":1}"#, &mut shift, 50_000).expect("json");
-        let second = rebase(r#"{"event_timestamp":1500}"#, &mut shift, 99_999).expect("json");
+        let first = rebase(br#"{"event_timestamp":1000,"a":1}"#, &mut shift, 50_000).expect("json");
+        let second = rebase(br#"{"event_timestamp":1500}"#, &mut shift, 99_999).expect("json");
         let ts = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).expect("json")["event_timestamp"].as_i64();
         assert_eq!(ts(&first), Some(50_000));
         assert_eq!(ts(&second), Some(50_500));
-        assert!(rebase("not json", &mut shift, 0).is_none());
+        assert!(rebase(b"not json", &mut shift, 0).is_none());
     }
 
     #[test]

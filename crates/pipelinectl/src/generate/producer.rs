@@ -31,6 +31,37 @@ pub struct Sent {
     pub retried: u64,
 }
 
+/// Where generated records go: the stream, or a file of lines (a sample to replay).
+pub enum Sink {
+    Stream(Producer),
+    File(std::io::BufWriter<std::fs::File>),
+}
+
+impl Sink {
+    pub async fn push(&mut self, record: Record) -> anyhow::Result<Sent> {
+        match self {
+            Sink::Stream(producer) => producer.push(record).await,
+            Sink::File(file) => {
+                use std::io::Write;
+                file.write_all(&record.data)?;
+                file.write_all(b"\n")?;
+                Ok(Sent { records: 1, retried: 0 })
+            }
+        }
+    }
+
+    pub async fn flush(&mut self) -> anyhow::Result<Sent> {
+        match self {
+            Sink::Stream(producer) => producer.flush().await,
+            Sink::File(file) => {
+                use std::io::Write;
+                file.flush()?;
+                Ok(Sent::default())
+            }
+        }
+    }
+}
+
 pub struct Producer {
     kinesis: aws_sdk_kinesis::Client,
     stream: String,

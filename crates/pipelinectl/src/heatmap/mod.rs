@@ -1,0 +1,237 @@
+//! `pipelinectl heatmap`: where events of one type happen on one level, from the
+//! warehouse (either back end, values always bound), as a PNG or as CSV.
+
+pub mod grid;
+pub mod render;
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use pipeline_runtime::clock::now_ms;
+use warehouse::query::HeatmapQuery;
+use warehouse::{Warehouse, WarehouseArgs};
+
+use crate::generate::workload::{MAP_HEIGHT, MAP_WIDTH};
+use grid::Grid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Png,
+    Csv,
+}
+
+/// A point in time: RFC 3339 (`2026-11-22T10:00:00Z`), `now`, or an age such as
+/// `90m`, `24h` or `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct When(pub i64);
+
+impl std::str::FromStr for When {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "now" {
+            return Ok(When(now_ms()));
+        }
+        if let Ok(time) = text.parse::<jiff::Timestamp>() {
+            return Ok(When(time.as_millisecond()));
+        }
+        let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+        let unit_ms = match unit {
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(format!("{text:?} is not RFC 3339, `now`, or an age like 90m, 24h, 7d")),
+        };
+        let n: i64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} has no number before {unit:?}"))?;
+        Ok(When(now_ms() - n.saturating_mul(unit_ms)))
+    }
+}
+
+fn parse_grid(text: &str) -> Result<(u32, u32), String> {
+    let (c, r) = text
+        .split_once('x')
+        .ok_or_else(|| format!("{text:?} is not COLUMNSxROWS, like 50x35"))?;
+    let parse = |v: &str| match v.parse::<u32>() {
+        Ok(n) if (1..=1000).contains(&n) => Ok(n),
+        _ => Err(format!("{v:?} must be a number of cells from 1 to 1000")),
+    };
+    Ok((parse(c)?, parse(r)?))
+}
+
+/// `heatmap`'s settings: what to draw and which warehouse to ask.
+#[derive(Debug, Clone, Args)]
+pub struct HeatmapArgs {
+    #[command(flatten)]
+    pub spec: HeatmapSpec,
+
+    #[command(flatten)]
+    pub warehouse: WarehouseArgs,
+}
+
+/// What a heat map shows and how it is written.
+#[derive(Debug, Clone, Args)]
+pub struct HeatmapSpec {
+    /// The level (`level_id`) to draw.
+    #[arg(long, env = "HEATMAP_LEVEL")]
+    pub level: String,
+
+    /// The event type whose positions are counted.
+    #[arg(long, env = "HEATMAP_EVENT_TYPE", default_value = "player_death")]
+    pub event_type: String,
+
+    /// Start of the time range (inclusive): RFC 3339, `now`, or an age like 24h.
+    #[arg(long, env = "HEATMAP_SINCE", default_value = "24h")]
+    pub since: When,
+
+    /// End of the time range (exclusive): RFC 3339, `now`, or an age like 1h.
+    #[arg(long, env = "HEATMAP_UNTIL", default_value = "now")]
+    pub until: When,
+
+    /// Cells across and down, COLUMNSxROWS.
+    #[arg(long, env = "HEATMAP_GRID", default_value = "50x35", value_parser = parse_grid)]
+    pub grid: (u32, u32),
+
+    /// Width of the level in game units (positions run from 0 to this).
+    #[arg(long, env = "HEATMAP_MAP_WIDTH", default_value_t = MAP_WIDTH)]
+    pub map_width: f64,
+
+    /// Height of the level in game units; y grows downwards, as on screen.
+    #[arg(long, env = "HEATMAP_MAP_HEIGHT", default_value_t = MAP_HEIGHT)]
+    pub map_height: f64,
+
+    /// A picture of the level to draw the heat over (PNG; stretched to the map).
+    #[arg(long, env = "HEATMAP_BACKGROUND")]
+    pub background: Option<PathBuf>,
+
+    /// Width in pixels of the map area of the PNG.
+    #[arg(long, env = "HEATMAP_IMAGE_WIDTH", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(50..=8000))]
+    pub image_width: u32,
+
+    /// `png` or `csv` (every cell with its rectangle and count).
+    #[arg(long, env = "HEATMAP_FORMAT", value_enum, default_value = "png")]
+    pub format: Output,
+
+    /// Where to write the heat map (`-` for standard output, CSV only).
+    #[arg(long, env = "HEATMAP_OUTPUT", default_value = "heatmap.png")]
+    pub output: PathBuf,
+}
+
+/// What was drawn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drawn {
+    pub events: u64,
+    pub busiest_cell: u64,
+    pub outside: u64,
+}
+
+fn time_label(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+impl HeatmapSpec {
+    pub fn query(&self) -> anyhow::Result<HeatmapQuery> {
+        if self.since.0 >= self.until.0 {
+            anyhow::bail!("HEATMAP_SINCE must be before HEATMAP_UNTIL");
+        }
+        if !(self.map_width > 0.0 && self.map_height > 0.0) {
+            anyhow::bail!("HEATMAP_MAP_WIDTH and HEATMAP_MAP_HEIGHT must be positive");
+        }
+        Ok(HeatmapQuery {
+            level_id: self.level.clone(),
+            event_type: self.event_type.clone(),
+            since_ms: self.since.0,
+            until_ms: self.until.0,
+            columns: self.grid.0,
+            rows: self.grid.1,
+            width: self.map_width,
+            height: self.map_height,
+        })
+    }
+
+    pub fn title(&self, events: u64) -> String {
+        format!(
+            "{} on {}, {} to {}: {events} events",
+            self.event_type,
+            self.level,
+            time_label(self.since.0),
+            time_label(self.until.0)
+        )
+    }
+}
+
+/// Counts the cells in the warehouse and writes the PNG or CSV.
+pub async fn run(warehouse: &Warehouse, args: &HeatmapSpec) -> anyhow::Result<Drawn> {
+    let query = args.query()?;
+    // Read the picture first: a wrong path should not cost a warehouse query.
+    let background = match &args.background {
+        Some(path) => Some(
+            image::open(path)
+                .map_err(|e| anyhow::anyhow!("HEATMAP_BACKGROUND {}: {e}", path.display()))?
+                .to_rgb8(),
+        ),
+        None => None,
+    };
+    let mut grid = Grid::new(query.columns, query.rows);
+    for cell in warehouse.heatmap(&query).await? {
+        grid.add(cell);
+    }
+    match args.format {
+        Output::Csv => {
+            let csv = grid.to_csv(args.map_width, args.map_height);
+            if args.output.as_os_str() == "-" {
+                print!("{csv}");
+            } else {
+                std::fs::write(&args.output, csv)
+                    .map_err(|e| anyhow::anyhow!("HEATMAP_OUTPUT {}: {e}", args.output.display()))?;
+            }
+        }
+        Output::Png => {
+            if args.output.as_os_str() == "-" {
+                anyhow::bail!("HEATMAP_OUTPUT: a PNG needs a file name");
+            }
+            let map_height = ((f64::from(args.image_width) * args.map_height / args.map_width).round() as u32).max(1);
+            let title = args.title(grid.total());
+            let layout = render::Layout {
+                title: &title,
+                map_width: args.image_width,
+                map_height,
+                background: background.as_ref(),
+            };
+            render::render(&layout, &grid)
+                .save_with_format(&args.output, image::ImageFormat::Png)
+                .map_err(|e| anyhow::anyhow!("HEATMAP_OUTPUT {}: {e}", args.output.display()))?;
+        }
+    }
+    Ok(Drawn {
+        events: grid.total(),
+        busiest_cell: grid.max(),
+        outside: grid.outside,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_now_or_an_age() {
+        assert_eq!("2026-01-01T00:00:00Z".parse::<When>(), Ok(When(1_767_225_600_000)));
+        let age = "24h".parse::<When>().expect("age").0;
+        assert!((now_ms() - 86_400_000 - age).abs() < 5_000);
+        assert!("yesterday".parse::<When>().is_err());
+        assert!("h".parse::<When>().is_err());
+    }
+
+    #[test]
+    fn grids_are_columns_by_rows() {
+        assert_eq!(parse_grid("50x35"), Ok((50, 35)));
+        assert!(parse_grid("0x3").is_err());
+        assert!(parse_grid("50").is_err());
+    }
+}

@@ -5,6 +5,7 @@
 //! - [`generate`]: telemetry onto the stream, random or replayed, or into a file;
 //! - [`heatmap`]: where events happen on a level, from the warehouse;
 //! - [`level_map`]: a picture of a generated level (a heat map's background);
+//! - [`summary`]: what the pipeline holds end to end, checked against what was sent.
 //! - [`summary`]: what the pipeline holds, end to end.
 
 pub mod generate;
@@ -13,6 +14,7 @@ pub mod level_map;
 pub mod levels;
 pub mod picture;
 pub mod setup;
+pub mod summary;
 
 use clap::{Parser, Subcommand};
 use pipeline_runtime::AwsArgs;
@@ -50,4 +52,6 @@ pub enum Command {
     Heatmap(Box<heatmap::HeatmapArgs>),
     /// Draw a generated level's picture (a heat map background).
     LevelMap(level_map::LevelMapArgs),
+    /// Show what the pipeline holds; given what `generate` sent, wait for it and check it.
+    Summary(Box<summary::SummaryArgs>),
 }

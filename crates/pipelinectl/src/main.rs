@@ -85,6 +85,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::LevelMap(_) => Ok(ExitCode::SUCCESS),
+        Command::Summary(args) => {
+            let warehouse = args.warehouse.open(aws.s3(), || aws.redshift_data())?;
+            let holds = pipelinectl::summary::run(&aws, &warehouse, &args).await?;
+            Ok(if holds { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::Levels(args) => {
             pipelinectl::levels::run(&aws.dynamodb(), &args).await?;
             Ok(ExitCode::SUCCESS)

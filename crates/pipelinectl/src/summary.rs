@@ -1,0 +1,412 @@
+//! `pipelinectl summary`: what the pipeline holds, end to end: objects in the lake,
+//! rejected records by reason, rows in the warehouse and the duplicates its loads
+//! dropped, players per level and the busiest transitions. Given what `generate` sent
+//! (its `--json` line), it waits for the pipeline to catch up and checks the two
+//! promises: every distinct valid event loaded once, every malformed record rejected.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use pipeline_runtime::clock::now_ms;
+use pipeline_runtime::config::parse_resource_name;
+use serde::{Deserialize, Serialize};
+use warehouse::{Warehouse, WarehouseArgs};
+
+/// What `summary` reads and checks.
+#[derive(Debug, Clone, Args)]
+pub struct SummaryArgs {
+    /// S3 bucket of the data lake.
+    #[arg(long, env = "BUCKET", value_parser = parse_resource_name)]
+    pub bucket: String,
+
+    /// DynamoDB table with the player count of each level.
+    #[arg(long, env = "LEVEL_STATE_TABLE", default_value = "LevelState", value_parser = parse_resource_name)]
+    pub level_state_table: String,
+
+    /// DynamoDB table with the transition counts.
+    #[arg(long, env = "TRANSITIONS_TABLE", default_value = "Transitions", value_parser = parse_resource_name)]
+    pub transitions_table: String,
+
+    /// How many transitions (of the last hour) to show.
+    #[arg(long, env = "SUMMARY_TOP_TRANSITIONS", default_value_t = 5)]
+    pub top_transitions: usize,
+
+    /// `generate --json`'s output: wait until the pipeline holds what it sent, then
+    /// check rows loaded = distinct valid events sent and rejected = malformed sent.
+    #[arg(long, env = "SUMMARY_SENT")]
+    pub sent: Option<PathBuf>,
+
+    /// An earlier `summary --json`: count only what was added since (rows, files,
+    /// rejects), for a pipeline that already held data.
+    #[arg(long, env = "SUMMARY_BASELINE")]
+    pub baseline: Option<PathBuf>,
+
+    /// How long to wait for the pipeline to catch up with `--sent`.
+    #[arg(long, env = "SUMMARY_WAIT_SECS", default_value_t = 120)]
+    pub wait_secs: u64,
+
+    /// Print one JSON object instead of text.
+    #[arg(long, env = "SUMMARY_JSON", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub warehouse: WarehouseArgs,
+}
+
+/// Objects under one prefix of the bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Objects {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// One transition and how many players made it in the last hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub from: String,
+    pub to: String,
+    pub count: i64,
+}
+
+/// What the pipeline holds (or, against a baseline, what was added to it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub events_objects: Objects,
+    pub errors_objects: Objects,
+    pub manifests_objects: Objects,
+    /// Rejected records by reason.
+    pub rejected: BTreeMap<String, u64>,
+    pub rows_loaded: i64,
+    pub files_loaded: i64,
+    /// Rows staged by the loads that did not become rows: duplicates dropped.
+    pub duplicates_dropped: i64,
+    pub levels: Vec<player_state_worker::live::LevelCount>,
+    pub top_transitions: Vec<Transition>,
+}
+
+impl Summary {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    /// What was added since `before` (levels and transitions are live values, kept).
+    pub fn since(&self, before: &Summary) -> Summary {
+        let objects = |now: &Objects, then: &Objects| Objects {
+            objects: now.objects.saturating_sub(then.objects),
+            bytes: now.bytes.saturating_sub(then.bytes),
+        };
+        let mut rejected = self.rejected.clone();
+        for (reason, count) in &before.rejected {
+            if let Some(now) = rejected.get_mut(reason) {
+                *now = now.saturating_sub(*count);
+            }
+        }
+        rejected.retain(|_, count| *count > 0);
+        Summary {
+            events_objects: objects(&self.events_objects, &before.events_objects),
+            errors_objects: objects(&self.errors_objects, &before.errors_objects),
+            manifests_objects: objects(&self.manifests_objects, &before.manifests_objects),
+            rejected,
+            rows_loaded: self.rows_loaded - before.rows_loaded,
+            files_loaded: self.files_loaded - before.files_loaded,
+            duplicates_dropped: self.duplicates_dropped - before.duplicates_dropped,
+            levels: self.levels.clone(),
+            top_transitions: self.top_transitions.clone(),
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        let kib = |o: &Objects| o.bytes.div_ceil(1024);
+        let mut out = String::new();
+        out.push_str(&format!(
+            "lake:       events/ {} objects ({} KiB), errors/ {} objects ({} KiB), manifests/ {} objects\n",
+            self.events_objects.objects,
+            kib(&self.events_objects),
+            self.errors_objects.objects,
+            kib(&self.errors_objects),
+            self.manifests_objects.objects
+        ));
+        let reasons: Vec<String> = self.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        out.push_str(&format!(
+            "rejected:   {} records{}\n",
+            self.rejected_total(),
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", reasons.join(", "))
+            }
+        ));
+        out.push_str(&format!(
+            "warehouse:  {} rows loaded from {} files; {} duplicates dropped by the loads\n",
+            self.rows_loaded, self.files_loaded, self.duplicates_dropped
+        ));
+        out.push_str("\nplayers per level now:\n");
+        out.push_str(&crate::levels::render_table(&self.levels));
+        out.push_str("\nbusiest transitions in the last hour:\n");
+        if self.top_transitions.is_empty() {
+            out.push_str("  (none yet)\n");
+        }
+        for t in &self.top_transitions {
+            out.push_str(&format!("  {:<12} -> {:<12} {:>6}\n", t.from, t.to, t.count));
+        }
+        out
+    }
+}
+
+/// What `generate --json` reported (the fields the checks need).
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Sent {
+    pub events: u64,
+    pub duplicates: u64,
+    pub malformed_records: u64,
+    pub distinct_valid: u64,
+}
+
+/// The two promises, as lines that say whether they hold.
+pub fn checks(sent: &Sent, held: &Summary) -> (bool, Vec<String>) {
+    let rows_ok = held.rows_loaded == i64::try_from(sent.distinct_valid).unwrap_or(i64::MAX);
+    let rejects_ok = held.rejected_total() == sent.malformed_records;
+    let mark = |ok: bool| if ok { "ok" } else { "MISMATCH" };
+    (
+        rows_ok && rejects_ok,
+        vec![
+            format!(
+                "sent:       {} events, {} of them sent twice, {} malformed records",
+                sent.events, sent.duplicates, sent.malformed_records
+            ),
+            format!(
+                "check:      rows loaded {} = distinct valid events sent {}: {}",
+                held.rows_loaded,
+                sent.distinct_valid,
+                mark(rows_ok)
+            ),
+            format!(
+                "check:      records rejected {} = malformed records sent {}: {}",
+                held.rejected_total(),
+                sent.malformed_records,
+                mark(rejects_ok)
+            ),
+        ],
+    )
+}
+
+async fn objects(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> anyhow::Result<(Objects, Vec<String>)> {
+    let mut found = Objects::default();
+    let mut keys = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(format!("{prefix}/"))
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| {
+            anyhow::anyhow!(
+                "listing s3://{bucket}/{prefix}/: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&e)
+            )
+        })?;
+        for object in page.contents() {
+            found.objects += 1;
+            found.bytes += u64::try_from(object.size().unwrap_or(0)).unwrap_or(0);
+            keys.push(object.key().unwrap_or_default().to_string());
+        }
+    }
+    Ok((found, keys))
+}
+
+/// Counts the rejected records in `errors/` files by reason.
+async fn rejected(s3: &aws_sdk_s3::Client, bucket: &str, keys: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut reasons = BTreeMap::new();
+    for key in keys {
+        let body = s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "s3://{bucket}/{key}: {}",
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                )
+            })?
+            .body
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key}: {e}"))?
+            .into_bytes();
+        let mut text = Vec::new();
+        flate2::read::MultiGzDecoder::new(&body[..])
+            .read_to_end(&mut text)
+            .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key} is not gzip: {e}"))?;
+        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let record: event_model::RejectedRecord = serde_json::from_slice(line)
+                .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key} holds a line that is not a rejected record: {e}"))?;
+            *reasons.entry(record.reason).or_insert(0) += 1;
+        }
+    }
+    Ok(reasons)
+}
+
+/// Reads everything the summary shows, once.
+pub async fn read(
+    aws: &pipeline_runtime::AwsClients,
+    warehouse: &Warehouse,
+    args: &SummaryArgs,
+) -> anyhow::Result<Summary> {
+    let s3 = aws.s3();
+    let (events_objects, _) = objects(&s3, &args.bucket, "events").await?;
+    let (errors_objects, error_keys) = objects(&s3, &args.bucket, "errors").await?;
+    let (manifests_objects, _) = objects(&s3, &args.bucket, "manifests").await?;
+    let rejected = rejected(&s3, &args.bucket, &error_keys).await?;
+    let totals = warehouse.select(&warehouse::query::totals()).await?;
+    let (rows_loaded, rows_staged, files_loaded) = match totals.first().map(Vec::as_slice) {
+        Some([rows, staged, files]) => (*rows, *staged, *files),
+        _ => anyhow::bail!("the warehouse answered no totals"),
+    };
+    let dynamodb = aws.dynamodb();
+    let levels = player_state_worker::live::levels(&dynamodb, &args.level_state_table).await?;
+    let mut moves: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for t in player_state_worker::live::transitions(&dynamodb, &args.transitions_table, now_ms() - 3_600_000).await? {
+        *moves.entry((t.from, t.to)).or_insert(0) += t.count;
+    }
+    let mut top_transitions: Vec<Transition> = moves
+        .into_iter()
+        .map(|((from, to), count)| Transition { from, to, count })
+        .collect();
+    top_transitions.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| (&a.from, &a.to).cmp(&(&b.from, &b.to)))
+    });
+    top_transitions.truncate(args.top_transitions);
+    Ok(Summary {
+        events_objects,
+        errors_objects,
+        manifests_objects,
+        rejected,
+        rows_loaded,
+        files_loaded,
+        duplicates_dropped: rows_staged - rows_loaded,
+        levels,
+        top_transitions,
+    })
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &PathBuf, variable: &str) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{variable} {}: {e}", path.display()))?;
+    // `generate --json` prints its summary as the last line.
+    let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    serde_json::from_str(line).map_err(|e| anyhow::anyhow!("{variable} {}: {e}", path.display()))
+}
+
+/// Prints the summary; with `--sent`, waits for the pipeline and returns whether the
+/// checks hold.
+pub async fn run(
+    aws: &pipeline_runtime::AwsClients,
+    warehouse: &Warehouse,
+    args: &SummaryArgs,
+) -> anyhow::Result<bool> {
+    let sent: Option<Sent> = args.sent.as_ref().map(|p| read_json(p, "SUMMARY_SENT")).transpose()?;
+    let baseline: Option<Summary> = args
+        .baseline
+        .as_ref()
+        .map(|p| read_json(p, "SUMMARY_BASELINE"))
+        .transpose()?;
+    let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
+    let mut announced = false;
+    let summary = loop {
+        let now = read(aws, warehouse, args).await?;
+        let now = match &baseline {
+            Some(before) => now.since(before),
+            None => now,
+        };
+        let caught_up = sent.is_none_or(|s| {
+            now.rows_loaded >= i64::try_from(s.distinct_valid).unwrap_or(i64::MAX)
+                && now.rejected_total() >= s.malformed_records
+        });
+        if caught_up || Instant::now() >= deadline {
+            break now;
+        }
+        if !announced && !args.json {
+            eprintln!(
+                "waiting up to {} s for the pipeline to load what was sent",
+                args.wait_secs
+            );
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let (ok, lines) = match &sent {
+        Some(sent) => checks(sent, &summary),
+        None => (true, Vec::new()),
+    };
+    if args.json {
+        let mut value = serde_json::to_value(&summary)?;
+        if sent.is_some() {
+            value["checks_hold"] = ok.into();
+        }
+        println!("{value}");
+    } else {
+        for line in &lines {
+            println!("{line}");
+        }
+        print!("{}", summary.to_text());
+    }
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(rows: i64, rejects: &[(&str, u64)]) -> Summary {
+        Summary {
+            rows_loaded: rows,
+            rejected: rejects.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+            ..Summary::default()
+        }
+    }
+
+    #[test]
+    fn checks_hold_only_when_both_counts_match() {
+        let sent = Sent {
+            events: 100,
+            duplicates: 5,
+            malformed_records: 3,
+            distinct_valid: 98,
+        };
+        assert!(checks(&sent, &held(98, &[("invalid_json", 2), ("missing_field", 1)])).0);
+        assert!(!checks(&sent, &held(97, &[("invalid_json", 3)])).0);
+        let (ok, lines) = checks(&sent, &held(98, &[("invalid_json", 4)]));
+        assert!(!ok);
+        assert!(lines[2].ends_with("MISMATCH"), "{}", lines[2]);
+    }
+
+    #[test]
+    fn a_baseline_leaves_what_was_added() {
+        let mut before = held(10, &[("invalid_json", 2)]);
+        before.events_objects = Objects { objects: 3, bytes: 300 };
+        before.duplicates_dropped = 1;
+        let mut now = held(25, &[("invalid_json", 5), ("invalid_utf8", 1)]);
+        now.events_objects = Objects { objects: 5, bytes: 700 };
+        now.duplicates_dropped = 4;
+        let added = now.since(&before);
+        assert_eq!(added.rows_loaded, 15);
+        assert_eq!(added.events_objects, Objects { objects: 2, bytes: 400 });
+        assert_eq!(added.duplicates_dropped, 3);
+        assert_eq!(added.rejected_total(), 4);
+        assert_eq!(added.rejected.get("invalid_json"), Some(&3));
+    }
+
+    #[test]
+    fn a_summary_survives_its_own_json() {
+        let summary = held(3, &[("invalid_json", 1)]);
+        let json = serde_json::to_string(&summary).expect("json");
+        assert_eq!(serde_json::from_str::<Summary>(&json).expect("back"), summary);
+    }
+}

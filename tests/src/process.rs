@@ -83,8 +83,16 @@ impl ServiceProcess {
         None
     }
 
-    /// Every stdout line read so far (and any waiting), as JSON where it parses.
+    /// Every stdout line read so far (and any waiting; after the exit, all of them),
+    /// as JSON where it parses.
     pub fn json_lines(&mut self) -> Vec<Value> {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            // The reader thread can lag the exit: read up to the pipe's end (it closes
+            // with the process) so the last lines, such as a final metrics flush, count.
+            while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+                self.seen.push(line);
+            }
+        }
         while let Ok(line) = self.lines.try_recv() {
             self.seen.push(line);
         }

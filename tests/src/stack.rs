@@ -55,6 +55,16 @@ async fn connect_warehouse(url: &str) -> tokio_postgres::Client {
     client
 }
 
+impl WarehouseSchema {
+    /// Drops the schema and everything in it.
+    pub async fn drop_all(self) {
+        self.sql
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .await
+            .expect("drop the warehouse schema");
+    }
+}
+
 /// Creates `<prefix>_<random>` in the local warehouse.
 pub async fn warehouse_schema(prefix: &str) -> WarehouseSchema {
     let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());

@@ -73,10 +73,6 @@ async fn main() {
             times[RUNS - 1]
         );
     }
-    schema
-        .sql
-        .batch_execute(&format!("DROP SCHEMA {} CASCADE", schema.name))
-        .await
-        .expect("drop");
+    schema.drop_all().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -124,10 +124,6 @@ async fn known_points_make_known_cells_in_csv_and_png() {
         .expect("events survive")
         .get(0);
     assert_eq!(tables, 12);
-    schema
-        .sql
-        .batch_execute(&format!("DROP SCHEMA {} CASCADE", schema.name))
-        .await
-        .expect("drop");
+    schema.drop_all().await;
     let _ = std::fs::remove_dir_all(dir);
 }

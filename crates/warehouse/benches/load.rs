@@ -142,8 +142,6 @@ async fn main() {
         total_rows as f64 / total_secs,
         SEEDED
     );
-    sql.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .expect("drop");
+    bench_schema.drop_all().await;
     stack::delete_bucket(&aws, &bucket).await;
 }

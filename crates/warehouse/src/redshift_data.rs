@@ -31,6 +31,33 @@ pub enum Target {
     },
 }
 
+/// Points a Data API request at the target. (A macro: the request builders of
+/// BatchExecuteStatement and ExecuteStatement share these setters but no trait.)
+macro_rules! on_target {
+    ($request:expr, $target:expr) => {
+        match $target {
+            Target::Cluster {
+                cluster_id,
+                database,
+                db_user,
+                secret_arn,
+            } => $request
+                .cluster_identifier(cluster_id)
+                .database(database)
+                .set_db_user(db_user.clone())
+                .set_secret_arn(secret_arn.clone()),
+            Target::Workgroup {
+                workgroup,
+                database,
+                secret_arn,
+            } => $request
+                .workgroup_name(workgroup)
+                .database(database)
+                .set_secret_arn(secret_arn.clone()),
+        }
+    };
+}
+
 pub struct RedshiftDataWarehouse {
     client: aws_sdk_redshiftdata::Client,
     target: Target,
@@ -100,26 +127,7 @@ impl RedshiftDataWarehouse {
             .batch_execute_statement()
             .set_sqls(Some(sqls))
             .with_event(false);
-        match &self.target {
-            Target::Cluster {
-                cluster_id,
-                database,
-                db_user,
-                secret_arn,
-            } => request
-                .cluster_identifier(cluster_id)
-                .database(database)
-                .set_db_user(db_user.clone())
-                .set_secret_arn(secret_arn.clone()),
-            Target::Workgroup {
-                workgroup,
-                database,
-                secret_arn,
-            } => request
-                .workgroup_name(workgroup)
-                .database(database)
-                .set_secret_arn(secret_arn.clone()),
-        }
+        on_target!(request, &self.target)
     }
 
     /// The ExecuteStatement request for one query with bound parameters.
@@ -138,26 +146,7 @@ impl RedshiftDataWarehouse {
             .sql(&query.sql)
             .set_parameters((!parameters.is_empty()).then_some(parameters))
             .with_event(false);
-        match &self.target {
-            Target::Cluster {
-                cluster_id,
-                database,
-                db_user,
-                secret_arn,
-            } => request
-                .cluster_identifier(cluster_id)
-                .database(database)
-                .set_db_user(db_user.clone())
-                .set_secret_arn(secret_arn.clone()),
-            Target::Workgroup {
-                workgroup,
-                database,
-                secret_arn,
-            } => request
-                .workgroup_name(workgroup)
-                .database(database)
-                .set_secret_arn(secret_arn.clone()),
-        }
+        on_target!(request, &self.target)
     }
 
     /// Runs a read-only query; every column is a BIGINT.

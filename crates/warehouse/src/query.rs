@@ -74,11 +74,25 @@ const HEATMAP_SQL: &str = "SELECT
 FROM events
 WHERE level_id = CAST(:level_id AS VARCHAR)
     AND event_type = CAST(:event_type AS VARCHAR)
-    AND event_timestamp >= TIMESTAMP 'epoch' + CAST(:since_ms AS BIGINT) / 1000.0 * INTERVAL '1 second'
-    AND event_timestamp < TIMESTAMP 'epoch' + CAST(:until_ms AS BIGINT) / 1000.0 * INTERVAL '1 second'
+    AND event_timestamp >= CAST(CAST(:since AS VARCHAR) AS TIMESTAMP)
+    AND event_timestamp < CAST(CAST(:until AS VARCHAR) AS TIMESTAMP)
     AND position_x BETWEEN 0 AND CAST(:width AS DOUBLE PRECISION)
     AND position_y BETWEEN 0 AND CAST(:height AS DOUBLE PRECISION)
 GROUP BY 1, 2";
+
+/// A UTC time as both dialects read a TIMESTAMP literal (text, so the one cast works
+/// with PostgreSQL's inferred parameter type and with the Data API's strings).
+fn timestamp_text(ms: i64) -> String {
+    let time = jiff::Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 {
+        jiff::Timestamp::MIN
+    } else {
+        jiff::Timestamp::MAX
+    });
+    time.to_zoned(jiff::tz::TimeZone::UTC)
+        .datetime()
+        .strftime("%Y-%m-%d %H:%M:%S%.3f")
+        .to_string()
+}
 
 impl HeatmapQuery {
     /// The grid is binned by the warehouse: only the non-empty cells come back.
@@ -92,8 +106,8 @@ impl HeatmapQuery {
                 ("height", Value::Float(self.height)),
                 ("level_id", Value::Text(self.level_id.clone())),
                 ("event_type", Value::Text(self.event_type.clone())),
-                ("since_ms", Value::Int(self.since_ms)),
-                ("until_ms", Value::Int(self.until_ms)),
+                ("since", Value::Text(timestamp_text(self.since_ms))),
+                ("until", Value::Text(timestamp_text(self.until_ms))),
             ],
         }
     }
@@ -143,6 +157,17 @@ mod tests {
         for (name, _) in &query.parameters {
             assert!(query.sql.contains(&format!(":{name} ")) || query.sql.contains(&format!(":{name})")));
         }
+    }
+
+    #[test]
+    fn times_are_sent_as_utc_text_to_the_millisecond() {
+        assert_eq!(timestamp_text(1_767_225_600_123), "2026-01-01 00:00:00.123");
+        let query = heatmap().query();
+        assert!(
+            query
+                .parameters
+                .contains(&("until", Value::Text("1970-01-01 00:00:00.001".into())))
+        );
     }
 
     #[test]

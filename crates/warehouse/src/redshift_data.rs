@@ -413,7 +413,7 @@ mod tests {
             .collect();
         assert!(sent.contains(&("level_id", "it's")));
         assert!(sent.contains(&("height", "700.5")));
-        assert!(sent.contains(&("since_ms", "5")));
+        assert!(sent.contains(&("since", "1970-01-01 00:00:00.005")));
         assert_eq!(sent.len(), query.parameters.len());
     }
 

@@ -145,6 +145,8 @@ async fn run_job(warehouse: &Warehouse, job: &Job, context: &ServiceContext) {
             context
                 .metrics
                 .count("JobRuns", 1, &[("Job", job.name), ("Outcome", "failure")]);
+            // Over all jobs, for one alarm.
+            context.metrics.count("JobFailures", 1, &[]);
             tracing::error!(job = job.name, duration_ms, %error, "job failed; retried at its next time");
         }
     }

@@ -5,10 +5,12 @@
 //! - [`generate`]: telemetry onto the stream, random or replayed, or into a file;
 //! - [`heatmap`]: where events happen on a level, from the warehouse;
 //! - [`level_map`]: a picture of a generated level (a heat map's background);
-//! - [`summary`]: what the pipeline holds end to end, checked against what was sent.
+//! - [`summary`]: what the pipeline holds end to end, checked against what was sent;
+//! - [`healthcheck`]: a service's readiness, for container health checks.
 //! - [`summary`]: what the pipeline holds, end to end.
 
 pub mod generate;
+pub mod healthcheck;
 pub mod heatmap;
 pub mod level_map;
 pub mod levels;
@@ -54,4 +56,6 @@ pub enum Command {
     LevelMap(level_map::LevelMapArgs),
     /// Show what the pipeline holds; given what `generate` sent, wait for it and check it.
     Summary(Box<summary::SummaryArgs>),
+    /// Exit 0 when a service's health endpoint answers 200 (the container's HEALTHCHECK).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }

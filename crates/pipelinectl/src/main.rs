@@ -26,6 +26,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pipelinectl::level_map::run(args)?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Healthcheck(args) => {
+            return Ok(match pipelinectl::healthcheck::status(args) {
+                Ok(200) => ExitCode::SUCCESS,
+                Ok(code) => {
+                    eprintln!("{}: {code}", args.url);
+                    ExitCode::FAILURE
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::FAILURE
+                }
+            });
+        }
         Command::Generate(args) if args.output_file.is_some() => {
             pipelinectl::generate::run(None, args).await?;
             return Ok(ExitCode::SUCCESS);
@@ -84,7 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::LevelMap(_) => Ok(ExitCode::SUCCESS),
+        Command::LevelMap(_) | Command::Healthcheck(_) => Ok(ExitCode::SUCCESS),
         Command::Summary(args) => {
             let warehouse = args.warehouse.open(aws.s3(), || aws.redshift_data())?;
             let holds = pipelinectl::summary::run(&aws, &warehouse, &args).await?;

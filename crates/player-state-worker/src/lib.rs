@@ -234,6 +234,7 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
         let pruner = pruner::Pruner {
             dynamodb: aws.dynamodb(),
             table: config.player_state_table.clone(),
+            level_state_table: config.level_state_table.clone(),
             idle_timeout,
             interval: Duration::from_secs(config.prune_interval_secs),
             segments: config.prune_segments,

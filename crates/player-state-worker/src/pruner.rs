@@ -4,7 +4,7 @@
 //! level decrement.
 
 use pipeline_runtime::clock::now_ms;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 pub struct Pruner {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub table: String,
+    /// Read after each pass to publish `PlayersOnLevel` (one instance publishes, so the
+    /// dashboard's counts are not summed over workers).
+    pub level_state_table: String,
     pub idle_timeout: Duration,
     pub interval: Duration,
     pub segments: i32,
@@ -30,10 +33,14 @@ impl Pruner {
             let Some(guard) = self.lease.acquire(&shutdown).await? else {
                 return Ok(());
             };
+            let mut published = BTreeSet::new();
             loop {
                 match self.prune_once().await {
                     Ok(pruned) => self.metrics.count("PlayersPruned", pruned, &[]),
                     Err(error) => tracing::warn!(%error, "pruning pass failed; trying again next interval"),
+                }
+                if let Err(error) = self.publish_levels(&mut published).await {
+                    tracing::warn!(%error, "level counts not published; trying again next interval");
                 }
                 tokio::select! {
                     () = tokio::time::sleep(self.interval) => {}
@@ -46,6 +53,31 @@ impl Pruner {
             }
             tracing::warn!("pruner lease lost; waiting to take it again");
         }
+        Ok(())
+    }
+
+    /// Sets `PlayersOnLevel` per level from LevelState; a level that emptied since the
+    /// last pass is set to 0 (a gauge keeps its last value).
+    async fn publish_levels(&self, published: &mut BTreeSet<String>) -> Result<(), aws_sdk_dynamodb::Error> {
+        let levels = crate::live::levels(&self.dynamodb, &self.level_state_table).await?;
+        let now: BTreeSet<String> = levels.iter().map(|l| l.level_id.clone()).collect();
+        for level in &levels {
+            self.metrics.gauge(
+                "PlayersOnLevel",
+                level.player_count as f64,
+                pipeline_runtime::Unit::Count,
+                &[("Level", &level.level_id)],
+            );
+        }
+        for emptied in published.difference(&now) {
+            self.metrics.gauge(
+                "PlayersOnLevel",
+                0.0,
+                pipeline_runtime::Unit::Count,
+                &[("Level", emptied)],
+            );
+        }
+        published.extend(now);
         Ok(())
     }
 

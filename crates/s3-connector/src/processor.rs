@@ -214,6 +214,8 @@ impl S3Processor {
         for (reason, count) in &tally.rejected {
             metrics.count("RejectedRecords", *count, &[("Reason", reason)]);
         }
+        // The total too: the reject-rate alarm divides it by RecordsIn.
+        metrics.count("RejectedRecords", tally.rejected.values().sum(), &[]);
         for (kind, count) in &tally.normalized {
             metrics.count("NormalizedEvents", *count, &[("Normalization", kind)]);
         }

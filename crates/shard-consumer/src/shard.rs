@@ -251,6 +251,13 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                     pipeline_runtime::Unit::Milliseconds,
                     &[("Application", application), ("Shard", &self.shard_id)],
                 );
+                // Per application as well: one series to alarm and scale on, whatever the shards.
+                self.metrics.sample(
+                    "MillisBehindLatest",
+                    lag as f64,
+                    pipeline_runtime::Unit::Milliseconds,
+                    &[("Application", application)],
+                );
             }
             let records: Vec<S::Record> = read
                 .records

@@ -74,8 +74,8 @@ checks="$(grep '^check:' "$work/sustained.txt" | sed 's/check: *//' | paste -sd 
   row "Kinesis record decoding (plain; KPL de-aggregation)" "$decode" decode
   row "DynamoDB writes per 1,000 events, ours / the seed design" "$writes" live_state
   row "PutRecords → LevelState latency" "$latency" live_state
-  row "Warehouse load with dedupe, 100,000-row batches into 1,000,000 rows" "$load rows/s" load
-  row "Heat map on 1,000,000 events (query to PNG)" "${heat} s" heatmap
+  row "Warehouse load with dedupe, 100,000-row batches into 1,000,000 rows" "$load" load
+  row "Heat map on 1,000,000 events (query to PNG)" "$heat" heatmap
   row "Sustained load: 60 s at 1,000 events/s, the demo's checks" "$checks" sustained
   while read -r service kib; do
     cap=""

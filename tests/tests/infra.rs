@@ -78,21 +78,8 @@ async fn the_data_plane_template_makes_what_the_services_expect() {
     let cfn = cloudformation();
     let name = stack::unique_name("dp");
     let outputs = deploy(&cfn, &name).await;
-    for variable in [
-        "TELEMETRY_STREAM",
-        "FILES_STREAM",
-        "BUCKET",
-        "PLAYER_STATE_TABLE",
-        "LEVEL_STATE_TABLE",
-        "TRANSITIONS_TABLE",
-        "S3_CONNECTOR_LEASE_TABLE",
-        "REDSHIFT_CONNECTOR_LEASE_TABLE",
-        "CRON_CONNECTOR_LEASE_TABLE",
-        "PLAYER_STATE_LEASE_TABLE",
-        "LEVEL_STATE_LEASE_TABLE",
-        "PRUNER_LEASE_TABLE",
-    ] {
-        assert!(outputs.contains_key(variable), "no output sets {variable}: {outputs:?}");
+    for variable in pipeline_tests::resources::RESOURCE_VARS {
+        assert!(outputs.contains_key(*variable), "no output sets {variable}: {outputs:?}");
     }
 
     // moto's CloudFormation ignores TimeToLiveSpecification (real CloudFormation

@@ -79,7 +79,10 @@ async fn the_data_plane_template_makes_what_the_services_expect() {
     let name = stack::unique_name("dp");
     let outputs = deploy(&cfn, &name).await;
     for variable in pipeline_tests::resources::RESOURCE_VARS {
-        assert!(outputs.contains_key(*variable), "no output sets {variable}: {outputs:?}");
+        assert!(
+            outputs.contains_key(*variable),
+            "no output sets {variable}: {outputs:?}"
+        );
     }
 
     // moto's CloudFormation ignores TimeToLiveSpecification (real CloudFormation

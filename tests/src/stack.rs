@@ -282,3 +282,42 @@ pub async fn delete_bucket(aws: &AwsClients, name: &str) {
 pub async fn delete_table(aws: &AwsClients, name: &str) {
     let _ = aws.dynamodb().delete_table().table_name(name).send().await;
 }
+
+/// Writes `events` (raw telemetry, each valid) as a gzipped batch file at `key`, the
+/// way the s3-connector would for records arriving at `arrival_ms`, and returns its
+/// pointer.
+pub async fn put_batch_file(
+    aws: &AwsClients,
+    bucket: &str,
+    key: &str,
+    events: &[Vec<u8>],
+    arrival_ms: i64,
+) -> event_model::FilePointer {
+    let mut file = event_model::BatchFile::new(6);
+    for raw in events {
+        event_model::Event::parse(raw, arrival_ms, &event_model::Rules::default())
+            .expect("a valid event")
+            .write_json_line(Some(arrival_ms), file.buffer());
+        file.line_written();
+    }
+    let body = file.finish();
+    aws.s3()
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.clone().into())
+        .send()
+        .await
+        .expect("put the batch file");
+    event_model::FilePointer {
+        bucket: bucket.into(),
+        key: key.into(),
+        records: events.len() as u64,
+        bytes: body.len() as u64,
+        shard: "shardId-000000000000".into(),
+        first_sequence: "1".into(),
+        last_sequence: "2".into(),
+        min_event_timestamp: 0,
+        max_event_timestamp: 0,
+    }
+}

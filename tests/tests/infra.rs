@@ -12,16 +12,10 @@ use pipeline_tests::stack;
 
 const TEMPLATE: &str = include_str!("../../infra/data-plane.json");
 
-fn cloudformation() -> aws_sdk_cloudformation::Client {
-    let config = aws_sdk_cloudformation::Config::builder()
-        .behavior_version(aws_sdk_cloudformation::config::BehaviorVersion::latest())
-        .region(aws_sdk_cloudformation::config::Region::new(
-            std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
-        ))
+/// CloudFormation on the local moto, with the stack's credentials, region and timeouts.
+fn cloudformation(aws: &pipeline_runtime::AwsClients) -> aws_sdk_cloudformation::Client {
+    let config = aws_sdk_cloudformation::config::Builder::from(aws.sdk_config())
         .endpoint_url(stack::moto_endpoint())
-        .credentials_provider(aws_sdk_cloudformation::config::Credentials::new(
-            "test", "test", None, None, "local",
-        ))
         .build();
     aws_sdk_cloudformation::Client::from_conf(config)
 }
@@ -75,7 +69,7 @@ async fn deploy(cfn: &aws_sdk_cloudformation::Client, name: &str) -> BTreeMap<St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_plane_template_makes_what_the_services_expect() {
     let aws = stack::aws().await;
-    let cfn = cloudformation();
+    let cfn = cloudformation(&aws);
     let name = stack::unique_name("dp");
     let outputs = deploy(&cfn, &name).await;
     for variable in pipeline_tests::resources::RESOURCE_VARS {

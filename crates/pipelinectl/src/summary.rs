@@ -218,51 +218,82 @@ async fn objects(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> anyhow:
     Ok((found, keys))
 }
 
-/// Counts the rejected records in `errors/` files by reason.
-async fn rejected(s3: &aws_sdk_s3::Client, bucket: &str, keys: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
-    let mut reasons = BTreeMap::new();
-    for key in keys {
-        let body = s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "s3://{bucket}/{key}: {}",
-                    aws_smithy_types::error::display::DisplayErrorContext(&e)
-                )
-            })?
-            .body
-            .collect()
-            .await
-            .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key}: {e}"))?
-            .into_bytes();
-        let mut text = Vec::new();
-        flate2::read::MultiGzDecoder::new(&body[..])
-            .read_to_end(&mut text)
-            .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key} is not gzip: {e}"))?;
-        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let record: event_model::RejectedRecord = serde_json::from_slice(line)
-                .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key} holds a line that is not a rejected record: {e}"))?;
-            *reasons.entry(record.reason).or_insert(0) += 1;
+/// Rejected records by reason, per `errors/` file. The files never change once
+/// written, so a file read on an earlier poll is not read again.
+#[derive(Debug, Default)]
+pub struct RejectCounts {
+    by_file: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl RejectCounts {
+    /// Reads the files of `keys` not read yet; returns the totals over all of `keys`.
+    async fn update(
+        &mut self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        keys: &[String],
+    ) -> anyhow::Result<BTreeMap<String, u64>> {
+        for key in keys {
+            if !self.by_file.contains_key(key) {
+                let counts = rejected_in(s3, bucket, key).await?;
+                self.by_file.insert(key.clone(), counts);
+            }
         }
+        let mut totals = BTreeMap::new();
+        for key in keys {
+            for (reason, count) in self.by_file.get(key).into_iter().flatten() {
+                *totals.entry(reason.clone()).or_insert(0) += count;
+            }
+        }
+        Ok(totals)
+    }
+}
+
+/// Counts the rejected records of one `errors/` file by reason.
+async fn rejected_in(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut reasons = BTreeMap::new();
+    let body = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "s3://{bucket}/{key}: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&e)
+            )
+        })?
+        .body
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key}: {e}"))?
+        .into_bytes();
+    let mut text = Vec::new();
+    flate2::read::MultiGzDecoder::new(&body[..])
+        .read_to_end(&mut text)
+        .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key} is not gzip: {e}"))?;
+    for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let record: event_model::RejectedRecord = serde_json::from_slice(line)
+            .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key} holds a line that is not a rejected record: {e}"))?;
+        *reasons.entry(record.reason).or_insert(0) += 1;
     }
     Ok(reasons)
 }
 
-/// Reads everything the summary shows, once.
+/// Reads everything the summary shows, once (error files already in `rejects` are not
+/// read again).
 pub async fn read(
     aws: &pipeline_runtime::AwsClients,
     warehouse: &Warehouse,
     args: &SummaryArgs,
+    rejects: &mut RejectCounts,
 ) -> anyhow::Result<Summary> {
     let s3 = aws.s3();
     let (events_objects, _) = objects(&s3, &args.bucket, "events").await?;
     let (errors_objects, error_keys) = objects(&s3, &args.bucket, "errors").await?;
     let (manifests_objects, _) = objects(&s3, &args.bucket, "manifests").await?;
-    let rejected = rejected(&s3, &args.bucket, &error_keys).await?;
+    let rejected = rejects.update(&s3, &args.bucket, &error_keys).await?;
     let totals = warehouse.select(&warehouse::query::totals()).await?;
     let (rows_loaded, rows_staged, files_loaded) = match totals.first().map(Vec::as_slice) {
         Some([rows, staged, files]) => (*rows, *staged, *files),
@@ -319,8 +350,9 @@ pub async fn run(
         .transpose()?;
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
     let mut announced = false;
+    let mut rejects = RejectCounts::default();
     let summary = loop {
-        let now = read(aws, warehouse, args).await?;
+        let now = read(aws, warehouse, args, &mut rejects).await?;
         let now = match &baseline {
             Some(before) => now.since(before),
             None => now,

@@ -108,6 +108,12 @@ impl AwsClients {
         })
     }
 
+    /// The shared configuration (credentials, region, timeouts, retries), for a client
+    /// of a service this struct has no method for.
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
     /// The region the clients use.
     pub fn region(&self) -> &str {
         self.sdk.region().map(Region::as_ref).unwrap_or_default()

@@ -7,7 +7,6 @@
 use pipeline_runtime::clock::now_ms;
 use std::time::Instant;
 
-use event_model::{BatchFile, Event, FilePointer, Rules};
 use pipeline_tests::stack;
 use warehouse::postgres::{PostgresWarehouse, Tls};
 use warehouse::{LoadBatch, Warehouse};
@@ -86,34 +85,8 @@ async fn main() {
         rng.shuffle(&mut lines);
         let mut files = Vec::new();
         for (f, chunk) in lines.chunks(BATCH / FILES_PER_BATCH).enumerate() {
-            let mut file = BatchFile::new(6);
-            for raw in chunk {
-                Event::parse(raw, now_ms(), &Rules::default())
-                    .expect("valid")
-                    .write_json_line(Some(now_ms()), file.buffer());
-                file.line_written();
-            }
-            let body = file.finish();
             let key = format!("events/bench/{b}-{f}.gzip");
-            aws.s3()
-                .put_object()
-                .bucket(&bucket)
-                .key(&key)
-                .body(body.clone().into())
-                .send()
-                .await
-                .expect("put");
-            files.push(FilePointer {
-                bucket: bucket.clone(),
-                key,
-                records: chunk.len() as u64,
-                bytes: body.len() as u64,
-                shard: "shardId-000000000000".into(),
-                first_sequence: "0".into(),
-                last_sequence: "0".into(),
-                min_event_timestamp: 0,
-                max_event_timestamp: 0,
-            });
+            files.push(stack::put_batch_file(&aws, &bucket, &key, chunk, now_ms()).await);
         }
         let batch = LoadBatch {
             bucket: bucket.clone(),

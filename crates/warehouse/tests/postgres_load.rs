@@ -1,7 +1,7 @@
 //! Loads into the local PostgreSQL from batch files in moto's S3: exactly once across
 //! replays and duplicates, and all-or-nothing when a file is corrupt or missing.
 
-use event_model::{BatchFile, Event, FilePointer, Rules};
+use event_model::FilePointer;
 use pipeline_runtime::AwsClients;
 use pipeline_tests::stack;
 use warehouse::postgres::{PostgresWarehouse, Tls};
@@ -24,28 +24,8 @@ fn event(id: &str, ts: i64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Writes a gzipped batch file of these events and returns its pointer.
 async fn batch_file(aws: &AwsClients, bucket: &str, key: &str, events: &[Vec<u8>]) -> FilePointer {
-    let mut file = BatchFile::new(6);
-    for raw in events {
-        Event::parse(raw, ARRIVAL, &Rules::default())
-            .expect("valid")
-            .write_json_line(Some(ARRIVAL), file.buffer());
-        file.line_written();
-    }
-    let body = file.finish();
-    put(aws, bucket, key, body.clone()).await;
-    FilePointer {
-        bucket: bucket.into(),
-        key: key.into(),
-        records: events.len() as u64,
-        bytes: body.len() as u64,
-        shard: "shardId-000000000000".into(),
-        first_sequence: "1".into(),
-        last_sequence: "2".into(),
-        min_event_timestamp: 0,
-        max_event_timestamp: 0,
-    }
+    stack::put_batch_file(aws, bucket, key, events, ARRIVAL).await
 }
 
 async fn put(aws: &AwsClients, bucket: &str, key: &str, body: Vec<u8>) {

@@ -5,8 +5,12 @@
 //! - [`process`]: a service binary run as a child process, observed through its
 //!   health endpoint and JSON logs, stopped with a real SIGTERM;
 //! - [`service_checks`]: start, health, SIGTERM and config-error checks every service passes;
-//! - [`help`]: checks that a binary's `--help` documents every setting.
+//! - [`help`]: checks that a binary's `--help` documents every setting;
+//! - [`fault_proxy`]: a loopback proxy that fails a share of the AWS calls through it;
+//! - [`chaos`]: the whole pipeline under kills, resharding and faults, then its invariants.
 
+pub mod chaos;
+pub mod fault_proxy;
 pub mod help;
 pub mod process;
 pub mod resources;

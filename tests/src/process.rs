@@ -8,20 +8,23 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The path of a workspace binary built beside the running test (`target/<profile>/<name>`).
-/// `cargo nextest run --workspace` builds every binary before any test runs.
+/// The path of a workspace binary built beside the running test (`target/<profile>/<name>`)
+/// or beside a binary of this crate. `cargo nextest run --workspace` builds every
+/// binary before any test runs.
 pub fn workspace_binary(name: &str) -> String {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run the tests for the whole workspace (cargo nextest run --workspace)",
-        path.display()
-    );
+    let beside = exe.parent().expect("target/<profile>[/deps]");
+    let path = [Some(beside), beside.parent()]
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join(name))
+        .find(|path| path.exists());
+    let Some(path) = path else {
+        panic!(
+            "{name} is not built beside {}: build the whole workspace (cargo nextest run --workspace, or cargo build --workspace --bins)",
+            exe.display()
+        );
+    };
     path.to_string_lossy().into_owned()
 }
 
@@ -36,6 +39,18 @@ impl ServiceProcess {
     /// Starts `binary` with the local stack's env plus `env`, logging JSON and
     /// serving health on a free loopback port.
     pub fn start(binary: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_logged(binary, env, None)
+    }
+
+    /// Like [`ServiceProcess::start`], also appending each stdout line to `log`.
+    pub fn start_logged(binary: &str, env: &[(&str, &str)], log: Option<&std::path::Path>) -> Self {
+        let mut log = log.map(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+        });
         let mut command = Command::new(binary);
         command
             .env_clear()
@@ -51,6 +66,10 @@ impl ServiceProcess {
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(file) = &mut log {
+                    use std::io::Write;
+                    let _ = writeln!(file, "{line}");
+                }
                 if sender.send(line).is_err() {
                     break;
                 }
@@ -137,6 +156,11 @@ impl ServiceProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Waits for the process to exit; `None` if it is still running at the deadline.

@@ -68,7 +68,12 @@ impl Resources {
 
     /// Creates everything with `pipelinectl setup`'s own code.
     pub async fn create(&self, aws: &AwsClients) {
-        setup::apply(aws, &self.setup_args(&[]).plan()).await.expect("setup");
+        self.create_with(aws, &[]).await;
+    }
+
+    /// Creates everything, with more setup arguments (`--telemetry-shards=2`).
+    pub async fn create_with(&self, aws: &AwsClients, extra: &[&str]) {
+        setup::apply(aws, &self.setup_args(extra).plan()).await.expect("setup");
     }
 
     /// Deletes everything (best effort).

@@ -213,39 +213,9 @@ pub async fn put_spread(aws: &AwsClients, stream: &str, records: &[Vec<u8>]) {
 /// Every record on every shard of `stream`, oldest first per shard (for checking what
 /// a producer or a service put there).
 pub async fn read_stream(aws: &AwsClients, stream: &str) -> Vec<aws_sdk_kinesis::types::Record> {
-    let kinesis = aws.kinesis();
-    let shards = kinesis
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .expect("list shards");
     let mut records = Vec::new();
-    for shard in shards.shards() {
-        let mut iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("shard iterator")
-            .shard_iterator
-            .expect("shard iterator");
-        loop {
-            let output = kinesis
-                .get_records()
-                .shard_iterator(&iterator)
-                .send()
-                .await
-                .expect("get records");
-            let empty = output.records().is_empty();
-            records.extend(output.records().iter().cloned());
-            match output.next_shard_iterator() {
-                Some(next) if !empty => iterator = next.to_string(),
-                _ => break,
-            }
-        }
+    for shard in list_shards(aws, stream).await {
+        records.extend(read_shard(aws, stream, shard.shard_id()).await);
     }
     records
 }
@@ -319,5 +289,89 @@ pub async fn put_batch_file(
         last_sequence: "2".into(),
         min_event_timestamp: 0,
         max_event_timestamp: 0,
+    }
+}
+
+/// Every item of a DynamoDB table (consistent reads).
+pub async fn scan_table(
+    aws: &AwsClients,
+    table: &str,
+) -> Result<Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>, aws_sdk_dynamodb::Error> {
+    let mut items = Vec::new();
+    let mut pages = aws
+        .dynamodb()
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        items.extend(page?.items.unwrap_or_default());
+    }
+    Ok(items)
+}
+
+/// A string attribute of an item ("" when absent).
+pub fn item_text(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+    name: &str,
+) -> String {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
+}
+
+/// A number attribute of an item, as an integer (`None` when absent or not one).
+pub fn item_number(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+    name: &str,
+) -> Option<i64> {
+    item.get(name).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
+}
+
+/// Records of one shard, oldest first.
+pub async fn read_shard(aws: &AwsClients, stream: &str, shard: &str) -> Vec<aws_sdk_kinesis::types::Record> {
+    let kinesis = aws.kinesis();
+    let mut iterator = kinesis
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard)
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .expect("shard iterator")
+        .shard_iterator
+        .expect("shard iterator");
+    let mut records = Vec::new();
+    loop {
+        let output = kinesis
+            .get_records()
+            .shard_iterator(&iterator)
+            .send()
+            .await
+            .expect("get records");
+        let empty = output.records().is_empty();
+        records.extend(output.records().iter().cloned());
+        match output.next_shard_iterator() {
+            Some(next) if !empty => iterator = next.to_string(),
+            _ => break,
+        }
+    }
+    records
+}
+
+/// Every shard of a stream, closed ones included.
+pub async fn list_shards(aws: &AwsClients, stream: &str) -> Vec<aws_sdk_kinesis::types::Shard> {
+    let mut shards = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let request = match &next {
+            Some(token) => aws.kinesis().list_shards().next_token(token),
+            None => aws.kinesis().list_shards().stream_name(stream),
+        };
+        let output = request.send().await.expect("list shards");
+        shards.extend(output.shards().iter().cloned());
+        match output.next_token() {
+            Some(token) => next = Some(token.to_string()),
+            None => return shards,
+        }
     }
 }

@@ -165,6 +165,11 @@ impl RecordProcessor<KinesisRecord> for Loader {
                 continue;
             }
             match FilePointer::from_json(&record.data) {
+                // A producer's retried put can publish one pointer twice, even in one load.
+                Ok(pointer) if self.pointers.iter().any(|p| p.key == pointer.key) => {
+                    self.shared.metrics.count("DuplicatePointers", 1, &[]);
+                    tracing::info!(key = %pointer.key, sequence = %record.position, "pointer already pending; skipped");
+                }
                 Ok(pointer) => self.pointers.push(pointer),
                 Err(error) => {
                     // Not ours to load; loud, counted, and the record stays on the stream.

@@ -45,35 +45,59 @@ impl SingletonLease {
 
     /// Waits until this worker holds the lease; `None` if `shutdown` came first.
     pub async fn acquire(&self, shutdown: &CancellationToken) -> Result<Option<SingletonGuard>, LeaseTableError> {
-        self.table.ensure_exists().await?;
-        self.table
-            .create(&Lease::new(&self.key, Checkpoint::TrimHorizon, Vec::new()))
-            .await?;
         let mut tracker = ExpiryTracker::default();
+        let mut table_ready = false;
         loop {
             if shutdown.is_cancelled() {
                 return Ok(None);
             }
-            if let Some(lease) = self.table.get(&self.key).await? {
-                let expired = tracker.observe(std::slice::from_ref(&lease), Instant::now(), self.failover);
-                let free = lease.owner.is_none()
-                    || expired.contains(&lease.key)
-                    || lease.owner.as_deref() == Some(&self.worker_id);
-                if free {
-                    match self.table.take(&lease, &self.worker_id).await {
-                        Ok(counter) => {
-                            tracing::info!(lease = %self.key, worker_id = %self.worker_id, "singleton lease taken");
-                            return Ok(Some(self.guard(counter)));
-                        }
-                        Err(error) if error.is_conflict() => {}
-                        Err(error) => return Err(error),
-                    }
+            // A throttled or failed call is retried at the next round: losing the race
+            // for a singleton must never stop the service. Other errors (a missing
+            // permission, a malformed lease) are reported to the caller.
+            match self.try_take(&mut tracker, &mut table_ready).await {
+                Ok(Some(counter)) => {
+                    tracing::info!(lease = %self.key, worker_id = %self.worker_id, "singleton lease taken");
+                    return Ok(Some(self.guard(counter)));
                 }
+                Ok(None) => {}
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(lease = %self.key, %error, "singleton lease not taken; trying again");
+                }
+                Err(error) => return Err(error),
             }
             tokio::select! {
                 () = tokio::time::sleep(self.failover / 2) => {}
                 () = shutdown.cancelled() => return Ok(None),
             }
+        }
+    }
+
+    /// One round: the lease's counter if this worker took it, `None` if it is held.
+    async fn try_take(
+        &self,
+        tracker: &mut ExpiryTracker,
+        table_ready: &mut bool,
+    ) -> Result<Option<u64>, LeaseTableError> {
+        if !*table_ready {
+            self.table.ensure_exists().await?;
+            self.table
+                .create(&Lease::new(&self.key, Checkpoint::TrimHorizon, Vec::new()))
+                .await?;
+            *table_ready = true;
+        }
+        let Some(lease) = self.table.get(&self.key).await? else {
+            return Ok(None);
+        };
+        let expired = tracker.observe(std::slice::from_ref(&lease), Instant::now(), self.failover);
+        let free =
+            lease.owner.is_none() || expired.contains(&lease.key) || lease.owner.as_deref() == Some(&self.worker_id);
+        if !free {
+            return Ok(None);
+        }
+        match self.table.take(&lease, &self.worker_id).await {
+            Ok(counter) => Ok(Some(counter)),
+            Err(error) if error.is_conflict() => Ok(None),
+            Err(error) => Err(error),
         }
     }
 

@@ -115,7 +115,7 @@ impl PostgresWarehouse {
             client
                 .batch_execute(&statement)
                 .await
-                .map_err(|e| WarehouseError::statement(&statement, e))
+                .map_err(|e| WarehouseError::statement(&statement, ServerMessage(&e)))
         };
         run("BEGIN".into()).await?;
         run("SELECT pg_advisory_xact_lock(7212950)".into()).await?;
@@ -123,7 +123,7 @@ impl PostgresWarehouse {
         let current: i32 = client
             .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
             .await
-            .map_err(|e| WarehouseError::statement("SELECT MAX(version) FROM schema_version", e))?
+            .map_err(|e| WarehouseError::statement("SELECT MAX(version) FROM schema_version", ServerMessage(&e)))?
             .get(0);
         let migrations = schema::migrations(Dialect::Postgres);
         for (index, statements) in migrations.iter().enumerate() {
@@ -149,7 +149,7 @@ impl PostgresWarehouse {
         client
             .batch_execute(statement)
             .await
-            .map_err(|e| WarehouseError::statement(statement, e))
+            .map_err(|e| WarehouseError::statement(statement, ServerMessage(&e)))
     }
 
     /// Runs a read-only query; every column is a BIGINT.
@@ -170,13 +170,13 @@ impl PostgresWarehouse {
         let rows = client
             .query(&text, &params)
             .await
-            .map_err(|e| WarehouseError::statement(&text, e))?;
+            .map_err(|e| WarehouseError::statement(&text, ServerMessage(&e)))?;
         rows.iter()
             .map(|row| {
                 (0..row.len())
                     .map(|i| {
                         row.try_get::<_, i64>(i)
-                            .map_err(|e| WarehouseError::statement(&text, e))
+                            .map_err(|e| WarehouseError::statement(&text, ServerMessage(&e)))
                     })
                     .collect()
             })
@@ -227,7 +227,7 @@ impl PostgresWarehouse {
             client
                 .batch_execute(statement)
                 .await
-                .map_err(|e| WarehouseError::statement(statement, e))
+                .map_err(|e| WarehouseError::statement(statement, ServerMessage(&e)))
         };
         run("BEGIN").await?;
         run(sql::lock_loaded_files(Dialect::Postgres)).await?;
@@ -240,12 +240,18 @@ impl PostgresWarehouse {
             client
                 .query(&loaded_query, &[])
                 .await
-                .map_err(|e| WarehouseError::statement(&loaded_query, e))?
+                .map_err(|e| WarehouseError::statement(&loaded_query, ServerMessage(&e)))?
                 .iter()
                 .map(|row| row.get(0))
                 .collect()
         };
-        let todo: Vec<_> = batch.files.iter().filter(|f| !loaded.contains(&f.key)).collect();
+        // A key twice in one batch (a pointer published twice) is loaded once.
+        let mut seen = std::collections::HashSet::new();
+        let todo: Vec<_> = batch
+            .files
+            .iter()
+            .filter(|f| !loaded.contains(&f.key) && seen.insert(f.key.as_str()))
+            .collect();
         report.files_skipped = (batch.files.len() - todo.len()) as u64;
         if todo.is_empty() {
             run("COMMIT").await?;
@@ -257,7 +263,7 @@ impl PostgresWarehouse {
         let sink = client
             .copy_in::<_, Bytes>(&copy)
             .await
-            .map_err(|e| WarehouseError::statement(&copy, e))?;
+            .map_err(|e| WarehouseError::statement(&copy, ServerMessage(&e)))?;
         futures::pin_mut!(sink);
         let phase = std::time::Instant::now();
         let mut recorded = Vec::with_capacity(todo.len());
@@ -287,7 +293,7 @@ impl PostgresWarehouse {
                 if chunk.len() >= COPY_CHUNK {
                     sink.send(Bytes::from(std::mem::take(&mut chunk)))
                         .await
-                        .map_err(|e| WarehouseError::statement(&copy, e))?;
+                        .map_err(|e| WarehouseError::statement(&copy, ServerMessage(&e)))?;
                     chunk.reserve(COPY_CHUNK + 4096);
                 }
             }
@@ -296,25 +302,25 @@ impl PostgresWarehouse {
         if !chunk.is_empty() {
             sink.send(Bytes::from(chunk))
                 .await
-                .map_err(|e| WarehouseError::statement(&copy, e))?;
+                .map_err(|e| WarehouseError::statement(&copy, ServerMessage(&e)))?;
         }
         sink.as_mut()
             .finish()
             .await
-            .map_err(|e| WarehouseError::statement(&copy, e))?;
+            .map_err(|e| WarehouseError::statement(&copy, ServerMessage(&e)))?;
         let copied = phase.elapsed();
         let insert = sql::insert_deduplicated_counted();
         let counts = client
             .query_one(&insert, &[])
             .await
-            .map_err(|e| WarehouseError::statement(&insert, e))?;
+            .map_err(|e| WarehouseError::statement(&insert, ServerMessage(&e)))?;
         let (staged, distinct, inserted): (i64, i64, i64) = (counts.get(0), counts.get(1), counts.get(2));
         let deduplicated = phase.elapsed();
         let record = sql::record_files(Dialect::Postgres, &recorded);
         client
             .batch_execute(&record)
             .await
-            .map_err(|e| WarehouseError::statement(&record, e))?;
+            .map_err(|e| WarehouseError::statement(&record, ServerMessage(&e)))?;
         run("COMMIT").await?;
         tracing::debug!(?copied, ?deduplicated, committed = ?phase.elapsed(), "load phases (cumulative)");
         report.files_loaded = todo.len() as u64;
@@ -323,5 +329,24 @@ impl PostgresWarehouse {
         report.rows_inserted = u64::try_from(inserted).unwrap_or(0);
         report.duplicates_in_table = u64::try_from(distinct - inserted).unwrap_or(0);
         Ok(report)
+    }
+}
+
+/// A PostgreSQL error with what the server said: tokio-postgres displays a server
+/// error as just "db error", leaving its message, detail and SQLSTATE in the source.
+struct ServerMessage<'a>(&'a tokio_postgres::Error);
+
+impl std::fmt::Display for ServerMessage<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => {
+                write!(f, "{} {}: {}", db.severity(), db.code().code(), db.message())?;
+                if let Some(detail) = db.detail() {
+                    write!(f, " ({detail})")?;
+                }
+                Ok(())
+            }
+            None => write!(f, "{}", self.0),
+        }
     }
 }

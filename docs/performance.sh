@@ -33,6 +33,7 @@ bench decode cargo bench -q -p shard-consumer --bench decode
 bench live_state cargo bench -q -p player-state-worker --bench live_state
 bench load cargo bench -q -p warehouse --bench load
 bench heatmap cargo bench -q -p pipelinectl --bench heatmap
+bench takeover cargo bench -q -p shard-consumer --bench takeover
 
 # Sustained load: a minute of game at 1,000 events/s through all four services; peak
 # RSS (VmHWM) of each once the warehouse holds every valid event.
@@ -62,6 +63,7 @@ writes="$(awk -F'|' '/^ratio/ {gsub(/ /, "", $2); print $2}' "$work/live_state.t
 latency="$(grep -o 'p50 [0-9]* ms, p99 [0-9]* ms' "$work/live_state.txt")"
 load="$(grep -o 'end to end: [0-9]* rows/s' "$work/load.txt" | sed 's/end to end: //')"
 heat="$(grep -o 'Png: median [0-9.]* s' "$work/heatmap.txt" | sed 's/Png: median //')"
+takeover() { grep "LEASE_FAILOVER_SECS=$1:" "$work/takeover.txt" | sed -E 's/.*survivor after ([^)]*\)).*delivered after ([^)]*\)).*/leases \1; new records delivered \2/'; }
 checks="$(grep '^check:' "$work/sustained.txt" | sed 's/check: *//' | paste -sd ';' | sed 's/;/; /')"
 {
   echo "# Performance"
@@ -76,6 +78,8 @@ checks="$(grep '^check:' "$work/sustained.txt" | sed 's/check: *//' | paste -sd 
   row "PutRecords → LevelState latency" "$latency" live_state
   row "Warehouse load with dedupe, 100,000-row batches into 1,000,000 rows" "$load" load
   row "Heat map on 1,000,000 events (query to PNG)" "$heat" heatmap
+  row "Lease takeover after a worker dies without release, LEASE_FAILOVER_SECS=10 (the default)" "$(takeover 10)" takeover
+  row "The same, LEASE_FAILOVER_SECS=3 (the minimum)" "$(takeover 3)" takeover
   row "Sustained load: 60 s at 1,000 events/s, the demo's checks" "$checks" sustained
   while read -r service kib; do
     cap=""
@@ -83,11 +87,8 @@ checks="$(grep '^check:' "$work/sustained.txt" | sed 's/check: *//' | paste -sd 
     row "Peak RSS of $service under that load (debug build)" "$((kib / 1024)) MiB$cap" sustained
   done <"$work/rss.txt"
   echo
-  echo "Lease takeover after SIGKILL is asserted (within 2 × \`LEASE_FAILOVER_SECS\`) by"
-  echo "\`crates/shard-consumer/tests/kinesis_leases.rs\` but not yet measured here."
-  echo
   echo "## Raw output"
-  for name in hot_path decode live_state load heatmap; do
+  for name in hot_path decode live_state load heatmap takeover; do
     echo
     echo "\`$(cat "$work/$name.cmd")\`"
     echo

@@ -31,6 +31,49 @@ pub enum ConsumerError {
     ListShards { stream: String, source: AwsError },
 }
 
+impl ConsumerError {
+    /// Throttling or a server error: worth another try, unlike a missing stream or a
+    /// denied call.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ConsumerError::Config(_) => false,
+            ConsumerError::LeaseTable { source, .. } => source.is_retryable(),
+            ConsumerError::ListShards { source, .. } => source.is_retryable(),
+        }
+    }
+}
+
+/// Start-up steps retry transient failures with backoff; a permanent failure fails the
+/// start at once.
+struct StartRetry(crate::backoff::Backoff);
+
+impl StartRetry {
+    fn new() -> Self {
+        Self(crate::backoff::Backoff::new(
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_secs(10),
+        ))
+    }
+
+    /// After `error`: `Ok(true)` once waited and worth another try, `Ok(false)` when
+    /// shutdown came first, `Err` when the error is permanent.
+    async fn again(
+        &mut self,
+        error: ConsumerError,
+        what: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, ConsumerError> {
+        if !error.is_retryable() {
+            return Err(error);
+        }
+        tracing::warn!(%error, "{what} failed at start; retrying");
+        tokio::select! {
+            () = tokio::time::sleep(self.0.next_delay()) => Ok(true),
+            () = shutdown.cancelled() => Ok(false),
+        }
+    }
+}
+
 struct HeldLease {
     /// Tells this holding apart from a later one of the same shard.
     generation: u64,
@@ -80,7 +123,12 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
             table: self.table.name().to_string(),
             source,
         };
-        self.table.ensure_exists().await.map_err(table_error)?;
+        let mut retry = StartRetry::new();
+        while let Err(error) = self.table.ensure_exists().await.map_err(table_error) {
+            if !retry.again(error, "lease table check", &shutdown).await? {
+                return Ok(());
+            }
+        }
         let mut worker = Worker {
             consumer: &self,
             held: HashMap::new(),
@@ -89,7 +137,11 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
             events: mpsc::unbounded_channel(),
             generation: 0,
         };
-        worker.sync_shards().await?;
+        while let Err(error) = worker.sync_shards().await {
+            if !retry.again(error, "shard sync", &shutdown).await? {
+                return Ok(());
+            }
+        }
         tracing::info!(
             application = %self.config.application,
             worker_id = %self.config.worker_id,

@@ -3,9 +3,11 @@
 //! start so a wrong name fails fast with the name in the message.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType, StreamViewType, TableDescription};
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::aws::AwsClients;
@@ -129,6 +131,9 @@ impl fmt::Display for Resource {
 pub struct Problem {
     pub resource: String,
     pub problem: String,
+    /// The check itself failed for a passing reason (throttling, a server error, a
+    /// timeout): the resource may well be fine.
+    pub transient: bool,
 }
 
 impl fmt::Display for Problem {
@@ -146,27 +151,96 @@ pub struct MissingResources(pub Vec<Problem>);
 pub async fn verify(aws: &AwsClients, resources: &[Resource]) -> Vec<Problem> {
     let mut problems = Vec::new();
     for resource in resources {
-        if let Err(problem) = verify_one(aws, resource).await {
+        if let Err(failure) = verify_one(aws, resource).await {
             problems.push(Problem {
                 resource: resource.to_string(),
-                problem,
+                problem: failure.message,
+                transient: failure.transient,
             });
         }
     }
     problems
 }
 
-/// Like [`verify`], as a `Result`.
+/// How long a service's start waits out checks that fail for passing reasons.
+const TRANSIENT_CHECK_BUDGET: Duration = Duration::from_secs(60);
+
+/// Like [`verify`], as a `Result`; checks that failed for a passing reason are
+/// repeated (for up to a minute) before they count, so a throttled start does not
+/// fail a service whose resources are fine.
 pub async fn require(aws: &AwsClients, resources: &[Resource]) -> Result<(), MissingResources> {
-    let problems = verify(aws, resources).await;
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(MissingResources(problems))
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let problems = verify(aws, resources).await;
+        if problems.is_empty() {
+            return Ok(());
+        }
+        if problems.iter().any(|p| !p.transient) || started.elapsed() + delay > TRANSIENT_CHECK_BUDGET {
+            return Err(MissingResources(problems));
+        }
+        tracing::warn!(problems = %MissingResources(problems), "resource checks failed for a passing reason; checking again");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(8));
     }
 }
 
-async fn verify_one(aws: &AwsClients, resource: &Resource) -> Result<(), String> {
+/// Why one resource's check failed.
+struct Failure {
+    message: String,
+    transient: bool,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            transient: false,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Self::from(message.to_string())
+    }
+}
+
+fn sdk_failure<E: ProvideErrorMetadata + std::error::Error + 'static>(error: SdkError<E, HttpResponse>) -> Failure {
+    Failure {
+        message: describe_sdk_error(&error),
+        transient: is_transient(&error),
+    }
+}
+
+/// Error codes AWS services answer when a caller is throttled.
+pub const THROTTLING_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "LimitExceededException",
+    "ThrottlingException",
+    "Throttling",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "KMSThrottlingException",
+];
+
+/// Whether an SDK error is passing: throttling, a server error, a timeout or a
+/// dropped connection (not a missing resource or a denied call).
+pub fn is_transient<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    match error {
+        SdkError::ServiceError(service) => {
+            service.raw().status().is_server_error()
+                || service
+                    .err()
+                    .code()
+                    .is_some_and(|code| THROTTLING_CODES.contains(&code))
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        _ => false,
+    }
+}
+
+async fn verify_one(aws: &AwsClients, resource: &Resource) -> Result<(), Failure> {
     match resource {
         Resource::Stream { name } => {
             let summary = aws
@@ -175,14 +249,14 @@ async fn verify_one(aws: &AwsClients, resource: &Resource) -> Result<(), String>
                 .stream_name(name)
                 .send()
                 .await
-                .map_err(|e| describe_sdk_error(&e))?;
+                .map_err(sdk_failure)?;
             let status = summary
                 .stream_description_summary()
                 .map(|s| s.stream_status().as_str().to_string())
                 .unwrap_or_default();
             match status.as_str() {
                 "ACTIVE" | "UPDATING" => Ok(()),
-                other => Err(format!("status {other}")),
+                other => Err(format!("status {other}").into()),
             }
         }
         Resource::Bucket { name } => aws
@@ -192,19 +266,19 @@ async fn verify_one(aws: &AwsClients, resource: &Resource) -> Result<(), String>
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| describe_sdk_error(&e)),
+            .map_err(sdk_failure),
         Resource::Table(spec) => verify_table(aws, spec).await,
     }
 }
 
-async fn verify_table(aws: &AwsClients, spec: &TableSpec) -> Result<(), String> {
+async fn verify_table(aws: &AwsClients, spec: &TableSpec) -> Result<(), Failure> {
     let client = aws.dynamodb();
     let output = client
         .describe_table()
         .table_name(&spec.name)
         .send()
         .await
-        .map_err(|e| describe_sdk_error(&e))?;
+        .map_err(sdk_failure)?;
     let table = output.table().ok_or("no table description")?;
     check_table_shape(table, spec)?;
     if let Some(attribute) = spec.ttl_attribute {
@@ -213,14 +287,14 @@ async fn verify_table(aws: &AwsClients, spec: &TableSpec) -> Result<(), String> 
             .table_name(&spec.name)
             .send()
             .await
-            .map_err(|e| describe_sdk_error(&e))?;
+            .map_err(sdk_failure)?;
         let description = ttl.time_to_live_description();
         let on = description
             .and_then(|d| d.time_to_live_status())
             .is_some_and(|s| s.as_str() == "ENABLED" || s.as_str() == "ENABLING");
         let same = description.and_then(|d| d.attribute_name()) == Some(attribute);
         if !(on && same) {
-            return Err(format!("needs TTL on attribute {attribute}"));
+            return Err(format!("needs TTL on attribute {attribute}").into());
         }
     }
     Ok(())

@@ -47,13 +47,7 @@ where
     let message = pipeline_runtime::resources::describe_sdk_error(&error);
     let kind = match &error {
         SdkError::ServiceError(service) => match service.err().code() {
-            Some(
-                "ProvisionedThroughputExceededException"
-                | "LimitExceededException"
-                | "ThrottlingException"
-                | "RequestLimitExceeded"
-                | "KMSThrottlingException",
-            ) => ErrorKind::Throttled,
+            Some(code) if pipeline_runtime::resources::THROTTLING_CODES.contains(&code) => ErrorKind::Throttled,
             Some("ConditionalCheckFailedException" | "TransactionConflictException") => ErrorKind::Conflict,
             Some("ExpiredIteratorException") => ErrorKind::ExpiredIterator,
             Some("TrimmedDataAccessException") => ErrorKind::Trimmed,

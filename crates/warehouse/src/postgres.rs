@@ -4,6 +4,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -35,6 +36,10 @@ pub struct PostgresWarehouse {
     client: Mutex<Option<Arc<Client>>>,
     /// One load at a time on the connection (a transaction owns it while it runs).
     loading: Mutex<()>,
+    /// Set while a transaction runs. Still set when the next one starts means the
+    /// last was abandoned mid-way (its future dropped, or a panic) with the
+    /// transaction open on the connection.
+    in_transaction: AtomicBool,
 }
 
 impl PostgresWarehouse {
@@ -45,6 +50,7 @@ impl PostgresWarehouse {
             s3,
             client: Mutex::new(None),
             loading: Mutex::new(()),
+            in_transaction: AtomicBool::new(false),
         }
     }
 
@@ -98,15 +104,41 @@ impl PostgresWarehouse {
         Ok(client)
     }
 
+    /// The connection for work under `loading`: a fresh one when the last transaction
+    /// was abandoned, since the server still holds it open on the old connection
+    /// (closing that connection rolls it back).
+    async fn session(&self) -> Result<Arc<Client>, WarehouseError> {
+        if self.in_transaction.swap(false, Ordering::SeqCst) {
+            tracing::warn!("the last warehouse transaction was abandoned; reconnecting");
+            *self.client.lock().await = None;
+        }
+        self.client().await
+    }
+
+    /// [`Self::session`] for a transaction, which [`Self::end_transaction`] ends.
+    async fn transaction_client(&self) -> Result<Arc<Client>, WarehouseError> {
+        let client = self.session().await?;
+        self.in_transaction.store(true, Ordering::SeqCst);
+        Ok(client)
+    }
+
+    /// Ends a transaction started on [`Self::transaction_client`]'s connection,
+    /// rolling it back when it failed.
+    async fn end_transaction<T>(&self, client: &Client, result: &Result<T, WarehouseError>) {
+        if result.is_err() {
+            // Leave no half-open transaction behind on a shared connection.
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        self.in_transaction.store(false, Ordering::SeqCst);
+    }
+
     /// Applies the missing migrations in one transaction, under an advisory lock so
     /// that services starting together do not race on `CREATE TABLE`.
     pub async fn migrate(&self) -> Result<u32, WarehouseError> {
         let _one_at_a_time = self.loading.lock().await;
-        let client = self.client().await?;
+        let client = self.transaction_client().await?;
         let result = Self::migrate_with(&client).await;
-        if result.is_err() {
-            let _ = client.batch_execute("ROLLBACK").await;
-        }
+        self.end_transaction(&client, &result).await;
         result
     }
 
@@ -145,7 +177,7 @@ impl PostgresWarehouse {
 
     pub async fn execute(&self, statement: &str) -> Result<(), WarehouseError> {
         let _one_at_a_time = self.loading.lock().await;
-        let client = self.client().await?;
+        let client = self.session().await?;
         client
             .batch_execute(statement)
             .await
@@ -213,12 +245,9 @@ impl PostgresWarehouse {
 
     pub async fn load(&self, batch: &LoadBatch) -> Result<LoadReport, WarehouseError> {
         let _one_at_a_time = self.loading.lock().await;
-        let client = self.client().await?;
+        let client = self.transaction_client().await?;
         let result = self.load_with(&client, batch).await;
-        if result.is_err() {
-            // Leave no half-open transaction behind on a shared connection.
-            let _ = client.batch_execute("ROLLBACK").await;
-        }
+        self.end_transaction(&client, &result).await;
         result
     }
 
@@ -314,7 +343,12 @@ impl PostgresWarehouse {
             .query_one(&insert, &[])
             .await
             .map_err(|e| WarehouseError::statement(&insert, ServerMessage(&e)))?;
-        let (staged, distinct, inserted): (i64, i64, i64) = (counts.get(0), counts.get(1), counts.get(2));
+        let count = |column: usize| {
+            counts
+                .try_get::<_, i64>(column)
+                .map_err(|e| WarehouseError::statement(&insert, ServerMessage(&e)))
+        };
+        let (staged, distinct, inserted) = (count(0)?, count(1)?, count(2)?);
         let deduplicated = phase.elapsed();
         let record = sql::record_files(Dialect::Postgres, &recorded);
         client

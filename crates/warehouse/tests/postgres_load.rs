@@ -184,3 +184,33 @@ async fn a_corrupt_or_missing_file_fails_the_whole_load_naming_the_file() {
     let report = f.warehouse.load(&f.batch(&[&good])).await.expect("load good");
     assert_eq!(report.rows_inserted, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_abandoned_midway_leaves_no_open_transaction_behind() {
+    let f = fixture().await;
+    let all = ids(2_000);
+    let mut files = Vec::new();
+    for (n, chunk) in all.chunks(100).enumerate() {
+        let events: Vec<Vec<u8>> = chunk.iter().map(|id| event(id, ARRIVAL)).collect();
+        files.push(batch_file(&f.aws, &f.bucket, &format!("events/{n}.gzip"), &events).await);
+    }
+    let pointers: Vec<&FilePointer> = files.iter().collect();
+    // Dropped while its transaction is open (a shutdown deadline, a cancelled task).
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::from_millis(30),
+        f.warehouse.load(&f.batch(&pointers)),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the load was still running when it was dropped");
+    assert_eq!(f.count("SELECT COUNT(*) FROM events").await, 0);
+    let report = f
+        .warehouse
+        .load(&f.batch(&pointers))
+        .await
+        .expect("the next load runs in a clean session");
+    assert_eq!(report.rows_inserted, all.len() as u64);
+    f.warehouse
+        .execute("VACUUM events")
+        .await
+        .expect("no transaction is left open for statements that refuse one");
+}

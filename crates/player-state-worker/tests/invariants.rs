@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use pipeline_runtime::AwsClients;
 use pipeline_tests::process::ServiceProcess;
 use pipeline_tests::resources::Resources;
@@ -96,44 +95,26 @@ fn truth(sent: &[Sent]) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn scan(aws: &AwsClients, table: &str) -> Vec<HashMap<String, AttributeValue>> {
-    let pages: Vec<_> = aws
-        .dynamodb()
-        .scan()
-        .table_name(table)
-        .consistent_read(true)
-        .into_paginator()
-        .items()
-        .send()
-        .collect()
-        .await;
-    pages.into_iter().map(|item| item.expect("scan")).collect()
-}
-
-fn text(item: &HashMap<String, AttributeValue>, name: &str) -> String {
-    item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
-}
-
 async fn player_levels(aws: &AwsClients, table: &str) -> BTreeMap<String, String> {
-    scan(aws, table)
+    stack::scan_table(aws, table)
         .await
+        .expect("scan PlayerState")
         .iter()
-        .map(|item| (text(item, "playerId"), text(item, "levelId")))
+        .map(|item| (stack::item_text(item, "playerId"), stack::item_text(item, "levelId")))
         .collect()
 }
 
 /// LevelState counts, levels at zero left out.
 async fn level_counts(aws: &AwsClients, table: &str) -> BTreeMap<String, i64> {
-    scan(aws, table)
+    stack::scan_table(aws, table)
         .await
+        .expect("scan LevelState")
         .iter()
         .map(|item| {
-            let count = item
-                .get("playerCount")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            (text(item, "levelId"), count)
+            (
+                stack::item_text(item, "levelId"),
+                stack::item_number(item, "playerCount").unwrap_or(0),
+            )
         })
         .filter(|(_, count)| *count != 0)
         .collect()

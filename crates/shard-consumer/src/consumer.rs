@@ -421,7 +421,8 @@ pub struct ShardLeasePlan {
 ///   starts at the configured initial position. With LATEST or AT_TIMESTAMP, closed
 ///   shards without a lease are skipped: their records are all older than the start.
 /// - A lease at SHARD_END is deleted once each of its shard's children has a lease
-///   that moved past its starting point (or the shard left the stream).
+///   that moved past its starting point (or the shard left the stream); a closed shard
+///   whose child has a lease never gets a lease again.
 pub fn plan_shard_leases(shards: &[Shard], leases: &[Lease], initial: InitialPosition) -> ShardLeasePlan {
     let leased: HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
     let in_stream: HashSet<&str> = shards.iter().map(|s| s.id.as_str()).collect();
@@ -430,6 +431,15 @@ pub fn plan_shard_leases(shards: &[Shard], leases: &[Lease], initial: InitialPos
     ordered.sort_by(|a, b| a.id.cmp(&b.id));
     for shard in ordered {
         if leased.contains(shard.id.as_str()) {
+            continue;
+        }
+        // A closed shard whose child has a lease was read to its end: its own lease was
+        // deleted once the children started. A new one would read it all again and hold
+        // its children back meanwhile.
+        let child_leased = shards
+            .iter()
+            .any(|s| s.parent_ids.contains(&shard.id) && leased.contains(s.id.as_str()));
+        if shard.closed && child_leased {
             continue;
         }
         let has_parent_in_stream = shard
@@ -552,6 +562,28 @@ mod tests {
         assert_eq!(
             plan_shard_leases(&shards, &leases, InitialPosition::TrimHorizon).delete,
             vec!["s0".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_finished_shard_whose_lease_was_deleted_is_not_leased_again() {
+        // A split then a merge: s0 -> s1 + s2, then s2 + s3 -> s4 (s3 an original shard).
+        let shards = [
+            shard("s0", &[], true),
+            shard("s1", &["s0"], false),
+            shard("s2", &["s0"], true),
+            shard("s3", &[], true),
+            shard("s4", &["s2", "s3"], false),
+        ];
+        // Every finished lease was cleaned up once its children started.
+        let leases = [
+            Lease::new("s1", at("20"), vec!["s0".into()]),
+            Lease::new("s4", at("30"), vec!["s2".into(), "s3".into()]),
+        ];
+        assert_eq!(
+            plan_shard_leases(&shards, &leases, InitialPosition::TrimHorizon),
+            ShardLeasePlan::default(),
+            "re-creating s0, s2 or s3 would read them again and hold s1 and s4 back"
         );
     }
 }

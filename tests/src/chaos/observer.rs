@@ -3,7 +3,7 @@
 //! may ever move back), and the lease tables' checkpoints (which shards were read to
 //! their end, even after their leases are cleaned up).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +24,8 @@ pub struct Observations {
     pub checkpoints: BTreeMap<(String, String), String>,
     /// (lease table, shard) pairs seen at SHARD_END.
     pub ended: HashSet<(String, String)>,
+    /// Shards seen at SHARD_END and later with a lease elsewhere again: read twice.
+    pub read_again: BTreeSet<(String, String)>,
     /// Scans that failed (the emulator was busy); they are skipped, not fatal.
     pub failed_scans: u64,
 }
@@ -100,6 +102,8 @@ async fn poll(aws: &AwsClients, tables: &Watched, seen: &mut Observations, last_
                     let checkpoint = item_text(&item, "checkpoint");
                     if checkpoint == "SHARD_END" {
                         seen.ended.insert(key.clone());
+                    } else if seen.ended.contains(&key) {
+                        seen.read_again.insert(key.clone());
                     }
                     seen.checkpoints.insert(key, checkpoint);
                 }

@@ -47,6 +47,12 @@ impl Report {
                 self.seen.moved_back
             ));
         }
+        if !self.seen.read_again.is_empty() {
+            problems.push(format!(
+                "finished shards leased and read again: {:?}",
+                self.seen.read_again
+            ));
+        }
         if !self.crashes.is_empty() {
             problems.push(format!("instances exited on their own: {:?}", self.crashes));
         }
@@ -147,9 +153,10 @@ impl Report {
                 "shards read",
                 (verdict.shards_checked - verdict.shards_unread.len()).to_string(),
                 format!(
-                    "of {} (shard, application) pairs read to their end: {}",
+                    "of {} (shard, application) pairs read to their end: {}; finished shards read again: {}",
                     verdict.shards_checked,
-                    mark(verdict.shards_unread.is_empty())
+                    mark(verdict.shards_unread.is_empty()),
+                    self.seen.read_again.len()
                 ),
             ),
             (

@@ -33,25 +33,52 @@ pub enum Fault {
     ServerErrorAfter,
 }
 
-/// Requests seen and faults injected so far.
+/// Requests seen and faults injected so far, counted as they happen.
 #[derive(Debug, Default)]
 pub struct FaultCounts {
-    pub requests: AtomicU64,
-    pub throttled: AtomicU64,
-    pub failed_before: AtomicU64,
-    pub failed_after: AtomicU64,
+    requests: AtomicU64,
+    throttled: AtomicU64,
+    failed_before: AtomicU64,
+    failed_after: AtomicU64,
+}
+
+/// What [`FaultCounts`] held at one moment; tallies of several proxies add up.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FaultTally {
+    pub requests: u64,
+    pub throttled: u64,
+    pub failed_before: u64,
+    pub failed_after: u64,
+}
+
+impl FaultTally {
+    /// Every injected fault.
+    pub fn faults(&self) -> u64 {
+        self.throttled + self.failed_before + self.failed_after
+    }
+}
+
+impl std::ops::Add for FaultTally {
+    type Output = FaultTally;
+
+    fn add(self, other: FaultTally) -> FaultTally {
+        FaultTally {
+            requests: self.requests + other.requests,
+            throttled: self.throttled + other.throttled,
+            failed_before: self.failed_before + other.failed_before,
+            failed_after: self.failed_after + other.failed_after,
+        }
+    }
 }
 
 impl FaultCounts {
-    /// Every injected fault.
-    pub fn faults(&self) -> u64 {
-        self.throttled.load(Ordering::Relaxed)
-            + self.failed_before.load(Ordering::Relaxed)
-            + self.failed_after.load(Ordering::Relaxed)
-    }
-
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+    pub fn tally(&self) -> FaultTally {
+        FaultTally {
+            requests: self.requests.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            failed_before: self.failed_before.load(Ordering::Relaxed),
+            failed_after: self.failed_after.load(Ordering::Relaxed),
+        }
     }
 }
 

@@ -47,7 +47,8 @@ pub struct WarehouseSchema {
     pub sql: tokio_postgres::Client,
 }
 
-async fn connect_warehouse(url: &str) -> tokio_postgres::Client {
+/// A connection to the local warehouse (`url` may set a `search_path`).
+pub async fn connect_warehouse(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connect to the local warehouse");

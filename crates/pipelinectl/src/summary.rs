@@ -252,6 +252,18 @@ impl RejectCounts {
 /// Counts the rejected records of one `errors/` file by reason.
 async fn rejected_in(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut reasons = BTreeMap::new();
+    for record in rejected_records(s3, bucket, key).await? {
+        *reasons.entry(record.reason).or_insert(0) += 1;
+    }
+    Ok(reasons)
+}
+
+/// The rejected records of one `errors/` file (gzipped JSON lines).
+pub async fn rejected_records(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Result<Vec<event_model::RejectedRecord>> {
     let body = s3
         .get_object()
         .bucket(bucket)
@@ -273,12 +285,13 @@ async fn rejected_in(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> anyhow
     flate2::read::MultiGzDecoder::new(&body[..])
         .read_to_end(&mut text)
         .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key} is not gzip: {e}"))?;
-    for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let record: event_model::RejectedRecord = serde_json::from_slice(line)
-            .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key} holds a line that is not a rejected record: {e}"))?;
-        *reasons.entry(record.reason).or_insert(0) += 1;
-    }
-    Ok(reasons)
+    text.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            serde_json::from_slice(line)
+                .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key} holds a line that is not a rejected record: {e}"))
+        })
+        .collect()
 }
 
 /// Reads everything the summary shows, once (error files already in `rejects` are not

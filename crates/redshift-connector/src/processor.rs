@@ -165,7 +165,9 @@ impl RecordProcessor<KinesisRecord> for Loader {
                 continue;
             }
             match FilePointer::from_json(&record.data) {
-                // A producer's retried put can publish one pointer twice, even in one load.
+                // A producer's retried put can publish one pointer twice, even in one load;
+                // the batch is built here for both back ends (and the Redshift manifest), so
+                // here is where a file is kept once. (At most LOAD_MAX_FILES to compare.)
                 Ok(pointer) if self.pointers.iter().any(|p| p.key == pointer.key) => {
                     self.shared.metrics.count("DuplicatePointers", 1, &[]);
                     tracing::info!(key = %pointer.key, sequence = %record.position, "pointer already pending; skipped");

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: settings from env vars and `--flags`, with errors that name the variable;
 //! - [`aws`]: AWS SDK clients built in one place, with per-service endpoint overrides;
+//! - [`backoff`]: exponential backoff with jitter, for every retry loop;
 //! - [`logging`]: JSON lines through `tracing` (text on a terminal);
 //! - [`metrics`]: CloudWatch Embedded Metric Format on stdout;
 //! - [`shutdown`]: SIGTERM / SIGINT cancel a `CancellationToken`;
@@ -9,6 +10,7 @@
 //! - [`service`]: the wiring of all of the above around a service's `run`.
 
 pub mod aws;
+pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod health;

@@ -11,6 +11,7 @@ use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::aws::AwsClients;
+use crate::backoff::Backoff;
 
 /// The type of a DynamoDB key attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,18 +171,18 @@ const TRANSIENT_CHECK_BUDGET: Duration = Duration::from_secs(60);
 /// fail a service whose resources are fine.
 pub async fn require(aws: &AwsClients, resources: &[Resource]) -> Result<(), MissingResources> {
     let started = Instant::now();
-    let mut delay = Duration::from_millis(250);
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(8));
     loop {
         let problems = verify(aws, resources).await;
         if problems.is_empty() {
             return Ok(());
         }
+        let delay = backoff.next_delay();
         if problems.iter().any(|p| !p.transient) || started.elapsed() + delay > TRANSIENT_CHECK_BUDGET {
             return Err(MissingResources(problems));
         }
         tracing::warn!(problems = %MissingResources(problems), "resource checks failed for a passing reason; checking again");
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(8));
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::assignment::{self, ExpiryTracker, TakeInput};
+use crate::backoff::Backoff;
 use crate::config::{ConfigError, ConsumerConfig, InitialPosition};
 use crate::error::AwsError;
 use crate::lease::Lease;
@@ -45,11 +46,11 @@ impl ConsumerError {
 
 /// Start-up steps retry transient failures with backoff; a permanent failure fails the
 /// start at once.
-struct StartRetry(crate::backoff::Backoff);
+struct StartRetry(Backoff);
 
 impl StartRetry {
     fn new() -> Self {
-        Self(crate::backoff::Backoff::new(
+        Self(Backoff::new(
             std::time::Duration::from_millis(200),
             std::time::Duration::from_secs(10),
         ))

@@ -15,7 +15,8 @@
 
 pub mod args;
 pub mod assignment;
-pub mod backoff;
+// Backoff lives with the runtime (start-up checks retry too); its old path still works.
+pub use pipeline_runtime::backoff;
 pub mod config;
 pub mod consumer;
 pub mod dynamodb_streams;

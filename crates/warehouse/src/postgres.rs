@@ -274,13 +274,7 @@ impl PostgresWarehouse {
                 .map(|row| row.get(0))
                 .collect()
         };
-        // A key twice in one batch (a pointer published twice) is loaded once.
-        let mut seen = std::collections::HashSet::new();
-        let todo: Vec<_> = batch
-            .files
-            .iter()
-            .filter(|f| !loaded.contains(&f.key) && seen.insert(f.key.as_str()))
-            .collect();
+        let todo: Vec<_> = batch.files.iter().filter(|f| !loaded.contains(&f.key)).collect();
         report.files_skipped = (batch.files.len() - todo.len()) as u64;
         if todo.is_empty() {
             run("COMMIT").await?;

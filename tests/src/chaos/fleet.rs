@@ -73,12 +73,9 @@ impl Fleet {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// How many instances run (each is killed by its index).
+    pub fn instance_count(&self) -> usize {
         self.instances.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.instances.is_empty()
     }
 
     /// SIGKILLs instance `index` (no flush, no checkpoint, no lease release) and starts

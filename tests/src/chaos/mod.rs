@@ -33,7 +33,7 @@ use crate::stack;
 use fleet::Fleet;
 use observer::{Observations, Watched};
 pub use report::Report;
-use verdict::{Checked, Checker, Readers, Sent};
+use verdict::{Checked, Checker, Readers};
 
 /// How hard and how long the chaos is.
 #[derive(Debug, Clone, Args)]
@@ -189,7 +189,7 @@ fn drive(
         }
         if Instant::now() >= next_kill {
             if victims.is_empty() {
-                victims = (0..fleet.len()).collect();
+                victims = (0..fleet.instance_count()).collect();
                 rng.shuffle(&mut victims);
             }
             let victim = victims.pop().unwrap_or_default();
@@ -273,17 +273,16 @@ pub async fn run(args: &ChaosArgs) -> Report {
     };
 
     let kpl_rate = (args.rate as f64 * args.kpl_share).round() as u64;
-    let plain = generator_args(&stream, args, args.rate - kpl_rate, args.seed, 0);
+    let plain = generator_args(&stream, args, args.rate.saturating_sub(kpl_rate), args.seed, 0);
     let kpl = generator_args(&stream, args, kpl_rate.max(1), args.seed.wrapping_add(7), 4);
     let (plain_sent, kpl_sent) = tokio::join!(
         generate::run(Some(aws.kinesis()), &plain),
         generate::run(Some(aws.kinesis()), &kpl),
     );
-    let mut sent = Sent::default();
-    sent.add(&plain_sent.expect("the plain generator sends"), false);
-    if kpl_rate > 0 {
-        sent.add(&kpl_sent.expect("the KPL generator sends"), true);
-    }
+    let plain_sent = plain_sent.expect("the plain generator sends");
+    let kpl_sent = kpl_sent.expect("the KPL generator sends");
+    let kpl_events = kpl_sent.events;
+    let sent = plain_sent + kpl_sent;
 
     stop_driver.store(true, Ordering::Relaxed);
     let Driven { mut fleet, reshards } = driver.await.expect("the chaos driver");
@@ -292,7 +291,7 @@ pub async fn run(args: &ChaosArgs) -> Report {
     let drained = Instant::now();
     let mut checker = Checker::new(
         aws.clone(),
-        schema_client(&schema.url).await,
+        stack::connect_warehouse(&schema.url).await,
         Checked {
             bucket: resources.name("BUCKET").into(),
             level_state: resources.name("LEVEL_STATE_TABLE").into(),
@@ -350,26 +349,13 @@ pub async fn run(args: &ChaosArgs) -> Report {
         .await
         .expect("stop the fleet");
 
-    let counts = |proxy: &FaultProxy| {
-        let c = &proxy.counts;
-        [
-            c.requests(),
-            c.throttled.load(Ordering::Relaxed),
-            c.failed_before.load(Ordering::Relaxed),
-            c.failed_after.load(Ordering::Relaxed),
-        ]
-    };
-    let (k, m) = (counts(&kinesis_proxy), counts(&moto_proxy));
     let report = Report {
         args: args.clone(),
         sent,
+        kpl_events,
         kills,
         reshards,
-        aws_calls: k[0] + m[0],
-        faults: kinesis_proxy.counts.faults() + moto_proxy.counts.faults(),
-        throttled: k[1] + m[1],
-        failed_before: k[2] + m[2],
-        failed_after: k[3] + m[3],
+        faults: kinesis_proxy.counts.tally() + moto_proxy.counts.tally(),
         verdict,
         seen,
         crashes,
@@ -379,12 +365,4 @@ pub async fn run(args: &ChaosArgs) -> Report {
     resources.delete(&aws).await;
     schema.drop_all().await;
     report
-}
-
-async fn schema_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the warehouse");
-    tokio::spawn(connection);
-    client
 }

@@ -5,20 +5,22 @@ use std::time::Duration;
 
 use super::ChaosArgs;
 use super::observer::Observations;
-use super::verdict::{Sent, Verdict};
+use super::verdict::Verdict;
+use crate::fault_proxy::FaultTally;
+use pipelinectl::generate::Summary as Sent;
 
 /// Everything the run did and measured.
 #[derive(Debug)]
 pub struct Report {
     pub args: ChaosArgs,
+    /// What the generators sent, together.
     pub sent: Sent,
+    /// Events the KPL generator sent (aggregated).
+    pub kpl_events: u64,
     pub kills: BTreeMap<&'static str, u64>,
     pub reshards: Vec<String>,
-    pub aws_calls: u64,
-    pub faults: u64,
-    pub throttled: u64,
-    pub failed_before: u64,
-    pub failed_after: u64,
+    /// The services' AWS calls and the faults injected into them, both proxies together.
+    pub faults: FaultTally,
     pub verdict: Verdict,
     pub seen: Observations,
     pub crashes: Vec<String>,
@@ -62,12 +64,15 @@ impl Report {
                 self.unclean_stops
             ));
         }
-        if self.kills_total() == 0 || self.reshards.len() != 2 || (self.args.fault_rate > 0.0 && self.faults == 0) {
+        if self.kills_total() == 0
+            || self.reshards.len() != 2
+            || (self.args.fault_rate > 0.0 && self.faults.faults() == 0)
+        {
             problems.push(format!(
                 "the chaos did not happen: {} kills, reshards {:?}, {} faults",
                 self.kills_total(),
                 self.reshards,
-                self.faults
+                self.faults.faults()
             ));
         }
         if self.verdict.shards_checked == 0 {
@@ -87,7 +92,7 @@ impl Report {
             .map(|(service, n)| format!("{service} {n}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let rows_ok = verdict.rows == i64::try_from(sent.distinct_valid).unwrap_or(i64::MAX)
+        let rows_ok = verdict.rows == i64::try_from(sent.distinct_valid()).unwrap_or(i64::MAX)
             && verdict.rows == verdict.distinct_rows;
         let rows = [
             (
@@ -95,7 +100,7 @@ impl Report {
                 sent.events.to_string(),
                 format!(
                     "{} s at {} ev/s, {} of them in KPL aggregates, {} out of order",
-                    self.args.send_secs, self.args.rate, sent.kpl_events, sent.out_of_order
+                    self.args.send_secs, self.args.rate, self.kpl_events, sent.out_of_order
                 ),
             ),
             ("duplicates", sent.duplicates.to_string(), "events sent twice".into()),
@@ -112,10 +117,10 @@ impl Report {
             ("reshards", self.reshards.len().to_string(), self.reshards.join("; ")),
             (
                 "injected faults",
-                self.faults.to_string(),
+                self.faults.faults().to_string(),
                 format!(
                     "of {} AWS calls: {} throttled, {} failed before, {} failed after the emulator did the work",
-                    self.aws_calls, self.throttled, self.failed_before, self.failed_after
+                    self.faults.requests, self.faults.throttled, self.faults.failed_before, self.faults.failed_after
                 ),
             ),
             (
@@ -123,7 +128,7 @@ impl Report {
                 verdict.rows.to_string(),
                 format!(
                     "= distinct valid events sent {}: {}",
-                    sent.distinct_valid,
+                    sent.distinct_valid(),
                     mark(rows_ok)
                 ),
             ),

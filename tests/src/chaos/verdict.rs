@@ -3,36 +3,12 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Read;
 
 use pipeline_runtime::AwsClients;
 
 use super::observer::Observations;
 use crate::stack::{item_number, item_text, list_shards, read_shard, scan_table};
-
-/// What the generators sent, summed.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Sent {
-    pub events: u64,
-    pub duplicates: u64,
-    pub out_of_order: u64,
-    pub malformed_records: u64,
-    pub distinct_valid: u64,
-    pub kpl_events: u64,
-}
-
-impl Sent {
-    pub fn add(&mut self, summary: &pipelinectl::generate::Summary, kpl: bool) {
-        self.events += summary.events;
-        self.duplicates += summary.duplicates;
-        self.out_of_order += summary.out_of_order;
-        self.malformed_records += summary.malformed_records;
-        self.distinct_valid += summary.distinct_valid();
-        if kpl {
-            self.kpl_events += summary.events;
-        }
-    }
-}
+use pipelinectl::generate::Summary as Sent;
 
 /// The measured state against what was sent.
 #[derive(Debug, Default, Clone)]
@@ -66,11 +42,13 @@ impl Verdict {
     /// The invariants that do not hold, one line each.
     pub fn problems(&self, sent: &Sent) -> Vec<String> {
         let mut problems = Vec::new();
-        let distinct_valid = i64::try_from(sent.distinct_valid).unwrap_or(i64::MAX);
+        let distinct_valid = i64::try_from(sent.distinct_valid()).unwrap_or(i64::MAX);
         if self.rows != distinct_valid || self.distinct_rows != self.rows {
             problems.push(format!(
                 "warehouse rows {} ({} distinct ids) != distinct valid events sent {}",
-                self.rows, self.distinct_rows, sent.distinct_valid
+                self.rows,
+                self.distinct_rows,
+                sent.distinct_valid()
             ));
         }
         if self.rejects != sent.malformed_records {
@@ -179,26 +157,11 @@ impl Checker {
             if self.rejected_by_file.contains_key(key) {
                 continue;
             }
-            let body = s3
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(|e| format!("{key}: {e}"))?
-                .body
-                .collect()
-                .await
-                .map_err(|e| format!("{key}: {e}"))?
-                .into_bytes();
-            let mut text = Vec::new();
-            flate2::read::MultiGzDecoder::new(&body[..])
-                .read_to_end(&mut text)
-                .map_err(|e| format!("{key} is not gzip: {e}"))?;
             let mut records = Vec::new();
-            for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let record: event_model::RejectedRecord =
-                    serde_json::from_slice(line).map_err(|e| format!("{key}: not a rejected record: {e}"))?;
+            for record in pipelinectl::summary::rejected_records(&s3, bucket, key)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 if record.reason.is_empty() {
                     return Err(format!("{key}: a rejected record without a reason"));
                 }

@@ -121,6 +121,23 @@ pub struct Summary {
     pub retried_entries: u64,
 }
 
+/// What several generators sent together (they draw distinct event ids).
+impl std::ops::Add for Summary {
+    type Output = Summary;
+
+    fn add(self, other: Summary) -> Summary {
+        Summary {
+            events: self.events + other.events,
+            duplicates: self.duplicates + other.duplicates,
+            out_of_order: self.out_of_order + other.out_of_order,
+            malformed: self.malformed + other.malformed,
+            malformed_records: self.malformed_records + other.malformed_records,
+            records_put: self.records_put + other.records_put,
+            retried_entries: self.retried_entries + other.retried_entries,
+        }
+    }
+}
+
 impl Summary {
     /// Valid events with distinct ids: what the warehouse must end up holding.
     pub fn distinct_valid(&self) -> u64 {

@@ -67,11 +67,28 @@ fn action(sdk: &str, prefix: &str, operation: &str) -> String {
     format!("{prefix}:{pascal}")
 }
 
+/// The target triple rustc builds for here, from `rustc -vV`.
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let output = std::process::Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .expect("a host line in rustc -vV")
+        .to_string()
+}
+
 /// Operation names of each SDK crate in the lock file (the `src/operation/` modules).
 fn sdk_operations() -> BTreeMap<&'static str, BTreeSet<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Offline, so only what this build downloaded is on disk: the host's packages. Without
+    // the filter, cargo wants every platform's packages in the lock file (issue 14).
     let output = std::process::Command::new(cargo)
         .args(["metadata", "--format-version=1", "--locked", "--offline"])
+        .args(["--filter-platform", &host_triple()])
         .current_dir(root())
         .output()
         .expect("cargo metadata");

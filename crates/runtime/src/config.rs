@@ -93,7 +93,7 @@ pub struct ServiceArgs {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "auto")]
     pub log_format: LogFormat,
 
-    /// Log filter in `tracing` directive syntax, for example `info` or `info,shard_consumer=debug`.
+    /// Log filter: a level, then `target=level` pairs, for example `info` or `info,shard_consumer=debug`.
     #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = parse_log_filter)]
     pub log_level: String,
 
@@ -118,7 +118,8 @@ pub struct ServiceArgs {
 }
 
 fn parse_log_filter(value: &str) -> Result<String, String> {
-    tracing_subscriber::EnvFilter::try_new(value)
+    value
+        .parse::<tracing_subscriber::filter::Targets>()
         .map(|_| value.to_string())
         .map_err(|e| e.to_string())
 }

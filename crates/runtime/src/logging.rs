@@ -2,7 +2,9 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 
@@ -20,25 +22,28 @@ pub enum LoggingError {
 /// JSON events are flattened (`{"timestamp":…,"level":…,"fields":…}` becomes one level of
 /// keys) so CloudWatch Logs Insights can filter on them directly.
 pub fn init(format: LogFormat, filter: &str) -> Result<(), LoggingError> {
-    let filter = EnvFilter::try_new(filter)?;
+    let filter: Targets = filter.parse()?;
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stdout)
         .with_target(true);
+    let registry = tracing_subscriber::registry().with(filter);
     let result = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+        registry
+            .with(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+            )
             .try_init()
     } else {
-        builder.try_init()
+        registry.with(layer).try_init()
     };
     result.map_err(|_| LoggingError::AlreadyInstalled)
 }

@@ -6,6 +6,12 @@
 //! A load is one transaction: stage the batch files, keep the first copy of each
 //! event id, drop ids the table already holds within the batch's time window, insert,
 //! record the files in `loaded_files`. Replaying a load inserts nothing.
+//!
+//! Every error has a kind ([`WarehouseError`] is [`Classified`]): PostgreSQL's by
+//! SQLSTATE ([`sqlstate_kind`]), AWS calls' by error code and status. A load that one
+//! batch file makes impossible names that file ([`WarehouseError::file`]), so a loader
+//! can set it aside and load the rest. [`check_max_files`] says how many files one load
+//! can take.
 
 pub mod config;
 pub mod manifest;
@@ -17,8 +23,10 @@ pub mod schema;
 pub mod sql;
 
 use event_model::FilePointer;
+use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
 
 pub use config::WarehouseArgs;
+pub use redshift_data::check_max_files;
 pub use schema::Dialect;
 pub use sql::Maintenance;
 
@@ -45,31 +53,173 @@ pub struct LoadReport {
     pub rows_inserted: u64,
 }
 
-/// Why the warehouse refused or failed.
+/// Why the warehouse refused or failed. Every error has a kind ([`Classified`]):
+/// retry throttled and transient ones, quarantine the input of a permanent one (see
+/// [`WarehouseError::file`]), stop on a fatal one.
 #[derive(Debug, thiserror::Error)]
 pub enum WarehouseError {
-    #[error("batch file s3://{bucket}/{key}: {reason}")]
+    /// A batch file could not be read or loaded: a missing or corrupt object or a bad
+    /// line (permanent), or S3 failing to serve it (the S3 error's kind).
+    #[error("batch file s3://{bucket}/{key}{}: {reason}", line.map(|n| format!(" line {n}")).unwrap_or_default())]
     File {
         bucket: String,
         key: String,
+        /// The line the reason is about (1-based, counting every line of the file).
+        line: Option<u64>,
         reason: String,
+        kind: ErrorKind,
     },
+    /// The warehouse refused or failed a statement. `message` carries the server's
+    /// words and, from PostgreSQL, its severity and SQLSTATE.
     #[error("statement failed: {statement}: {message}")]
-    Statement { statement: String, message: String },
-    #[error("cannot connect to the warehouse: {0}")]
-    Connect(String),
+    Statement {
+        statement: String,
+        /// PostgreSQL's SQLSTATE; the Data API reports none.
+        sqlstate: Option<String>,
+        message: String,
+        kind: ErrorKind,
+    },
+    /// An AWS call failed: the Data API running `context` (a statement), or S3
+    /// writing `context` (an object).
+    #[error("{context}: {}", error.explain())]
+    Aws { context: String, error: AwsError },
+    #[error("cannot connect to the warehouse: {message}")]
+    Connect { message: String, kind: ErrorKind },
+    /// A request the warehouse cannot take as it is configured (a load of more files
+    /// than one transaction holds): fatal.
     #[error("{0}")]
-    Api(String),
+    Refused(String),
+}
+
+/// The batch file a permanent failure is about (see [`WarehouseError::file`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileFault<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    /// The failing line, when one was found (1-based).
+    pub line: Option<u64>,
+    pub reason: &'a str,
+}
+
+impl Classified for WarehouseError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            WarehouseError::File { kind, .. }
+            | WarehouseError::Statement { kind, .. }
+            | WarehouseError::Connect { kind, .. } => *kind,
+            WarehouseError::Aws { error, .. } => error.kind,
+            WarehouseError::Refused(_) => ErrorKind::Fatal,
+        }
+    }
 }
 
 impl WarehouseError {
-    pub(crate) fn statement(statement: &str, error: impl std::fmt::Display) -> Self {
-        let statement: String = statement.split_whitespace().collect::<Vec<_>>().join(" ");
-        let statement = statement.chars().take(200).collect();
-        WarehouseError::Statement {
-            statement,
-            message: error.to_string(),
+    /// The one batch file that makes this load impossible, when there is one: a
+    /// missing or corrupt object, a line the warehouse cannot take, a key too long to
+    /// be ours. The rest of the batch may load without it, so a caller quarantines
+    /// (dead-letters) that file's pointer, after a retry window if it wants to ride out
+    /// a file written late, and loads the others. `None` for every other failure,
+    /// including an S3 outage on a file (not permanent) and a failure the warehouse
+    /// could not attribute to a file (then nothing tells which file to drop).
+    pub fn file(&self) -> Option<FileFault<'_>> {
+        match self {
+            WarehouseError::File {
+                bucket,
+                key,
+                line,
+                reason,
+                kind: ErrorKind::Permanent,
+            } => Some(FileFault {
+                bucket,
+                key,
+                line: *line,
+                reason,
+            }),
+            _ => None,
         }
+    }
+
+    /// A PostgreSQL error of `statement`, classified by its SQLSTATE.
+    pub(crate) fn postgres(statement: &str, error: &tokio_postgres::Error) -> Self {
+        let sqlstate = error.as_db_error().map(|db| db.code().code().to_string());
+        // No server error: the connection closed or broke, which a new one may not.
+        let kind = sqlstate.as_deref().map_or(ErrorKind::Transient, sqlstate_kind);
+        WarehouseError::Statement {
+            statement: short_statement(statement),
+            sqlstate,
+            message: postgres::ServerMessage(error).to_string(),
+            kind,
+        }
+    }
+
+    /// A statement that failed with `kind` and no SQLSTATE.
+    pub(crate) fn statement(statement: &str, kind: ErrorKind, message: impl std::fmt::Display) -> Self {
+        WarehouseError::Statement {
+            statement: short_statement(statement),
+            sqlstate: None,
+            message: message.to_string(),
+            kind,
+        }
+    }
+
+    /// A failed Data API call about `statement`.
+    pub(crate) fn data_api(statement: &str, error: AwsError) -> Self {
+        WarehouseError::Aws {
+            context: short_statement(statement),
+            error,
+        }
+    }
+}
+
+/// Refuses a batch holding a key longer than any batch file's
+/// ([`sql::MAX_KEY_BYTES`]): pointers come from a stream anyone with write access can
+/// put records on, and the statements of a load are sized for keys of that bound.
+fn check_keys(batch: &LoadBatch) -> Result<(), WarehouseError> {
+    match batch.files.iter().find(|f| f.key.len() > sql::MAX_KEY_BYTES) {
+        Some(file) => Err(WarehouseError::File {
+            bucket: batch.bucket.clone(),
+            key: file.key.clone(),
+            line: None,
+            reason: format!(
+                "a key of {} bytes is not a batch file's (at most {})",
+                file.key.len(),
+                sql::MAX_KEY_BYTES
+            ),
+            kind: ErrorKind::Permanent,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A statement as an error shows it: one line, the first 200 characters.
+fn short_statement(statement: &str) -> String {
+    let statement: String = statement.split_whitespace().collect::<Vec<_>>().join(" ");
+    statement.chars().take(200).collect()
+}
+
+/// What a PostgreSQL (or Redshift wire protocol) SQLSTATE means to the caller.
+///
+/// Passing states (a dropped connection, a serialization failure or deadlock, a lock
+/// not granted, a server restarting, short of memory or disk, a cancelled query) are
+/// transient; bad data (class 22) and a broken constraint (23) make the input
+/// permanently unloadable; a denied login or privilege, a missing table, column or
+/// database, and every state not listed (a statement this crate got wrong) are fatal.
+pub fn sqlstate_kind(sqlstate: &str) -> ErrorKind {
+    match sqlstate {
+        // serialization_failure, deadlock_detected, lock_not_available, admin_shutdown,
+        // crash_shutdown, cannot_connect_now, query_canceled (statement_timeout).
+        "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03" | "57014" => ErrorKind::Transient,
+        // insufficient_privilege, undefined_table, undefined_column, invalid_catalog_name.
+        "42501" | "42P01" | "42703" | "3D000" => ErrorKind::Fatal,
+        _ => match sqlstate.get(..2) {
+            // connection_exception, insufficient_resources, system_error, internal_error.
+            Some("08" | "53" | "58" | "XX") => ErrorKind::Transient,
+            // invalid_authorization_specification.
+            Some("28") => ErrorKind::Fatal,
+            // data_exception, integrity_constraint_violation.
+            Some("22" | "23") => ErrorKind::Permanent,
+            _ => ErrorKind::Fatal,
+        },
     }
 }
 
@@ -129,5 +279,113 @@ impl Warehouse {
             Warehouse::Postgres(w) => w.execute(statement).await,
             Warehouse::RedshiftData(w) => w.execute(statement).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_are_classified_by_code_and_class() {
+        for (sqlstate, kind) in [
+            ("08006", ErrorKind::Transient),
+            ("08001", ErrorKind::Transient),
+            ("40001", ErrorKind::Transient),
+            ("40P01", ErrorKind::Transient),
+            ("55P03", ErrorKind::Transient),
+            ("57P01", ErrorKind::Transient),
+            ("57P02", ErrorKind::Transient),
+            ("57P03", ErrorKind::Transient),
+            ("57014", ErrorKind::Transient),
+            ("53100", ErrorKind::Transient),
+            ("53300", ErrorKind::Transient),
+            ("58030", ErrorKind::Transient),
+            ("XX000", ErrorKind::Transient),
+            ("28P01", ErrorKind::Fatal),
+            ("28000", ErrorKind::Fatal),
+            ("42501", ErrorKind::Fatal),
+            ("42P01", ErrorKind::Fatal),
+            ("42703", ErrorKind::Fatal),
+            ("3D000", ErrorKind::Fatal),
+            ("22P02", ErrorKind::Permanent),
+            ("22001", ErrorKind::Permanent),
+            ("23505", ErrorKind::Permanent),
+            // A syntax error, a statement in an aborted transaction: this crate's own
+            // statements are wrong or misused, which no retry fixes.
+            ("42601", ErrorKind::Fatal),
+            ("25P02", ErrorKind::Fatal),
+            ("57000", ErrorKind::Fatal),
+            ("", ErrorKind::Fatal),
+        ] {
+            assert_eq!(sqlstate_kind(sqlstate), kind, "{sqlstate}");
+        }
+    }
+
+    fn file_error(kind: ErrorKind, line: Option<u64>) -> WarehouseError {
+        WarehouseError::File {
+            bucket: "lake".into(),
+            key: "events/2026/01/01/00/1-2.gzip".into(),
+            line,
+            reason: "not an event line".into(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn only_a_permanent_file_error_names_a_file_to_quarantine() {
+        let bad_line = file_error(ErrorKind::Permanent, Some(7));
+        assert_eq!(
+            bad_line.file(),
+            Some(FileFault {
+                bucket: "lake",
+                key: "events/2026/01/01/00/1-2.gzip",
+                line: Some(7),
+                reason: "not an event line",
+            })
+        );
+        assert_eq!(bad_line.kind(), ErrorKind::Permanent);
+        assert_eq!(
+            bad_line.to_string(),
+            "batch file s3://lake/events/2026/01/01/00/1-2.gzip line 7: not an event line"
+        );
+        assert_eq!(
+            file_error(ErrorKind::Permanent, None).to_string(),
+            "batch file s3://lake/events/2026/01/01/00/1-2.gzip: not an event line"
+        );
+        // S3 throttling or denying the read says nothing about the file.
+        for kind in [ErrorKind::Throttled, ErrorKind::Transient, ErrorKind::Fatal] {
+            let error = file_error(kind, None);
+            assert_eq!((error.file(), error.kind()), (None, kind));
+        }
+        let statement =
+            WarehouseError::statement("INSERT INTO events …", ErrorKind::Permanent, "ERROR 23505: duplicate");
+        assert_eq!((statement.file(), statement.kind()), (None, ErrorKind::Permanent));
+        assert_eq!(WarehouseError::Refused("too many".into()).kind(), ErrorKind::Fatal);
+    }
+
+    #[test]
+    fn a_key_longer_than_a_batch_file_key_is_refused_as_that_file() {
+        let pointer = |key: String| FilePointer {
+            bucket: "lake".into(),
+            key,
+            records: 1,
+            bytes: 1,
+            shard: "shardId-0".into(),
+            first_sequence: "1".into(),
+            last_sequence: "1".into(),
+            min_event_timestamp: 0,
+            max_event_timestamp: 0,
+        };
+        let longest = "k".repeat(sql::MAX_KEY_BYTES);
+        let too_long = "k".repeat(sql::MAX_KEY_BYTES + 1);
+        let batch = |keys: &[&String]| LoadBatch {
+            bucket: "lake".into(),
+            files: keys.iter().map(|k| pointer((*k).clone())).collect(),
+            manifest_key: "manifests/1-2.manifest".into(),
+        };
+        assert!(check_keys(&batch(&[&longest])).is_ok());
+        let error = check_keys(&batch(&[&longest, &too_long])).expect_err("refused");
+        assert_eq!(error.file().map(|f| f.key), Some(too_long.as_str()));
     }
 }

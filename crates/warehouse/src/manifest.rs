@@ -1,7 +1,11 @@
 //! Redshift's COPY manifest for a load, and where it is kept.
 
 use event_model::FilePointer;
+use pipeline_runtime::error::AwsError;
+use pipeline_runtime::s3::Lake;
 use serde::{Deserialize, Serialize};
+
+use crate::WarehouseError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -50,11 +54,21 @@ pub fn manifest_key(first_sequence: &str, last_sequence: &str) -> String {
 /// Where the JSONPaths file of the COPY lives.
 pub const JSONPATHS_KEY: &str = "manifests/jsonpaths.json";
 
-fn put_error(bucket: &str, key: &str, error: impl std::fmt::Display) -> crate::WarehouseError {
-    crate::WarehouseError::File {
+/// The lake as a writer of the COPY's files: encrypted by the bucket's default.
+fn lake(s3: &aws_sdk_s3::Client, bucket: &str) -> Lake {
+    Lake {
+        s3: s3.clone(),
         bucket: bucket.to_string(),
-        key: key.to_string(),
-        reason: format!("cannot write: {error}"),
+        sse_kms_key_id: None,
+    }
+}
+
+/// A failed write of one of the COPY's files. Not a batch file's error: the object is
+/// this crate's own, so its kind is the call's (a throttled or denied PutObject).
+fn put_error(bucket: &str, key: &str, error: AwsError) -> WarehouseError {
+    WarehouseError::Aws {
+        context: format!("s3://{bucket}/{key}"),
+        error,
     }
 }
 
@@ -64,35 +78,19 @@ pub async fn write(
     bucket: &str,
     key: &str,
     manifest: &Manifest,
-) -> Result<(), crate::WarehouseError> {
-    s3.put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_type("application/json")
-        .body(manifest.to_json().into())
-        .send()
+) -> Result<(), WarehouseError> {
+    lake(s3, bucket)
+        .put_json(key, manifest.to_json().into())
         .await
-        .map_err(|e| put_error(bucket, key, aws_smithy_types::error::display::DisplayErrorContext(&e)))?;
-    Ok(())
+        .map_err(|e| put_error(bucket, key, e))
 }
 
 /// Writes the JSONPaths file Redshift's COPY reads.
-pub async fn write_jsonpaths(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), crate::WarehouseError> {
-    s3.put_object()
-        .bucket(bucket)
-        .key(JSONPATHS_KEY)
-        .content_type("application/json")
-        .body(crate::schema::jsonpaths().into_bytes().into())
-        .send()
+pub async fn write_jsonpaths(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), WarehouseError> {
+    lake(s3, bucket)
+        .put_json(JSONPATHS_KEY, crate::schema::jsonpaths().into_bytes().into())
         .await
-        .map_err(|e| {
-            put_error(
-                bucket,
-                JSONPATHS_KEY,
-                aws_smithy_types::error::display::DisplayErrorContext(&e),
-            )
-        })?;
-    Ok(())
+        .map_err(|e| put_error(bucket, JSONPATHS_KEY, e))
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use aws_sdk_s3::config::http::HttpResponse;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use pipeline_runtime::error::{AwsError, ErrorKind};
 use tokio::sync::Mutex;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
@@ -55,10 +57,16 @@ impl PostgresWarehouse {
     }
 
     async fn connect(&self) -> Result<Client, WarehouseError> {
-        let fail = |e: tokio_postgres::Error| WarehouseError::Connect(e.to_string());
+        let config = self
+            .url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| WarehouseError::Connect {
+                message: format!("WAREHOUSE_URL: {e}"),
+                kind: ErrorKind::Fatal,
+            })?;
         match self.tls {
             Tls::Disable => {
-                let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await.map_err(fail)?;
+                let (client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {
                         tracing::warn!(%error, "warehouse connection closed");
@@ -71,14 +79,17 @@ impl PostgresWarehouse {
                 for cert in rustls_native_certs::load_native_certs().certs {
                     let _ = roots.add(cert);
                 }
-                let config =
+                let tls_config =
                     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                         .with_safe_default_protocol_versions()
-                        .map_err(|e| WarehouseError::Connect(e.to_string()))?
+                        .map_err(|e| WarehouseError::Connect {
+                            message: e.to_string(),
+                            kind: ErrorKind::Fatal,
+                        })?
                         .with_root_certificates(roots)
                         .with_no_client_auth();
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config);
-                let (client, connection) = tokio_postgres::connect(&self.url, tls).await.map_err(fail)?;
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config);
+                let (client, connection) = config.connect(tls).await.map_err(connect_error)?;
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {
                         tracing::warn!(%error, "warehouse connection closed");
@@ -147,16 +158,18 @@ impl PostgresWarehouse {
             client
                 .batch_execute(&statement)
                 .await
-                .map_err(|e| WarehouseError::statement(&statement, ServerMessage(&e)))
+                .map_err(|e| WarehouseError::postgres(&statement, &e))
         };
         run("BEGIN".into()).await?;
         run("SELECT pg_advisory_xact_lock(7212950)".into()).await?;
         run(schema::version_table().into()).await?;
+        let current_version = "SELECT COALESCE(MAX(version), 0) FROM schema_version";
         let current: i32 = client
-            .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
+            .query_one(current_version, &[])
             .await
-            .map_err(|e| WarehouseError::statement("SELECT MAX(version) FROM schema_version", ServerMessage(&e)))?
-            .get(0);
+            .map_err(|e| WarehouseError::postgres(current_version, &e))?
+            .try_get(0)
+            .map_err(|e| unexpected_answer(current_version, &e))?;
         let migrations = schema::migrations(Dialect::Postgres);
         for (index, statements) in migrations.iter().enumerate() {
             let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
@@ -167,7 +180,8 @@ impl PostgresWarehouse {
                 run(statement.clone()).await?;
             }
             run(format!(
-                "INSERT INTO schema_version (version, applied_at) VALUES ({version}, now())"
+                "INSERT INTO schema_version (version, applied_at) VALUES ({version}, {})",
+                sql::now_utc(Dialect::Postgres)
             ))
             .await?;
         }
@@ -181,7 +195,7 @@ impl PostgresWarehouse {
         client
             .batch_execute(statement)
             .await
-            .map_err(|e| WarehouseError::statement(statement, ServerMessage(&e)))
+            .map_err(|e| WarehouseError::postgres(statement, &e))
     }
 
     /// Runs a read-only query; every column is a BIGINT.
@@ -202,14 +216,11 @@ impl PostgresWarehouse {
         let rows = client
             .query(&text, &params)
             .await
-            .map_err(|e| WarehouseError::statement(&text, ServerMessage(&e)))?;
+            .map_err(|e| WarehouseError::postgres(&text, &e))?;
         rows.iter()
             .map(|row| {
                 (0..row.len())
-                    .map(|i| {
-                        row.try_get::<_, i64>(i)
-                            .map_err(|e| WarehouseError::statement(&text, ServerMessage(&e)))
-                    })
+                    .map(|i| row.try_get::<_, i64>(i).map_err(|e| unexpected_answer(&text, &e)))
                     .collect()
             })
             .collect()
@@ -217,33 +228,33 @@ impl PostgresWarehouse {
 
     /// Reads a batch file whole and gunzips it.
     async fn fetch(&self, bucket: &str, key: &str) -> Result<Vec<u8>, WarehouseError> {
-        let file_error = |reason: String| WarehouseError::File {
+        let file_error = |kind: ErrorKind, reason: String| WarehouseError::File {
             bucket: bucket.to_string(),
             key: key.to_string(),
+            line: None,
             reason,
+            kind,
         };
-        let object = self
-            .s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| file_error(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()))?;
+        let object = self.s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| {
+            let error = get_object_error(e);
+            file_error(error.kind, error.explain())
+        })?;
         let body = object
             .body
             .collect()
             .await
-            .map_err(|e| file_error(e.to_string()))?
+            // The download broke off; the object may well be whole.
+            .map_err(|e| file_error(ErrorKind::Transient, format!("reading the object: {e}")))?
             .into_bytes();
         let mut text = Vec::with_capacity(body.len() * 6);
         flate2::read::MultiGzDecoder::new(&body[..])
             .read_to_end(&mut text)
-            .map_err(|e| file_error(format!("not gzip: {e}")))?;
+            .map_err(|e| file_error(ErrorKind::Permanent, format!("not gzip: {e}")))?;
         Ok(text)
     }
 
     pub async fn load(&self, batch: &LoadBatch) -> Result<LoadReport, WarehouseError> {
+        crate::check_keys(batch)?;
         let _one_at_a_time = self.loading.lock().await;
         let client = self.transaction_client().await?;
         let result = self.load_with(&client, batch).await;
@@ -256,24 +267,22 @@ impl PostgresWarehouse {
             client
                 .batch_execute(statement)
                 .await
-                .map_err(|e| WarehouseError::statement(statement, ServerMessage(&e)))
+                .map_err(|e| WarehouseError::postgres(statement, &e))
         };
         run("BEGIN").await?;
         run(sql::lock_loaded_files(Dialect::Postgres)).await?;
         let keys: Vec<String> = batch.files.iter().map(|f| f.key.clone()).collect();
         let mut report = LoadReport::default();
-        let loaded_query = sql::loaded_among(&keys);
-        let loaded: Vec<String> = if keys.is_empty() {
-            Vec::new()
-        } else {
-            client
-                .query(&loaded_query, &[])
+        let mut loaded: Vec<String> = Vec::new();
+        for query in sql::loaded_among(&keys) {
+            for row in client
+                .query(&query, &[])
                 .await
-                .map_err(|e| WarehouseError::statement(&loaded_query, ServerMessage(&e)))?
-                .iter()
-                .map(|row| row.get(0))
-                .collect()
-        };
+                .map_err(|e| WarehouseError::postgres(&query, &e))?
+            {
+                loaded.push(row.try_get(0).map_err(|e| unexpected_answer(&query, &e))?);
+            }
+        }
         let todo: Vec<_> = batch.files.iter().filter(|f| !loaded.contains(&f.key)).collect();
         report.files_skipped = (batch.files.len() - todo.len()) as u64;
         if todo.is_empty() {
@@ -286,7 +295,7 @@ impl PostgresWarehouse {
         let sink = client
             .copy_in::<_, Bytes>(&copy)
             .await
-            .map_err(|e| WarehouseError::statement(&copy, ServerMessage(&e)))?;
+            .map_err(|e| WarehouseError::postgres(&copy, &e))?;
         futures::pin_mut!(sink);
         let phase = std::time::Instant::now();
         let mut recorded = Vec::with_capacity(todo.len());
@@ -310,13 +319,15 @@ impl PostgresWarehouse {
                 rows::append_copy_row(line, &mut chunk).map_err(|e| WarehouseError::File {
                     bucket: batch.bucket.clone(),
                     key: key.clone(),
-                    reason: format!("line {}: {e}", number + 1),
+                    line: Some(number as u64 + 1),
+                    reason: e.to_string(),
+                    kind: ErrorKind::Permanent,
                 })?;
                 lines += 1;
                 if chunk.len() >= COPY_CHUNK {
                     sink.send(Bytes::from(std::mem::take(&mut chunk)))
                         .await
-                        .map_err(|e| WarehouseError::statement(&copy, ServerMessage(&e)))?;
+                        .map_err(|e| WarehouseError::postgres(&copy, &e))?;
                     chunk.reserve(COPY_CHUNK + 4096);
                 }
             }
@@ -325,30 +336,31 @@ impl PostgresWarehouse {
         if !chunk.is_empty() {
             sink.send(Bytes::from(chunk))
                 .await
-                .map_err(|e| WarehouseError::statement(&copy, ServerMessage(&e)))?;
+                .map_err(|e| WarehouseError::postgres(&copy, &e))?;
         }
         sink.as_mut()
             .finish()
             .await
-            .map_err(|e| WarehouseError::statement(&copy, ServerMessage(&e)))?;
+            .map_err(|e| WarehouseError::postgres(&copy, &e))?;
         let copied = phase.elapsed();
         let insert = sql::insert_deduplicated_counted();
         let counts = client
             .query_one(&insert, &[])
             .await
-            .map_err(|e| WarehouseError::statement(&insert, ServerMessage(&e)))?;
+            .map_err(|e| WarehouseError::postgres(&insert, &e))?;
         let count = |column: usize| {
             counts
                 .try_get::<_, i64>(column)
-                .map_err(|e| WarehouseError::statement(&insert, ServerMessage(&e)))
+                .map_err(|e| unexpected_answer(&insert, &e))
         };
         let (staged, distinct, inserted) = (count(0)?, count(1)?, count(2)?);
         let deduplicated = phase.elapsed();
-        let record = sql::record_files(Dialect::Postgres, &recorded);
-        client
-            .batch_execute(&record)
-            .await
-            .map_err(|e| WarehouseError::statement(&record, ServerMessage(&e)))?;
+        for record in sql::record_files(Dialect::Postgres, &recorded) {
+            client
+                .batch_execute(&record)
+                .await
+                .map_err(|e| WarehouseError::postgres(&record, &e))?;
+        }
         run("COMMIT").await?;
         tracing::debug!(?copied, ?deduplicated, committed = ?phase.elapsed(), "load phases (cumulative)");
         report.files_loaded = todo.len() as u64;
@@ -360,9 +372,43 @@ impl PostgresWarehouse {
     }
 }
 
+/// Why a connection failed. A server that refuses the login or does not have the
+/// database will refuse it again; anything else (no answer, a server starting or full)
+/// may pass.
+fn connect_error(error: tokio_postgres::Error) -> WarehouseError {
+    let kind = match error.as_db_error().map(|db| db.code().code()) {
+        Some(code) if code.starts_with("28") || code == "3D000" => ErrorKind::Fatal,
+        _ => ErrorKind::Transient,
+    };
+    WarehouseError::Connect {
+        message: ServerMessage(&error).to_string(),
+        kind,
+    }
+}
+
+/// A row that does not have the columns its query asks for: the query or the table
+/// is not what this crate expects, which no retry changes.
+fn unexpected_answer(statement: &str, error: &tokio_postgres::Error) -> WarehouseError {
+    WarehouseError::statement(statement, ErrorKind::Fatal, format!("unexpected answer: {error}"))
+}
+
+/// A failed GetObject of a batch file, classified: a missing object is permanent (a
+/// pointer is written after its file, and S3 reads after writes, so the file was
+/// deleted or never written); other failures keep the kind of their error code and
+/// status.
+fn get_object_error(
+    error: aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::GetObjectError, HttpResponse>,
+) -> AwsError {
+    if error.as_service_error().is_some_and(|e| e.is_no_such_key()) {
+        AwsError::with_kind("s3:GetObject", ErrorKind::Permanent, &error)
+    } else {
+        AwsError::from_sdk("s3:GetObject", error)
+    }
+}
+
 /// A PostgreSQL error with what the server said: tokio-postgres displays a server
 /// error as just "db error", leaving its message, detail and SQLSTATE in the source.
-struct ServerMessage<'a>(&'a tokio_postgres::Error);
+pub(crate) struct ServerMessage<'a>(pub(crate) &'a tokio_postgres::Error);
 
 impl std::fmt::Display for ServerMessage<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -376,5 +422,46 @@ impl std::fmt::Display for ServerMessage<'_> {
             }
             None => write!(f, "{}", self.0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::error::SdkError;
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+    use aws_sdk_s3::types::error::NoSuchKey;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    use super::*;
+
+    fn answer(status: u16) -> HttpResponse {
+        HttpResponse::new(StatusCode::try_from(status).expect("status"), SdkBody::empty())
+    }
+
+    fn meta(code: &str) -> ErrorMetadata {
+        ErrorMetadata::builder().code(code).message("as S3 said").build()
+    }
+
+    #[test]
+    fn a_missing_batch_file_is_permanent_other_read_failures_keep_their_kind() {
+        let missing = SdkError::service_error(
+            GetObjectError::NoSuchKey(NoSuchKey::builder().meta(meta("NoSuchKey")).build()),
+            answer(404),
+        );
+        assert_eq!(get_object_error(missing).kind, ErrorKind::Permanent);
+        let slow_down = SdkError::service_error(GetObjectError::generic(meta("SlowDown")), answer(503));
+        assert_eq!(get_object_error(slow_down).kind, ErrorKind::Throttled);
+        let denied = SdkError::service_error(GetObjectError::generic(meta("AccessDenied")), answer(403));
+        let denied = get_object_error(denied);
+        assert_eq!(denied.kind, ErrorKind::Fatal);
+        assert!(
+            denied.explain().starts_with("permission s3:GetObject denied"),
+            "{}",
+            denied.explain()
+        );
+        let server = SdkError::service_error(GetObjectError::generic(meta("InternalError")), answer(500));
+        assert_eq!(get_object_error(server).kind, ErrorKind::Transient);
     }
 }

@@ -1,17 +1,53 @@
 //! The Redshift Data API back end: no driver and no network path to the cluster, IAM
 //! or a Secrets Manager secret for credentials, a provisioned cluster or a serverless
 //! workgroup. A load is one BatchExecuteStatement (one transaction); its status is
-//! polled with backoff, and a failure names the statement and the server's message.
+//! polled with backoff, and a failure names the statement and the server's message,
+//! and, when COPY failed on a line of a batch file, that file and line.
+//!
+//! The Data API takes statements of at most [`sql::MAX_STATEMENT_CHARS`] characters
+//! and batches of at most [`MAX_BATCH_STATEMENTS`]: statements that list files are
+//! split to fit, and [`check_max_files`] says how many files one load can take.
 
 use std::time::Duration;
 
-use aws_sdk_redshiftdata::types::{SqlParameter, StatusString};
-use shard_consumer::backoff::Backoff;
+use aws_sdk_redshiftdata::operation::batch_execute_statement::builders::BatchExecuteStatementFluentBuilder;
+use aws_sdk_redshiftdata::operation::execute_statement::builders::ExecuteStatementFluentBuilder;
+use aws_sdk_redshiftdata::types::{Field, SqlParameter, StatementStatusString, StatusString};
+use pipeline_runtime::backoff::Backoff;
+use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
 
 use crate::manifest::{self, Manifest};
 use crate::query::Query;
 use crate::schema::{self, Dialect};
 use crate::{LoadBatch, LoadReport, WarehouseError, sql};
+
+/// BatchExecuteStatement runs at most this many statements.
+pub const MAX_BATCH_STATEMENTS: usize = 40;
+
+/// The statements of a load besides those recording its files (see [`load_statements`]).
+const LOAD_FIXED_STATEMENTS: usize = 6;
+
+/// The most files one load can take: its statements, with one `record_files` INSERT
+/// per [`sql::files_per_record_statement`] files, fit in one BatchExecuteStatement.
+pub const fn max_files_per_load() -> usize {
+    (MAX_BATCH_STATEMENTS - LOAD_FIXED_STATEMENTS) * sql::files_per_record_statement(Dialect::Redshift)
+}
+
+/// Whether a load of `max_files` files fits in one BatchExecuteStatement (one
+/// transaction); the message says how many do. A loader checks its batch size with
+/// this at start: the statements are sized for the longest key a batch file can have,
+/// so a size that passes here fits whatever keys come.
+pub fn check_max_files(max_files: usize) -> Result<(), String> {
+    if max_files <= max_files_per_load() {
+        return Ok(());
+    }
+    let statements = LOAD_FIXED_STATEMENTS + max_files.div_ceil(sql::files_per_record_statement(Dialect::Redshift));
+    Err(format!(
+        "a load of {max_files} files needs {statements} statements in one transaction, and the Redshift Data \
+         API runs at most {MAX_BATCH_STATEMENTS} in one BatchExecuteStatement: at most {} files fit",
+        max_files_per_load()
+    ))
+}
 
 /// Where statements run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,21 +120,56 @@ pub fn load_statements(
     copy_role_arn: &str,
     files: &[(String, u64)],
 ) -> LoadStatements {
-    let sqls = vec![
+    let mut sqls = vec![
         sql::lock_loaded_files(Dialect::Redshift).to_string(),
         sql::create_staging(Dialect::Redshift).to_string(),
         sql::copy_from_manifest(manifest_url, jsonpaths_url, copy_role_arn),
         sql::STAGED_COUNTS.to_string(),
         sql::insert_deduplicated(),
-        sql::record_files(Dialect::Redshift, files),
-        sql::DROP_STAGING.to_string(),
     ];
+    sqls.extend(sql::record_files(Dialect::Redshift, files));
+    sqls.push(sql::DROP_STAGING.to_string());
     LoadStatements {
         sqls,
         copy: 2,
         counts: 3,
         insert: 4,
     }
+}
+
+/// How a statement ended.
+enum Ended {
+    Finished,
+    /// FAILED or ABORTED.
+    Failed {
+        statement: String,
+        message: String,
+        /// The failing sub-statement of a batch: its index and its Redshift query id.
+        sub_statement: Option<(usize, i64)>,
+    },
+}
+
+impl Ended {
+    /// A failed statement as an error. The Data API reports the failure as the
+    /// server's text only, with no code to classify by: taken as passing, so that
+    /// the caller's retries decide; the text is in the message for an operator.
+    fn into_result(self) -> Result<(), WarehouseError> {
+        match self {
+            Ended::Finished => Ok(()),
+            Ended::Failed { statement, message, .. } => {
+                Err(WarehouseError::statement(&statement, ErrorKind::Transient, message))
+            }
+        }
+    }
+}
+
+/// What SYS_LOAD_ERROR_DETAIL says about a failed COPY.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LoadErrorDetail {
+    /// `s3://bucket/key`.
+    file_name: String,
+    line_number: Option<u64>,
+    error_message: String,
 }
 
 impl RedshiftDataWarehouse {
@@ -117,11 +188,8 @@ impl RedshiftDataWarehouse {
         }
     }
 
-    /// The BatchExecuteStatement request for `sqls` against the target.
-    pub fn batch_request(
-        &self,
-        sqls: Vec<String>,
-    ) -> aws_sdk_redshiftdata::operation::batch_execute_statement::builders::BatchExecuteStatementFluentBuilder {
+    /// The BatchExecuteStatement request for `sqls` against the target: one transaction.
+    pub fn batch_request(&self, sqls: Vec<String>) -> BatchExecuteStatementFluentBuilder {
         let request = self
             .client
             .batch_execute_statement()
@@ -130,11 +198,15 @@ impl RedshiftDataWarehouse {
         on_target!(request, &self.target)
     }
 
+    /// The ExecuteStatement request for one statement on its own, outside any
+    /// transaction (which VACUUM requires).
+    pub fn execute_request(&self, statement: &str) -> ExecuteStatementFluentBuilder {
+        let request = self.client.execute_statement().sql(statement).with_event(false);
+        on_target!(request, &self.target)
+    }
+
     /// The ExecuteStatement request for one query with bound parameters.
-    pub fn query_request(
-        &self,
-        query: &Query,
-    ) -> aws_sdk_redshiftdata::operation::execute_statement::builders::ExecuteStatementFluentBuilder {
+    pub fn query_request(&self, query: &Query) -> ExecuteStatementFluentBuilder {
         let parameters: Vec<SqlParameter> = query
             .parameters
             .iter()
@@ -149,31 +221,108 @@ impl RedshiftDataWarehouse {
         on_target!(request, &self.target)
     }
 
+    /// The query for what SYS_LOAD_ERROR_DETAIL holds about the COPY Redshift ran
+    /// as query `redshift_query_id`.
+    pub fn load_error_request(&self, redshift_query_id: i64) -> ExecuteStatementFluentBuilder {
+        self.query_request(&sql::load_error_detail(redshift_query_id))
+    }
+
     /// Runs a read-only query; every column is a BIGINT.
     pub async fn select(&self, query: &Query) -> Result<Vec<Vec<i64>>, WarehouseError> {
-        let output = self.query_request(query).send().await.map_err(|e| {
-            WarehouseError::statement(&query.sql, aws_smithy_types::error::display::DisplayErrorContext(&e))
+        let id = self.submit(self.query_request(query), &query.sql).await?;
+        self.wait(&id, &query.sql).await?.into_result()?;
+        let rows = self.results(&id, &query.sql).await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.iter().map(|f| f.as_long_value().copied().unwrap_or(0)).collect())
+            .collect())
+    }
+
+    /// Sends an ExecuteStatement; returns the statement id.
+    async fn submit(&self, request: ExecuteStatementFluentBuilder, statement: &str) -> Result<String, WarehouseError> {
+        let output = request.send().await.map_err(|e| {
+            WarehouseError::data_api(statement, AwsError::from_sdk("redshift-data:ExecuteStatement", e))
         })?;
-        let id = output.id().unwrap_or_default().to_string();
-        self.wait(&id).await?;
+        statement_id(output.id(), statement)
+    }
+
+    /// Sends a BatchExecuteStatement; returns the statement id.
+    async fn submit_batch(&self, sqls: Vec<String>) -> Result<String, WarehouseError> {
+        let first = sqls.first().cloned().unwrap_or_default();
+        let output = self.batch_request(sqls).send().await.map_err(|e| {
+            WarehouseError::data_api(&first, AwsError::from_sdk("redshift-data:BatchExecuteStatement", e))
+        })?;
+        statement_id(output.id(), &first)
+    }
+
+    /// Runs statements as one transaction and waits for the end; returns the statement id.
+    async fn run(&self, sqls: Vec<String>) -> Result<String, WarehouseError> {
+        let first = sqls.first().cloned().unwrap_or_default();
+        let id = self.submit_batch(sqls).await?;
+        self.wait(&id, &first).await?.into_result()?;
+        Ok(id)
+    }
+
+    /// Polls statement `id` (about `statement`, for errors) until it ends.
+    async fn wait(&self, id: &str, statement: &str) -> Result<Ended, WarehouseError> {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let status = self.client.describe_statement().id(id).send().await.map_err(|e| {
+                WarehouseError::data_api(statement, AwsError::from_sdk("redshift-data:DescribeStatement", e))
+            })?;
+            match status.status() {
+                Some(StatusString::Finished) => return Ok(Ended::Finished),
+                Some(StatusString::Failed | StatusString::Aborted) => {
+                    // The failing sub-statement names itself; otherwise the batch does.
+                    let failed = status
+                        .sub_statements()
+                        .iter()
+                        .enumerate()
+                        .find(|(_, s)| s.error().is_some() || s.status() == Some(&StatementStatusString::Failed));
+                    return Ok(match failed {
+                        Some((index, sub)) => Ended::Failed {
+                            statement: sub.query_string().unwrap_or(statement).to_string(),
+                            message: sub.error().unwrap_or("failed").to_string(),
+                            sub_statement: Some((index, sub.redshift_query_id())),
+                        },
+                        None => Ended::Failed {
+                            statement: status.query_string().unwrap_or(statement).to_string(),
+                            message: status.error().unwrap_or("aborted").to_string(),
+                            sub_statement: None,
+                        },
+                    });
+                }
+                _ if tokio::time::Instant::now() > deadline => {
+                    let _ = self.client.cancel_statement().id(id).send().await;
+                    return Err(WarehouseError::statement(
+                        statement,
+                        ErrorKind::Transient,
+                        format!("statement {id} ran past {:?}; cancelled", self.timeout),
+                    ));
+                }
+                _ => tokio::time::sleep(backoff.next_delay()).await,
+            }
+        }
+    }
+
+    /// Every row of the result of statement `id` (`<batch id>:<n>` for the n-th, from
+    /// 1, of a batch), page by page.
+    async fn results(&self, id: &str, statement: &str) -> Result<Vec<Vec<Field>>, WarehouseError> {
         let mut rows = Vec::new();
         let mut token = None;
         loop {
             let page = self
                 .client
                 .get_statement_result()
-                .id(&id)
+                .id(id)
                 .set_next_token(token)
                 .send()
                 .await
                 .map_err(|e| {
-                    WarehouseError::Api(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
+                    WarehouseError::data_api(statement, AwsError::from_sdk("redshift-data:GetStatementResult", e))
                 })?;
-            rows.extend(
-                page.records()
-                    .iter()
-                    .map(|row| row.iter().map(|f| f.as_long_value().copied().unwrap_or(0)).collect()),
-            );
+            rows.extend(page.records().iter().cloned());
             token = page.next_token().map(str::to_string);
             if token.is_none() {
                 return Ok(rows);
@@ -181,126 +330,75 @@ impl RedshiftDataWarehouse {
         }
     }
 
-    /// Runs statements as one transaction and waits for the end; returns the statement id.
-    async fn run(&self, sqls: Vec<String>) -> Result<String, WarehouseError> {
-        let first = sqls.first().cloned().unwrap_or_default();
-        let output = self.batch_request(sqls).send().await.map_err(|e| {
-            WarehouseError::statement(&first, aws_smithy_types::error::display::DisplayErrorContext(&e))
-        })?;
-        let id = output.id().unwrap_or_default().to_string();
-        self.wait(&id).await?;
-        Ok(id)
-    }
-
-    async fn wait(&self, id: &str) -> Result<(), WarehouseError> {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        loop {
-            let status = self.client.describe_statement().id(id).send().await.map_err(|e| {
-                WarehouseError::Api(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
-            })?;
-            match status.status() {
-                Some(StatusString::Finished) => return Ok(()),
-                Some(StatusString::Failed | StatusString::Aborted) => {
-                    // The failing sub-statement names itself; otherwise the batch does.
-                    let failed = status.sub_statements().iter().find(|s| s.error().is_some()).map(|s| {
-                        (
-                            s.query_string().unwrap_or_default().to_string(),
-                            s.error().unwrap_or_default().to_string(),
-                        )
-                    });
-                    let (statement, message) = failed.unwrap_or_else(|| {
-                        (
-                            status.query_string().unwrap_or_default().to_string(),
-                            status.error().unwrap_or("aborted").to_string(),
-                        )
-                    });
-                    return Err(WarehouseError::statement(&statement, message));
-                }
-                _ if tokio::time::Instant::now() > deadline => {
-                    let _ = self.client.cancel_statement().id(id).send().await;
-                    return Err(WarehouseError::Api(format!(
-                        "statement {id} ran past {:?}; cancelled",
-                        self.timeout
-                    )));
-                }
-                _ => tokio::time::sleep(backoff.next_delay()).await,
-            }
-        }
-    }
-
     /// Rows affected by sub-statement `index` of batch `id`.
-    async fn rows_of(&self, id: &str, index: usize) -> Result<i64, WarehouseError> {
-        let status =
-            self.client.describe_statement().id(id).send().await.map_err(|e| {
-                WarehouseError::Api(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
-            })?;
+    async fn rows_of(&self, id: &str, index: usize, statement: &str) -> Result<i64, WarehouseError> {
+        let status = self.client.describe_statement().id(id).send().await.map_err(|e| {
+            WarehouseError::data_api(statement, AwsError::from_sdk("redshift-data:DescribeStatement", e))
+        })?;
         Ok(status.sub_statements().get(index).map_or(0, |s| s.result_rows()))
     }
 
     /// The first row of a SELECT sub-statement, as numbers.
-    async fn numbers_of(&self, id: &str, index: usize) -> Result<Vec<i64>, WarehouseError> {
-        let result = self
-            .client
-            .get_statement_result()
-            .id(format!("{id}:{}", index + 1))
-            .send()
-            .await
-            .map_err(|e| WarehouseError::Api(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()))?;
-        Ok(result
-            .records()
+    async fn numbers_of(&self, id: &str, index: usize, statement: &str) -> Result<Vec<i64>, WarehouseError> {
+        let rows = self.results(&format!("{id}:{}", index + 1), statement).await?;
+        Ok(rows
             .first()
             .map(|row| row.iter().map(|f| f.as_long_value().copied().unwrap_or(0)).collect())
             .unwrap_or_default())
     }
 
-    async fn select_strings(&self, sql: String) -> Result<Vec<String>, WarehouseError> {
-        let id = self.run(vec![sql]).await?;
-        let result = self
-            .client
-            .get_statement_result()
-            .id(format!("{id}:1"))
-            .send()
-            .await
-            .map_err(|e| WarehouseError::Api(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()))?;
-        Ok(result
-            .records()
-            .iter()
-            .filter_map(|row| row.first().and_then(|f| f.as_string_value().ok()).cloned())
-            .collect())
+    /// The first column of every row of the SELECTs `sqls`, run as one batch.
+    async fn select_strings(&self, sqls: Vec<String>) -> Result<Vec<String>, WarehouseError> {
+        if sqls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let id = self.run(sqls.clone()).await?;
+        let mut strings = Vec::new();
+        for (index, statement) in sqls.iter().enumerate() {
+            let rows = self.results(&format!("{id}:{}", index + 1), statement).await?;
+            strings.extend(
+                rows.iter()
+                    .filter_map(|row| row.first().and_then(|f| f.as_string_value().ok()).cloned()),
+            );
+        }
+        Ok(strings)
     }
 
     pub async fn migrate(&self) -> Result<u32, WarehouseError> {
         self.run(vec![schema::version_table().to_string()]).await?;
         let migrations = schema::migrations(Dialect::Redshift);
         let applied = self
-            .select_strings("SELECT CAST(COALESCE(MAX(version), 0) AS VARCHAR) FROM schema_version".into())
+            .select_strings(vec![
+                "SELECT CAST(COALESCE(MAX(version), 0) AS VARCHAR) FROM schema_version".into(),
+            ])
             .await?;
         let current: usize = applied.first().and_then(|v| v.parse().ok()).unwrap_or(0);
         for (index, statements) in migrations.iter().enumerate().skip(current) {
             let mut sqls = statements.clone();
             sqls.push(format!(
-                "INSERT INTO schema_version (version, applied_at) VALUES ({}, GETDATE())",
-                index + 1
+                "INSERT INTO schema_version (version, applied_at) VALUES ({}, {})",
+                index + 1,
+                sql::now_utc(Dialect::Redshift)
             ));
             self.run(sqls).await?;
         }
         Ok(u32::try_from(migrations.len()).unwrap_or(u32::MAX))
     }
 
+    /// Runs one statement on its own with ExecuteStatement, outside any transaction
+    /// (a batch is one, and VACUUM refuses to run inside one), and waits for it.
     pub async fn execute(&self, statement: &str) -> Result<(), WarehouseError> {
-        self.run(vec![statement.to_string()]).await.map(|_| ())
+        let id = self.submit(self.execute_request(statement), statement).await?;
+        self.wait(&id, statement).await?.into_result()
     }
 
     pub async fn load(&self, batch: &LoadBatch) -> Result<LoadReport, WarehouseError> {
+        crate::check_keys(batch)?;
+        check_max_files(batch.files.len()).map_err(WarehouseError::Refused)?;
         let keys: Vec<String> = batch.files.iter().map(|f| f.key.clone()).collect();
         // Skipping loaded files here saves work; the event-id dedupe inside the
         // transaction is what keeps a racing replay from inserting twice.
-        let loaded = if keys.is_empty() {
-            Vec::new()
-        } else {
-            self.select_strings(sql::loaded_among(&keys)).await?
-        };
+        let loaded = self.select_strings(sql::loaded_among(&keys)).await?;
         let todo: Vec<_> = batch
             .files
             .iter()
@@ -329,11 +427,24 @@ impl RedshiftDataWarehouse {
             &self.copy_role_arn,
             &files,
         );
-        let id = self.run(statements.sqls).await?;
-        let staged = self.rows_of(&id, statements.copy).await?;
-        let counts = self.numbers_of(&id, statements.counts).await?;
+        let copy = statements.sqls[statements.copy].clone();
+        let id = self.submit_batch(statements.sqls).await?;
+        match self.wait(&id, &copy).await? {
+            Ended::Finished => {}
+            Ended::Failed {
+                statement,
+                message,
+                sub_statement: Some((index, query_id)),
+            } if index == statements.copy => {
+                let failed = WarehouseError::statement(&statement, ErrorKind::Transient, message);
+                return Err(self.copy_failure(query_id, batch, &files, failed).await);
+            }
+            failed => failed.into_result()?,
+        }
+        let staged = self.rows_of(&id, statements.copy, &copy).await?;
+        let counts = self.numbers_of(&id, statements.counts, sql::STAGED_COUNTS).await?;
         let distinct = counts.get(1).copied().unwrap_or(staged);
-        let inserted = self.rows_of(&id, statements.insert).await?;
+        let inserted = self.rows_of(&id, statements.insert, &copy).await?;
         report.files_loaded = todo.len() as u64;
         report.rows_staged = u64::try_from(staged).unwrap_or(0);
         report.duplicates_in_batch = u64::try_from(staged - distinct).unwrap_or(0);
@@ -341,10 +452,83 @@ impl RedshiftDataWarehouse {
         report.duplicates_in_table = u64::try_from(distinct - inserted).unwrap_or(0);
         Ok(report)
     }
+
+    /// The error of a load whose COPY (Redshift query `query_id`) failed: the batch
+    /// file and line SYS_LOAD_ERROR_DETAIL names, as a permanent error of that file,
+    /// or `failed` (transient) when it names none of the load's files.
+    async fn copy_failure(
+        &self,
+        query_id: i64,
+        batch: &LoadBatch,
+        files: &[(String, u64)],
+        failed: WarehouseError,
+    ) -> WarehouseError {
+        let detail = match self.load_error_detail(query_id).await {
+            Ok(detail) => detail,
+            // Without the permission to ask, no load error can ever be attributed.
+            Err(error) if error.kind() == ErrorKind::Fatal => return error,
+            Err(error) => {
+                tracing::warn!(%error, query_id, "cannot read the COPY's load errors");
+                None
+            }
+        };
+        // The detail is written as COPY fails; one not written yet is found by the
+        // next attempt, which fails the same way.
+        let Some(detail) = detail else {
+            return failed;
+        };
+        match attributed_key(&detail.file_name, &batch.bucket, files) {
+            Some(key) => WarehouseError::File {
+                bucket: batch.bucket.clone(),
+                key: key.to_string(),
+                line: detail.line_number,
+                reason: format!("COPY: {}", detail.error_message),
+                kind: ErrorKind::Permanent,
+            },
+            None => failed,
+        }
+    }
+
+    /// The first row SYS_LOAD_ERROR_DETAIL holds for Redshift query `query_id`.
+    async fn load_error_detail(&self, query_id: i64) -> Result<Option<LoadErrorDetail>, WarehouseError> {
+        let query = sql::load_error_detail(query_id);
+        let id = self.submit(self.query_request(&query), &query.sql).await?;
+        self.wait(&id, &query.sql).await?.into_result()?;
+        let rows = self.results(&id, &query.sql).await?;
+        Ok(rows.first().and_then(|row| match &row[..] {
+            [file_name, line_number, error_message] => Some(LoadErrorDetail {
+                file_name: file_name.as_string_value().ok()?.trim_end().to_string(),
+                line_number: line_number.as_long_value().ok().and_then(|n| u64::try_from(*n).ok()),
+                error_message: error_message
+                    .as_string_value()
+                    .map(|m| m.trim_end().to_string())
+                    .unwrap_or_default(),
+            }),
+            _ => None,
+        }))
+    }
+}
+
+/// The key of one of `files` that `file_name` (`s3://bucket/key`, as COPY names the
+/// files it reads) is.
+fn attributed_key<'a>(file_name: &str, bucket: &str, files: &'a [(String, u64)]) -> Option<&'a str> {
+    let key = file_name
+        .strip_prefix("s3://")?
+        .strip_prefix(bucket)?
+        .strip_prefix('/')?;
+    files.iter().map(|(k, _)| k.as_str()).find(|k| *k == key)
+}
+
+/// The id of a submitted statement; the Data API always sends one.
+fn statement_id(id: Option<&str>, statement: &str) -> Result<String, WarehouseError> {
+    id.map(str::to_string)
+        .ok_or_else(|| WarehouseError::statement(statement, ErrorKind::Transient, "the Data API sent no statement id"))
 }
 
 #[cfg(test)]
 mod tests {
+    use pipeline_runtime::error::Classified;
+
     use super::*;
 
     fn warehouse(target: Target) -> RedshiftDataWarehouse {
@@ -447,6 +631,125 @@ mod tests {
                 .get_secret_arn()
                 .as_deref()
                 .is_some_and(|a| a.contains("secretsmanager"))
+        );
+    }
+    #[test]
+    fn maintenance_runs_each_statement_on_its_own() {
+        let cluster = warehouse(Target::Cluster {
+            cluster_id: "analytics".into(),
+            database: "games".into(),
+            db_user: Some("loader".into()),
+            secret_arn: None,
+        });
+        // An ExecuteStatement, not a batch: a batch is a transaction, which VACUUM refuses.
+        let request = cluster.execute_request("VACUUM DELETE ONLY events");
+        let input = request.as_input();
+        assert_eq!(input.get_sql().as_deref(), Some("VACUUM DELETE ONLY events"));
+        assert_eq!(input.get_parameters(), &None);
+        assert_eq!(input.get_cluster_identifier().as_deref(), Some("analytics"));
+        assert_eq!(input.get_database().as_deref(), Some("games"));
+        assert_eq!(input.get_db_user().as_deref(), Some("loader"));
+        assert_eq!(input.get_workgroup_name(), &None);
+    }
+
+    #[test]
+    fn load_errors_are_asked_for_by_the_copys_query_id() {
+        let serverless = warehouse(Target::Workgroup {
+            workgroup: "wg".into(),
+            database: "games".into(),
+            secret_arn: None,
+        });
+        let request = serverless.load_error_request(1_234_567);
+        let input = request.as_input();
+        assert_eq!(
+            input.get_sql().as_deref(),
+            Some(
+                "SELECT TRIM(file_name), line_number, TRIM(error_message) FROM sys_load_error_detail \
+                 WHERE query_id = CAST(:query_id AS BIGINT) ORDER BY file_name, line_number LIMIT 1"
+            )
+        );
+        let sent: Vec<(&str, &str)> = input
+            .get_parameters()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| (p.name(), p.value()))
+            .collect();
+        assert_eq!(sent, vec![("query_id", "1234567")]);
+        assert_eq!(input.get_workgroup_name().as_deref(), Some("wg"));
+    }
+
+    #[test]
+    fn copy_names_a_file_of_the_load_or_none() {
+        let files = vec![
+            ("events/2026/01/01/00/1-2.gzip".to_string(), 2),
+            ("events/2026/01/01/00/3-4.gzip".to_string(), 2),
+        ];
+        assert_eq!(
+            attributed_key("s3://lake/events/2026/01/01/00/3-4.gzip", "lake", &files),
+            Some("events/2026/01/01/00/3-4.gzip")
+        );
+        // The manifest, another bucket, a key the load does not hold: nothing to quarantine.
+        assert_eq!(attributed_key("s3://lake/manifests/1-4.manifest", "lake", &files), None);
+        assert_eq!(
+            attributed_key("s3://other/events/2026/01/01/00/3-4.gzip", "lake", &files),
+            None
+        );
+        assert_eq!(
+            attributed_key("s3://lakehouse/events/2026/01/01/00/3-4.gzip", "lake", &files),
+            None
+        );
+        assert_eq!(attributed_key("events/2026/01/01/00/3-4.gzip", "lake", &files), None);
+    }
+
+    #[test]
+    fn a_failed_statement_without_a_file_is_transient() {
+        let failed = Ended::Failed {
+            statement: "VACUUM DELETE ONLY events".into(),
+            message: "ERROR: permission denied".into(),
+            sub_statement: None,
+        };
+        let error = failed.into_result().expect_err("failed");
+        assert_eq!((error.kind(), error.file()), (ErrorKind::Transient, None));
+        assert_eq!(
+            error.to_string(),
+            "statement failed: VACUUM DELETE ONLY events: ERROR: permission denied"
+        );
+    }
+
+    /// The longest keys the layout makes (56-digit sequence numbers), each different.
+    fn longest_keys(n: usize) -> Vec<(String, u64)> {
+        (0..n)
+            .map(|i| {
+                let first = format!("{i:0>56}");
+                (format!("events/-9999/12/31/23/{first}-{first}.gzip"), u64::MAX)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_ten_thousand_file_load_fits_one_batch_execute_statement() {
+        for n in [1, 10_000, max_files_per_load()] {
+            let files = longest_keys(n);
+            assert!(files.iter().all(|(k, _)| k.len() == sql::MAX_KEY_BYTES));
+            let statements = load_statements("s3://b/manifests/m", "s3://b/j", "arn:role", &files);
+            assert!(
+                statements.sqls.len() <= MAX_BATCH_STATEMENTS,
+                "{n}: {}",
+                statements.sqls.len()
+            );
+            for statement in &statements.sqls {
+                assert!(statement.chars().count() < sql::MAX_STATEMENT_CHARS, "{n}");
+            }
+            let keys: Vec<String> = files.into_iter().map(|(k, _)| k).collect();
+            assert!(sql::loaded_among(&keys).len() <= MAX_BATCH_STATEMENTS, "{n}");
+            assert_eq!(check_max_files(n), Ok(()));
+        }
+        assert!(max_files_per_load() >= 10_000, "{}", max_files_per_load());
+        let refused = check_max_files(max_files_per_load() + 1).expect_err("too many");
+        assert!(
+            refused.ends_with(&format!("at most {} files fit", max_files_per_load())),
+            "{refused}"
         );
     }
 }

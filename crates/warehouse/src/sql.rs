@@ -1,6 +1,7 @@
 //! The SQL of a load and of maintenance. One text for both dialects wherever they
 //! agree; where they do not, the difference is spelled out here and nowhere else.
 
+use crate::query::{Query, Value};
 use crate::schema::{COLUMNS, Dialect};
 
 fn column_list() -> String {
@@ -104,10 +105,13 @@ FROM (SELECT COUNT(*) AS staged FROM staging) AS counted",
     )
 }
 
-fn now(dialect: Dialect) -> &'static str {
+/// The current time as a UTC `TIMESTAMP`, whatever the session's time zone.
+pub const fn now_utc(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::Redshift => "GETDATE()",
-        Dialect::Postgres => "now()",
+        // now() is a point in time: stored into a TIMESTAMP column, or compared with
+        // one, it would be read in the session's time zone.
+        Dialect::Postgres => "(now() AT TIME ZONE 'UTC')",
     }
 }
 
@@ -116,16 +120,77 @@ pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-/// Records the loaded files with their row counts.
-pub fn record_files(dialect: Dialect, files: &[(String, u64)]) -> String {
-    let rows: Vec<String> = files
-        .iter()
-        .map(|(key, rows)| format!("({}, {rows}, {})", literal(key), now(dialect)))
-        .collect();
-    format!(
-        "INSERT INTO loaded_files (file_key, row_count, loaded_at) VALUES {}",
-        rows.join(", ")
-    )
+/// The Data API's limit on the text of one statement (ExecuteStatement's `Sql`, each
+/// of BatchExecuteStatement's `Sqls`), in characters.
+pub const MAX_STATEMENT_CHARS: usize = 100_000;
+
+/// The longest key of a batch file, in bytes:
+/// `events/YYYY/MM/DD/HH/<first>-<last>.gzip` ([`event_model::layout::batch_key`])
+/// with a signed four-digit year (jiff's years run from -9999 to 9999) and sequence
+/// numbers of at most 56 digits. Bytes bound characters, so statements sized by it
+/// stay under the Data API's limit whatever a key's characters are.
+pub const MAX_KEY_BYTES: usize = "events/".len() + "-9999/12/31/23/".len() + 56 + "-".len() + 56 + ".gzip".len();
+
+/// The longest literal of a key: every byte a quote or a backslash, doubled.
+const MAX_KEY_LITERAL: usize = 2 * MAX_KEY_BYTES + "''".len();
+
+/// The longest text of a row count (a `u64`).
+const MAX_COUNT_DIGITS: usize = 20;
+
+const RECORD_FILES: &str = "INSERT INTO loaded_files (file_key, row_count, loaded_at) VALUES ";
+
+/// Files one `record_files` statement records: as many `(key, rows, now), ` as fit
+/// under [`MAX_STATEMENT_CHARS`] with the longest key and the largest count.
+pub const fn files_per_record_statement(dialect: Dialect) -> usize {
+    let row =
+        "(".len() + MAX_KEY_LITERAL + ", ".len() + MAX_COUNT_DIGITS + ", ".len() + now_utc(dialect).len() + ")".len();
+    (MAX_STATEMENT_CHARS - 1 - RECORD_FILES.len()) / (row + ", ".len())
+}
+
+/// Records the loaded files with their row counts: one INSERT per
+/// [`files_per_record_statement`] files (none for no files), all of them run in the
+/// load's transaction.
+pub fn record_files(dialect: Dialect, files: &[(String, u64)]) -> Vec<String> {
+    files
+        .chunks(files_per_record_statement(dialect))
+        .map(|chunk| {
+            let rows: Vec<String> = chunk
+                .iter()
+                .map(|(key, rows)| format!("({}, {rows}, {})", literal(key), now_utc(dialect)))
+                .collect();
+            format!("{RECORD_FILES}{}", rows.join(", "))
+        })
+        .collect()
+}
+
+const LOADED_AMONG: &str = "SELECT file_key FROM loaded_files WHERE file_key IN (";
+
+/// Keys one `loaded_among` query asks about: as many as fit under
+/// [`MAX_STATEMENT_CHARS`] with the longest key.
+pub const KEYS_PER_LOADED_QUERY: usize =
+    (MAX_STATEMENT_CHARS - 1 - LOADED_AMONG.len() - ")".len()) / (MAX_KEY_LITERAL + ", ".len());
+
+/// Which of `keys` were already loaded: one SELECT per [`KEYS_PER_LOADED_QUERY`] keys
+/// (none for no keys); the answer is the union of their rows.
+pub fn loaded_among(keys: &[String]) -> Vec<String> {
+    keys.chunks(KEYS_PER_LOADED_QUERY)
+        .map(|chunk| {
+            let list: Vec<String> = chunk.iter().map(|k| literal(k)).collect();
+            format!("{LOADED_AMONG}{})", list.join(", "))
+        })
+        .collect()
+}
+
+/// Redshift: the first error SYS_LOAD_ERROR_DETAIL (provisioned and Serverless alike)
+/// holds for the COPY Redshift ran as query `redshift_query_id` (the Data API's
+/// `SubStatementData::redshift_query_id`, the view's `query_id`): file, line, message.
+pub fn load_error_detail(redshift_query_id: i64) -> Query {
+    Query {
+        sql: "SELECT TRIM(file_name), line_number, TRIM(error_message) FROM sys_load_error_detail \
+              WHERE query_id = CAST(:query_id AS BIGINT) ORDER BY file_name, line_number LIMIT 1"
+            .into(),
+        parameters: vec![("query_id", Value::Int(redshift_query_id))],
+    }
 }
 
 /// Redshift's COPY of a manifest of gzipped JSON-lines files into staging.
@@ -144,15 +209,6 @@ pub fn copy_from_stdin() -> String {
     format!("COPY staging ({}) FROM STDIN", column_list())
 }
 
-/// Which of `keys` were already loaded.
-pub fn loaded_among(keys: &[String]) -> String {
-    let list: Vec<String> = keys.iter().map(|k| literal(k)).collect();
-    format!(
-        "SELECT file_key FROM loaded_files WHERE file_key IN ({})",
-        list.join(", ")
-    )
-}
-
 /// A maintenance job of the cron-connector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Maintenance {
@@ -167,7 +223,8 @@ pub enum Maintenance {
 }
 
 impl Maintenance {
-    /// The statements, each run on its own outside a transaction (VACUUM cannot run in one).
+    /// The statements, each run on its own outside a transaction (VACUUM cannot run in
+    /// one). Times compare in UTC, the time zone the columns hold.
     pub fn statements(self, dialect: Dialect) -> Vec<String> {
         match (self, dialect) {
             (Maintenance::Vacuum, Dialect::Redshift) => vec![
@@ -183,7 +240,7 @@ impl Maintenance {
             }
             (Maintenance::PruneLoadedFiles { days }, Dialect::Postgres) => {
                 vec![format!(
-                    "DELETE FROM loaded_files WHERE loaded_at < now() - INTERVAL '{days} days'"
+                    "DELETE FROM loaded_files WHERE loaded_at < (now() AT TIME ZONE 'UTC') - INTERVAL '{days} days'"
                 )]
             }
             (Maintenance::Retention { days }, Dialect::Redshift) => {
@@ -193,7 +250,7 @@ impl Maintenance {
             }
             (Maintenance::Retention { days }, Dialect::Postgres) => {
                 vec![format!(
-                    "DELETE FROM events WHERE event_timestamp < now() - INTERVAL '{days} days'"
+                    "DELETE FROM events WHERE event_timestamp < (now() AT TIME ZONE 'UTC') - INTERVAL '{days} days'"
                 )]
             }
         }
@@ -254,6 +311,101 @@ mod tests {
         assert!(Maintenance::Vacuum.statements(Dialect::Redshift)[1].contains("TO 95 PERCENT"));
         assert!(
             Maintenance::PruneLoadedFiles { days: 30 }.statements(Dialect::Redshift)[0].contains("DATEADD(day, -30")
+        );
+    }
+    /// The longest key the layout makes, in the given hour.
+    fn layout_key(arrival_ms: i64) -> String {
+        let sequence = "9".repeat(56);
+        event_model::layout::batch_key(event_model::layout::BatchKind::Events, arrival_ms, &sequence, &sequence)
+    }
+
+    #[test]
+    fn the_key_bound_is_the_layouts_longest_key() {
+        assert_eq!(layout_key(i64::MIN).len(), MAX_KEY_BYTES, "{}", layout_key(i64::MIN));
+        assert!(layout_key(i64::MAX).len() <= MAX_KEY_BYTES);
+        assert!(layout_key(1_767_225_600_000).len() <= MAX_KEY_BYTES);
+    }
+
+    /// The rows of `record_files` statements, with the dialect's `now` spelled `NOW`.
+    fn recorded_rows(dialect: Dialect, statements: &[String]) -> Vec<String> {
+        statements
+            .iter()
+            .flat_map(|statement| {
+                let values = statement.strip_prefix(RECORD_FILES).expect("an INSERT of loaded files");
+                let values = values.replace(now_utc(dialect), "NOW");
+                values
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .split("), (")
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn statements_listing_files_are_split_under_the_data_api_limit() {
+        // Layout keys (whose characters the row split above can tell apart) and keys of
+        // only quotes, which double in a literal: the longest statements there can be.
+        let layout: Vec<(String, u64)> = (0..10_000)
+            .map(|n| (layout_key(1_767_225_600_000 + n * 3_600_000), u64::MAX))
+            .collect();
+        let quotes: Vec<(String, u64)> = (0..10_000).map(|_| ("'".repeat(MAX_KEY_BYTES), u64::MAX)).collect();
+        for files in [&layout, &quotes] {
+            let keys: Vec<String> = files.iter().map(|(k, _)| k.clone()).collect();
+            let queries = loaded_among(&keys);
+            assert!(queries.len() <= 40, "{} queries", queries.len());
+            for dialect in [Dialect::Redshift, Dialect::Postgres] {
+                let inserts = record_files(dialect, files);
+                assert_eq!(inserts.len(), files.len().div_ceil(files_per_record_statement(dialect)));
+                for statement in inserts.iter().chain(&queries) {
+                    assert!(
+                        statement.chars().count() < MAX_STATEMENT_CHARS,
+                        "{dialect:?}: {} characters",
+                        statement.chars().count()
+                    );
+                }
+            }
+        }
+        let keys: Vec<String> = layout.iter().map(|(k, _)| k.clone()).collect();
+        let asked: usize = loaded_among(&keys).iter().map(|q| q.matches(".gzip'").count()).sum();
+        assert_eq!(asked, keys.len(), "every key is asked about once");
+        let redshift = recorded_rows(Dialect::Redshift, &record_files(Dialect::Redshift, &layout));
+        let postgres = recorded_rows(Dialect::Postgres, &record_files(Dialect::Postgres, &layout));
+        assert_eq!(redshift.len(), layout.len());
+        assert_eq!(redshift, postgres, "both dialects record the same rows");
+        assert_eq!(redshift[0], format!("'{}', 18446744073709551615, NOW", layout[0].0));
+        assert!(record_files(Dialect::Redshift, &[]).is_empty());
+        assert!(loaded_among(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_load_error_detail_query_binds_the_query_id() {
+        let query = load_error_detail(4_242);
+        assert_eq!(
+            query.sql,
+            "SELECT TRIM(file_name), line_number, TRIM(error_message) FROM sys_load_error_detail \
+             WHERE query_id = CAST(:query_id AS BIGINT) ORDER BY file_name, line_number LIMIT 1"
+        );
+        assert_eq!(query.parameters, vec![("query_id", Value::Int(4_242))]);
+    }
+
+    #[test]
+    fn postgres_compares_and_records_times_in_utc() {
+        for job in [
+            Maintenance::Retention { days: 3 },
+            Maintenance::PruneLoadedFiles { days: 3 },
+        ] {
+            let statement = &job.statements(Dialect::Postgres)[0];
+            assert!(
+                statement.ends_with("< (now() AT TIME ZONE 'UTC') - INTERVAL '3 days'"),
+                "{statement}"
+            );
+        }
+        let record = &record_files(Dialect::Postgres, &[("events/k.gzip".into(), 7)])[0];
+        assert_eq!(
+            record,
+            "INSERT INTO loaded_files (file_key, row_count, loaded_at) VALUES ('events/k.gzip', 7, (now() AT TIME ZONE 'UTC'))"
         );
     }
 }

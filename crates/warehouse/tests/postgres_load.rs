@@ -1,11 +1,13 @@
 //! Loads into the local PostgreSQL from batch files in moto's S3: exactly once across
-//! replays and duplicates, and all-or-nothing when a file is corrupt or missing.
+//! replays and duplicates, all-or-nothing when a file is corrupt or missing, with
+//! errors that say what they mean; maintenance in UTC whatever the session's time zone.
 
 use event_model::FilePointer;
-use pipeline_runtime::AwsClients;
+use pipeline_runtime::error::{Classified, ErrorKind};
+use pipeline_runtime::{AwsClients, clock};
 use pipeline_tests::stack;
 use warehouse::postgres::{PostgresWarehouse, Tls};
-use warehouse::{LoadBatch, Warehouse, WarehouseError};
+use warehouse::{LoadBatch, Maintenance, Warehouse, WarehouseError};
 
 const ARRIVAL: i64 = 1_767_225_600_000;
 
@@ -52,11 +54,22 @@ struct Fixture {
 
 /// A bucket and a PostgreSQL schema of its own, so tests never see each other's rows.
 async fn fixture() -> Fixture {
+    fixture_in_time_zone(None).await
+}
+
+/// [`fixture`] whose warehouse sessions use the time zone `zone` (as a server or role
+/// default would set it).
+async fn fixture_in_time_zone(zone: Option<&str>) -> Fixture {
     let aws = stack::aws().await;
     let bucket = stack::unique_name("wh-lake");
     stack::create_bucket(&aws, &bucket).await;
     let schema = stack::warehouse_schema("t").await;
-    let warehouse = Warehouse::Postgres(PostgresWarehouse::new(&schema.url, Tls::Disable, aws.s3()));
+    // The URL's `options` already set the search_path; options are separated by spaces.
+    let url = match zone {
+        Some(zone) => format!("{}%20-cTimeZone%3D{zone}", schema.url),
+        None => schema.url.clone(),
+    };
+    let warehouse = Warehouse::Postgres(PostgresWarehouse::new(&url, Tls::Disable, aws.s3()));
     assert_eq!(warehouse.migrate().await.expect("migrate"), 1);
     assert_eq!(warehouse.migrate().await.expect("migrate again"), 1, "idempotent");
     let sql = schema.sql;
@@ -161,9 +174,10 @@ async fn a_corrupt_or_missing_file_fails_the_whole_load_naming_the_file() {
         .await
         .expect_err("a corrupt file fails the load");
     assert!(
-        matches!(&error, WarehouseError::File { key, .. } if key == "events/corrupt.gzip"),
+        matches!(&error, WarehouseError::File { key, line: None, kind: ErrorKind::Permanent, .. } if key == "events/corrupt.gzip"),
         "{error}"
     );
+    assert_eq!(error.file().map(|f| f.key), Some("events/corrupt.gzip"));
     let missing = FilePointer {
         key: "events/missing.gzip".into(),
         ..good.clone()
@@ -174,6 +188,33 @@ async fn a_corrupt_or_missing_file_fails_the_whole_load_naming_the_file() {
         .await
         .expect_err("missing");
     assert!(error.to_string().contains("events/missing.gzip"), "{error}");
+    assert_eq!(error.kind(), ErrorKind::Permanent, "{error}");
+    assert_eq!(error.file().map(|f| f.key), Some("events/missing.gzip"));
+    // A gzipped file whose third line (after an empty one) is not an event.
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut line: serde_json::Value = serde_json::from_slice(&event(&ids(1)[0], ARRIVAL)).expect("json");
+    line["server_timestamp"] = ARRIVAL.into();
+    let mut text = line.to_string().into_bytes();
+    text.extend_from_slice(b"\n\n{\"event_id\": 1}\n");
+    std::io::Write::write_all(&mut gzip, &text).expect("gzip");
+    put(&f.aws, &f.bucket, "events/bad-line.gzip", gzip.finish().expect("gzip")).await;
+    let bad_line = FilePointer {
+        key: "events/bad-line.gzip".into(),
+        ..good.clone()
+    };
+    let error = f
+        .warehouse
+        .load(&f.batch(&[&good, &bad_line]))
+        .await
+        .expect_err("a bad line");
+    let fault = error.file().expect("the file is named");
+    assert_eq!((fault.key, fault.line), ("events/bad-line.gzip", Some(3)), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("events/bad-line.gzip line 3: not an event line"),
+        "{error}"
+    );
     assert_eq!(
         f.count("SELECT COUNT(*) FROM events").await,
         0,
@@ -213,4 +254,144 @@ async fn a_load_abandoned_midway_leaves_no_open_transaction_behind() {
         .execute("VACUUM events")
         .await
         .expect("no transaction is left open for statements that refuse one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_and_connection_failures_carry_their_kind() {
+    let f = fixture().await;
+    let error = f
+        .warehouse
+        .execute("ANALYZE no_such_table")
+        .await
+        .expect_err("no table");
+    assert!(
+        matches!(&error, WarehouseError::Statement { sqlstate: Some(s), kind: ErrorKind::Fatal, .. } if s == "42P01"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("42P01"), "{error}");
+    let error = f
+        .warehouse
+        .execute("SELECT CAST('x' AS INTEGER)")
+        .await
+        .expect_err("bad data");
+    assert_eq!(error.kind(), ErrorKind::Permanent, "{error}");
+
+    let config: tokio_postgres::Config = stack::warehouse_url().parse().expect("the stack's URL");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        other => panic!("the stack's warehouse is reached over TCP: {other:?}"),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("pipeline");
+    let database = config.get_dbname().unwrap_or("analytics");
+    let s3 = f.aws.s3();
+    let connect = |settings: String| {
+        let warehouse = Warehouse::Postgres(PostgresWarehouse::new(&settings, Tls::Disable, s3.clone()));
+        async move { warehouse.migrate().await.expect_err("cannot connect") }
+    };
+    let wrong_password = connect(format!(
+        "host={host} port={port} user={user} password=wrong dbname={database}"
+    ))
+    .await;
+    assert_eq!(wrong_password.kind(), ErrorKind::Fatal, "{wrong_password}");
+    let no_database = connect(format!(
+        "host={host} port={port} user={user} password={} dbname=no_such_database",
+        String::from_utf8_lossy(config.get_password().unwrap_or_default())
+    ))
+    .await;
+    assert_eq!(no_database.kind(), ErrorKind::Fatal, "{no_database}");
+    let nobody_listening =
+        connect("host=127.0.0.1 port=1 user=pipeline dbname=analytics connect_timeout=5".into()).await;
+    assert_eq!(nobody_listening.kind(), ErrorKind::Transient, "{nobody_listening}");
+    let not_a_url = connect("postgres://[".into()).await;
+    assert_eq!(not_a_url.kind(), ErrorKind::Fatal, "{not_a_url}");
+}
+
+/// `2026-01-01 00:00:00.000`, the UTC time of `ms`.
+fn utc_text(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .expect("a time")
+        .strftime("%Y-%m-%d %H:%M:%S%.3f")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_compares_in_utc_whatever_the_session_time_zone() {
+    const DAY_MS: i64 = 86_400_000;
+    const HOUR_MS: i64 = 3_600_000;
+    // UTC+14 and UTC-10 (-9 in summer): read as local time, a UTC time moves by more
+    // than the hour either side of the cut-off that the events are placed at.
+    for zone in ["Pacific/Kiritimati", "America/Adak"] {
+        let f = fixture_in_time_zone(Some(zone)).await;
+        let offset = f
+            .warehouse
+            .select(&warehouse::query::Query {
+                sql: "SELECT CAST(EXTRACT(TIMEZONE FROM now()) AS BIGINT)".into(),
+                parameters: Vec::new(),
+            })
+            .await
+            .expect("offset");
+        assert_ne!(offset, vec![vec![0]], "{zone}: the session is not in UTC");
+
+        let now = clock::now_ms();
+        let (inside, outside) = (ids(1).remove(0), ids(1).remove(0));
+        let events = [
+            event(&inside, now - 3 * DAY_MS + HOUR_MS),
+            event(&outside, now - 3 * DAY_MS - HOUR_MS),
+        ];
+        let file = stack::put_batch_file(&f.aws, &f.bucket, "events/2026/01/01/00/1-2.gzip", &events, now).await;
+        f.warehouse.load(&f.batch(&[&file])).await.expect("load");
+        let loaded_at_ms = f
+            .count("SELECT CAST(EXTRACT(EPOCH FROM loaded_at) * 1000 AS BIGINT) FROM loaded_files")
+            .await;
+        assert!(
+            (loaded_at_ms - now).abs() < 5 * 60_000,
+            "{zone}: loaded_at is UTC, {} ms off",
+            loaded_at_ms - now
+        );
+        for (key, at) in [
+            ("kept", now - 3 * DAY_MS + HOUR_MS),
+            ("pruned", now - 3 * DAY_MS - HOUR_MS),
+        ] {
+            f.sql
+                .execute(
+                    "INSERT INTO loaded_files (file_key, row_count, loaded_at) VALUES ($1, 1, CAST(CAST($2 AS TEXT) AS TIMESTAMP))",
+                    &[&key, &utc_text(at)],
+                )
+                .await
+                .expect("insert a loaded file");
+        }
+
+        for job in [
+            Maintenance::Retention { days: 3 },
+            Maintenance::PruneLoadedFiles { days: 3 },
+        ] {
+            for statement in job.statements(f.warehouse.dialect()) {
+                f.warehouse.execute(&statement).await.expect("maintenance");
+            }
+        }
+        let kept: Vec<String> = f
+            .sql
+            .query("SELECT event_id FROM events", &[])
+            .await
+            .expect("events")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![inside],
+            "{zone}: the event inside the window stays, the other goes"
+        );
+        let mut files: Vec<String> = f
+            .sql
+            .query("SELECT file_key FROM loaded_files", &[])
+            .await
+            .expect("files")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        files.sort();
+        assert_eq!(files, vec![file.key.clone(), "kept".to_string()], "{zone}");
+    }
 }

@@ -1,7 +1,10 @@
 //! cron-connector: warehouse maintenance on cron schedules (VACUUM, ANALYZE, pruning
 //! of `loaded_files`, retention), run by one instance at a time under a singleton
-//! lease. Each job's statements run outside transactions; a failure is logged and
-//! counted, retried at the job's next time, and never stops the process.
+//! lease. Each job's statements run outside transactions. A failure that may pass (a
+//! lock, a dropped connection, a server restarting) or that belongs to the data is
+//! logged and counted and retried at the job's next time; a fatal one (permissions, a
+//! missing table, a refused login) stops the service with its message, since no later
+//! run can succeed until someone fixes it.
 
 pub mod jobs;
 
@@ -10,12 +13,14 @@ use std::time::Duration;
 use chrono::Utc;
 use clap::Parser;
 use pipeline_runtime::config::parse_resource_name;
+use pipeline_runtime::error::{Classified, ErrorKind};
+use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
 use pipeline_runtime::{AwsArgs, ServiceArgs, ServiceContext};
 use shard_consumer::LeaseTable;
 use shard_consumer::args::default_worker_id;
 use shard_consumer::singleton::SingletonLease;
 use warehouse::config::WarehouseConfigError;
-use warehouse::{Maintenance, Warehouse, WarehouseArgs};
+use warehouse::{Maintenance, Warehouse, WarehouseArgs, WarehouseError};
 
 use jobs::{Job, Schedule};
 
@@ -116,14 +121,17 @@ impl Config {
 pub enum Error {
     #[error(transparent)]
     Config(#[from] WarehouseConfigError),
-    #[error(transparent)]
-    Warehouse(#[from] warehouse::WarehouseError),
+    #[error("warehouse: {0}")]
+    Migrate(#[from] RetryError<WarehouseError>),
+    #[error("maintenance job {job} cannot run: {error}")]
+    Job { job: &'static str, error: WarehouseError },
     #[error("singleton lease: {0}")]
     Lease(#[from] shard_consumer::lease_table::LeaseTableError),
 }
 
-/// Runs one job; reports, never fails the process.
-async fn run_job(warehouse: &Warehouse, job: &Job, context: &ServiceContext) {
+/// Runs one job and reports how it went. Only a fatal failure comes back: the
+/// others are retried at the job's next time.
+async fn run_job(warehouse: &Warehouse, job: &Job, context: &ServiceContext) -> Result<(), WarehouseError> {
     let started = std::time::Instant::now();
     let mut outcome = Ok(());
     for statement in job.work.statements(warehouse.dialect()) {
@@ -134,12 +142,14 @@ async fn run_job(warehouse: &Warehouse, job: &Job, context: &ServiceContext) {
     }
     let elapsed = started.elapsed();
     let duration_ms = elapsed.as_millis() as u64;
+    context.metrics.timing("JobDuration", elapsed, &[("Job", job.name)]);
     match outcome {
         Ok(()) => {
             context
                 .metrics
                 .count("JobRuns", 1, &[("Job", job.name), ("Outcome", "success")]);
             tracing::info!(job = job.name, duration_ms, "job finished");
+            Ok(())
         }
         Err(error) => {
             context
@@ -147,10 +157,15 @@ async fn run_job(warehouse: &Warehouse, job: &Job, context: &ServiceContext) {
                 .count("JobRuns", 1, &[("Job", job.name), ("Outcome", "failure")]);
             // Over all jobs, for one alarm.
             context.metrics.count("JobFailures", 1, &[]);
-            tracing::error!(job = job.name, duration_ms, %error, "job failed; retried at its next time");
+            let kind = error.kind();
+            if kind == ErrorKind::Fatal {
+                tracing::error!(job = job.name, duration_ms, %kind, %error, "job failed; stopping");
+                return Err(error);
+            }
+            tracing::error!(job = job.name, duration_ms, %kind, %error, "job failed; retried at its next time");
+            Ok(())
         }
     }
-    context.metrics.timing("JobDuration", elapsed, &[("Job", job.name)]);
 }
 
 /// Runs the connector until `context.shutdown` is cancelled.
@@ -158,7 +173,12 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
     let warehouse = config
         .warehouse
         .open(context.aws.s3(), || context.aws.redshift_data())?;
-    warehouse.migrate().await?;
+    // A warehouse still starting must not fail a deployment.
+    match retry(&RetryPolicy::START, &context.shutdown, || warehouse.migrate()).await {
+        Ok(_) => {}
+        Err(error) if error.is_stopped() => return Ok(()),
+        Err(error) => return Err(error.into()),
+    }
     let jobs = config.jobs();
     let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
     let lease = SingletonLease::new(
@@ -184,7 +204,10 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
                 if guard.lost.is_cancelled() || shutdown.is_cancelled() {
                     break;
                 }
-                run_job(&warehouse, job, &context).await;
+                if let Err(error) = run_job(&warehouse, job, &context).await {
+                    guard.release().await;
+                    return Err(Error::Job { job: job.name, error });
+                }
             }
             let wait = next
                 .and_then(|at| (at - Utc::now()).to_std().ok())

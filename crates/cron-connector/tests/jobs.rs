@@ -1,6 +1,7 @@
-//! Two cron-connectors on the local stack: only the lease holder runs jobs; a failing
-//! job is reported and retried at its next time without stopping the process; a
-//! graceful stop hands the jobs to the other instance.
+//! Two cron-connectors on the local stack: only the lease holder runs jobs; a job that
+//! fails in a way that may pass is reported and retried at its next time without
+//! stopping the process; a graceful stop hands the jobs to the other instance; a job
+//! that can never run (its table is gone) stops the service with the reason.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use pipeline_tests::stack;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cron-connector");
 
+/// Log lines of the analyze job that start with `message`.
 fn count(service: &mut ServiceProcess, message: &str) -> usize {
     service
         .json_lines()
@@ -30,13 +32,17 @@ async fn wait_until(mut check: impl FnMut() -> bool, timeout: Duration) -> bool 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_instance_runs_the_jobs_failures_are_retried_and_a_stop_hands_over() {
+async fn one_instance_runs_the_jobs_passing_failures_are_retried_a_stop_hands_over_a_fatal_one_stops() {
     let aws = stack::aws().await;
     let resources = Resources::unique();
     resources.create(&aws).await;
     let warehouse = stack::warehouse_schema("cron").await;
     let (schema, url, sql) = (&warehouse.name, &warehouse.url, &warehouse.sql);
 
+    // A job waits at most half a second for a lock: a held lock fails it the way a
+    // passing failure does (SQLSTATE 55P03). (The URL's options already set the
+    // search_path; options are separated by spaces.)
+    let url = format!("{url}%20-clock_timeout%3D500");
     let start = |worker: &str| {
         let mut env = resources.env();
         env.extend_from_slice(&[
@@ -64,19 +70,31 @@ async fn one_instance_runs_the_jobs_failures_are_retried_and_a_stop_hands_over()
     );
     let (mut holder, mut other) = if ran_a > 0 { (a, b) } else { (b, a) };
 
-    // The table disappears: the job fails, is reported, and runs again a second later.
-    sql.batch_execute(&format!("DROP TABLE {schema}.events"))
+    // Someone holds the table: the job fails, is reported, and runs again a second later.
+    sql.batch_execute(&format!("BEGIN; LOCK TABLE {schema}.events IN ACCESS EXCLUSIVE MODE"))
         .await
-        .expect("drop");
+        .expect("lock");
     let failed_twice = wait_until(|| count(&mut holder, "job failed") >= 2, Duration::from_secs(20)).await;
     assert!(failed_twice, "a failing job is reported and retried at its next time");
-    sql.batch_execute(&format!("CREATE TABLE {schema}.events (event_id CHAR(36))"))
-        .await
-        .expect("recreate");
+    let failure = holder
+        .json_lines()
+        .into_iter()
+        .find(|l| l["message"].as_str().is_some_and(|m| m.starts_with("job failed")))
+        .unwrap_or_default();
+    assert_eq!(failure["kind"], "transient", "{failure}");
+    assert!(
+        failure["error"].as_str().is_some_and(|e| e.contains("55P03")),
+        "{failure}"
+    );
+    sql.batch_execute("COMMIT").await.expect("unlock");
     let before = count(&mut holder, "job finished");
     assert!(
         wait_until(|| count(&mut holder, "job finished") > before, Duration::from_secs(20)).await,
         "the job succeeds again once it can"
+    );
+    assert!(
+        holder.exit_status().is_none(),
+        "a passing failure does not stop the service"
     );
 
     // A graceful stop releases the lease: the other instance takes over.
@@ -86,7 +104,25 @@ async fn one_instance_runs_the_jobs_failures_are_retried_and_a_stop_hands_over()
         wait_until(|| count(&mut other, "job finished") > 0, Duration::from_secs(20)).await,
         "the other instance runs the jobs after the handover"
     );
-    other.terminate();
-    assert!(other.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+
+    // The table disappears: no later run can succeed, so the service stops and says why.
+    sql.batch_execute(&format!("DROP TABLE {schema}.events"))
+        .await
+        .expect("drop");
+    let exit = other.wait_exit(Duration::from_secs(20));
+    assert!(
+        exit.is_some_and(|s| !s.success()),
+        "a fatal job failure stops the service: {exit:?}"
+    );
+    let reason = other
+        .json_lines()
+        .iter()
+        .find(|l| l["message"] == "service failed")
+        .and_then(|l| l["error"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("maintenance job analyze cannot run") && reason.contains("42P01"),
+        "{reason}"
+    );
     resources.delete(&aws).await;
 }

@@ -268,9 +268,20 @@ impl RedshiftDataWarehouse {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            let status = self.client.describe_statement().id(id).send().await.map_err(|e| {
-                WarehouseError::data_api(statement, AwsError::from_sdk("redshift-data:DescribeStatement", e))
-            })?;
+            let status = match self.client.describe_statement().id(id).send().await {
+                Ok(status) => status,
+                Err(e) => {
+                    let error = AwsError::from_sdk("redshift-data:DescribeStatement", e);
+                    // The statement runs on whether or not we can see it: a throttled
+                    // look must not give up on it (and start it again) while it may commit.
+                    if error.is_retryable() && tokio::time::Instant::now() < deadline {
+                        tracing::debug!(%error, statement_id = id, "cannot see the statement yet");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        continue;
+                    }
+                    return Err(WarehouseError::data_api(statement, error));
+                }
+            };
             match status.status() {
                 Some(StatusString::Finished) => return Ok(Ended::Finished),
                 Some(StatusString::Failed | StatusString::Aborted) => {

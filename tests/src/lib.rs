@@ -6,13 +6,17 @@
 //!   health endpoint and JSON logs, stopped with a real SIGTERM;
 //! - [`service_checks`]: start, health, SIGTERM and config-error checks every service passes;
 //! - [`help`]: checks that a binary's `--help` documents every setting;
+//! - [`sources`]: the workspace's own source files, for checks on the code;
 //! - [`fault_proxy`]: a loopback proxy that fails a share of the AWS calls through it;
+//! - [`iam_moto`]: a private moto that enforces IAM, and principals with exactly a policy;
 //! - [`chaos`]: the whole pipeline under kills, resharding and faults, then its invariants.
 
 pub mod chaos;
 pub mod fault_proxy;
 pub mod help;
+pub mod iam_moto;
 pub mod process;
 pub mod resources;
 pub mod service_checks;
+pub mod sources;
 pub mod stack;

@@ -72,6 +72,11 @@ pub struct Config {
     #[arg(long, env = "WORKER_ID")]
     pub worker_id: Option<String>,
 
+    /// Create the lease table at start when it is missing (needs `dynamodb:CreateTable`);
+    /// `false` where the templates create it: a missing table then stops the service.
+    #[arg(long, env = "CREATE_LEASE_TABLES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub create_lease_tables: bool,
+
     #[command(flatten)]
     pub warehouse: WarehouseArgs,
 
@@ -186,7 +191,8 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
         "cron",
         &worker_id,
         Duration::from_secs(config.lease_failover_secs),
-    );
+    )
+    .creating_table(config.create_lease_tables);
     context.health.set_ready(true);
     tracing::info!(jobs = ?jobs.iter().map(|j| j.name).collect::<Vec<_>>(), %worker_id, "waiting for the singleton lease");
     let shutdown = context.shutdown.clone();

@@ -34,6 +34,9 @@ pub const MAX_EVENT_VERSION_BYTES: usize = 64;
 pub const MAX_EVENT_TYPE_BYTES: usize = 256;
 pub const MAX_APP_VERSION_BYTES: usize = 64;
 pub const MAX_LEVEL_ID_BYTES: usize = 64;
+/// A player id that is not a telemetry UUID (a Snowplow `user_id`: whatever the game's
+/// login system uses); Snowplow's own `user_id` column is 255 bytes.
+pub const MAX_PLAYER_ID_BYTES: usize = 255;
 
 /// Limits that depend on the deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -451,6 +454,33 @@ fn trim<'a>(text: Cow<'a, str>, n: &mut Normalizations) -> Cow<'a, str> {
         Cow::Borrowed(b) => Cow::Borrowed(b.trim_matches(space)),
         Cow::Owned(o) => Cow::Owned(o.trim_matches(space).to_string()),
     }
+}
+
+/// A player id from an input path without UUIDs (Snowplow's `user_id`), under the rules
+/// of telemetry's text fields: trimmed of surrounding spaces, not empty, at most
+/// [`MAX_PLAYER_ID_BYTES`], no control characters. The same reasons as telemetry's.
+pub fn player_id<'a>(field: &str, text: &'a str) -> Result<&'a str, Rejection> {
+    required_identity(field, text, MAX_PLAYER_ID_BYTES)
+}
+
+/// A level id from any input path, under `level_id`'s rules, present and not empty (an
+/// empty level cannot key LevelState): at most [`MAX_LEVEL_ID_BYTES`], no control
+/// characters (so a control character can separate two level ids in a key).
+pub fn level_id<'a>(field: &str, text: &'a str) -> Result<&'a str, Rejection> {
+    required_identity(field, text, MAX_LEVEL_ID_BYTES)
+}
+
+fn required_identity<'a>(field: &str, text: &'a str, max_bytes: usize) -> Result<&'a str, Rejection> {
+    let trimmed = match trim(Cow::Borrowed(text), &mut Normalizations::default()) {
+        Cow::Borrowed(trimmed) => trimmed,
+        // Trimming a borrowed text only ever narrows it.
+        Cow::Owned(_) => text,
+    };
+    if trimmed.is_empty() {
+        return Err(Rejection::field(Reason::EmptyValue, field, "empty"));
+    }
+    check_text(field, trimmed, max_bytes)?;
+    Ok(trimmed)
 }
 
 fn check_text(field: &str, text: &str, max_bytes: usize) -> Result<(), Rejection> {

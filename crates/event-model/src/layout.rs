@@ -24,11 +24,30 @@ impl BatchKind {
 
 /// `<prefix>/YYYY/MM/DD/HH/<first>-<last>.gzip`, the hour (UTC) of `arrival_ms`.
 pub fn batch_key(kind: BatchKind, arrival_ms: i64, first_sequence: &str, last_sequence: &str) -> String {
+    format!(
+        "{}/{first_sequence}-{last_sequence}.gzip",
+        hour_folder(kind, arrival_ms)
+    )
+}
+
+/// `errors/YYYY/MM/DD/HH/<first>-<last>.<application>.gzip`: records that another
+/// reader of a stream than the s3-connector quarantined (the player-state worker's
+/// Snowplow lines and writes DynamoDB refused). The application keeps its files apart
+/// from the s3-connector's, which may cover the same sequence numbers.
+pub fn quarantine_key(application: &str, arrival_ms: i64, first_sequence: &str, last_sequence: &str) -> String {
+    format!(
+        "{}/{first_sequence}-{last_sequence}.{application}.gzip",
+        hour_folder(BatchKind::Errors, arrival_ms)
+    )
+}
+
+/// `<prefix>/YYYY/MM/DD/HH`, the hour (UTC) of `arrival_ms`.
+fn hour_folder(kind: BatchKind, arrival_ms: i64) -> String {
     let time = Timestamp::from_millisecond(arrival_ms)
         .unwrap_or(if arrival_ms < 0 { Timestamp::MIN } else { Timestamp::MAX })
         .to_zoned(TimeZone::UTC);
     format!(
-        "{}/{:04}/{:02}/{:02}/{:02}/{first_sequence}-{last_sequence}.gzip",
+        "{}/{:04}/{:02}/{:02}/{:02}",
         kind.prefix(),
         time.year(),
         time.month(),
@@ -55,6 +74,10 @@ mod tests {
         assert_eq!(
             batch_key(BatchKind::Events, 0, "a", "b"),
             "events/1970/01/01/00/a-b.gzip"
+        );
+        assert_eq!(
+            quarantine_key("level-state", 1_709_251_200_000, "7", "9"),
+            "errors/2024/03/01/00/7-9.level-state.gzip"
         );
     }
 

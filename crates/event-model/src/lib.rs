@@ -5,11 +5,12 @@
 //!   with a [`Rejection`] (a machine-readable [`Reason`] and the field);
 //! - [`batch`]: gzipped JSON-lines batch files;
 //! - [`rejected`]: the line format of `errors/`;
-//! - [`pointer`]: the `files` stream's message;
+//! - [`pointer`]: the `files` stream's message; [`dead_letter`]: one the warehouse gave up on;
 //! - [`layout`]: the S3 key layout;
 //! - [`snowplow`]: Snowplow enriched events (TSV) as the Analytics SDKs' JSON.
 
 pub mod batch;
+pub mod dead_letter;
 pub mod event;
 pub mod layout;
 pub mod normalization;
@@ -19,8 +20,9 @@ pub mod rejection;
 pub mod snowplow;
 
 pub use batch::BatchFile;
-pub use event::{Event, Rules};
-pub use layout::{BatchKind, batch_key};
+pub use dead_letter::{DEAD_LETTER_PREFIX, DeadLetter};
+pub use event::{Event, Rules, level_id, player_id};
+pub use layout::{BatchKind, batch_key, quarantine_key};
 pub use normalization::{Normalization, Normalizations};
 pub use pointer::FilePointer;
 pub use rejected::RejectedRecord;

@@ -34,10 +34,16 @@ pub enum Reason {
     FractionalTimestamp,
     /// Later than the record's arrival plus the allowed clock skew.
     FutureTimestamp,
+    /// A Snowplow enriched event without its 131 tab-separated fields.
+    SnowplowFieldCount,
+    /// A Snowplow enriched event with a field its type cannot hold.
+    SnowplowBadField,
+    /// A record the store it belongs in refused for good (DynamoDB's ValidationException).
+    Unwritable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 19] = [
         Reason::Empty,
         Reason::TooLarge,
         Reason::InvalidUtf8,
@@ -54,6 +60,9 @@ impl Reason {
         Reason::NegativeTimestamp,
         Reason::FractionalTimestamp,
         Reason::FutureTimestamp,
+        Reason::SnowplowFieldCount,
+        Reason::SnowplowBadField,
+        Reason::Unwritable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +83,9 @@ impl Reason {
             Reason::NegativeTimestamp => "negative_timestamp",
             Reason::FractionalTimestamp => "fractional_timestamp",
             Reason::FutureTimestamp => "future_timestamp",
+            Reason::SnowplowFieldCount => "snowplow_field_count",
+            Reason::SnowplowBadField => "snowplow_bad_field",
+            Reason::Unwritable => "unwritable",
         }
     }
 }

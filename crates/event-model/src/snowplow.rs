@@ -2,9 +2,13 @@
 //! the Snowplow Analytics SDKs produce: typed values, ISO 8601 timestamps, empty
 //! fields left out, each context and the self-describing event under
 //! `contexts_<vendor>_<name>_<major>` / `unstruct_event_<vendor>_<name>_<major>` in
-//! snake case, and `geo_location` as `"lat,lon"`.
+//! snake case (derived contexts under the same `contexts_` keys as the tracker's, after
+//! them), and `geo_location` as the latitude and longitude text as it arrived,
+//! `"lat,lon"`.
 
 use serde_json::{Map, Number, Value};
+
+use crate::rejection::{Reason, Rejection};
 
 /// How a field's text becomes JSON.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -157,6 +161,8 @@ const FIELDS: [(&str, Kind); 131] = [
 
 /// Fields in an enriched event.
 pub const FIELD_COUNT: usize = FIELDS.len();
+const LATITUDE: usize = 22;
+const LONGITUDE: usize = 23;
 
 /// The TSV position of a field (for writing enriched events).
 pub fn field_index(name: &str) -> Option<usize> {
@@ -175,9 +181,23 @@ pub enum SnowplowError {
 impl SnowplowError {
     /// A machine-readable reason, for metrics.
     pub fn reason(&self) -> &'static str {
+        self.rejection_reason().as_str()
+    }
+
+    fn rejection_reason(&self) -> Reason {
         match self {
-            SnowplowError::FieldCount(_) => "snowplow_field_count",
-            SnowplowError::Field { .. } => "snowplow_bad_field",
+            SnowplowError::FieldCount(_) => Reason::SnowplowFieldCount,
+            SnowplowError::Field { .. } => Reason::SnowplowBadField,
+        }
+    }
+}
+
+impl From<SnowplowError> for Rejection {
+    fn from(error: SnowplowError) -> Self {
+        let reason = error.rejection_reason();
+        match &error {
+            SnowplowError::FieldCount(_) => Rejection::new(reason, error.to_string()),
+            SnowplowError::Field { field, detail } => Rejection::field(reason, field, detail.clone()),
         }
     }
 }
@@ -196,6 +216,13 @@ pub fn to_json(line: &str) -> Result<Map<String, Value>, SnowplowError> {
         return Err(SnowplowError::FieldCount(values.len()));
     }
     let mut out = Map::new();
+    // The SDKs join the text as it arrived: "37.50" stays "37.50", not 37.5.
+    if let (Some(lat), Some(lon)) = (values.get(LATITUDE), values.get(LONGITUDE))
+        && !lat.is_empty()
+        && !lon.is_empty()
+    {
+        out.insert("geo_location".into(), Value::String(format!("{lat},{lon}")));
+    }
     for ((name, kind), text) in FIELDS.iter().zip(values) {
         if text.is_empty() {
             continue;
@@ -242,10 +269,6 @@ pub fn to_json(line: &str) -> Result<Map<String, Value>, SnowplowError> {
                 out.insert(key, data);
             }
         }
-    }
-    if let (Some(lat), Some(lon)) = (out.get("geo_latitude"), out.get("geo_longitude")) {
-        let location = format!("{lat},{lon}");
-        out.insert("geo_location".into(), Value::String(location));
     }
     Ok(out)
 }
@@ -315,7 +338,8 @@ fn contexts(field: &'static str, text: &str) -> Result<Vec<(String, Value)>, Sno
         .ok_or_else(|| bad(field, "no array of contexts in data"))?;
     items
         .iter()
-        .map(|item| self_describing(field, item).map(|(key, data)| (format!("{field}_{key}"), data)))
+        // The tracker's contexts and the enrichments' derived ones share the `contexts_` keys.
+        .map(|item| self_describing(field, item).map(|(key, data)| (format!("contexts_{key}"), data)))
         .collect()
 }
 
@@ -387,10 +411,29 @@ mod tests {
         line = fields.join("\t");
         let json = to_json(&line).expect("valid");
         assert_eq!(
-            json["derived_contexts_com_codecombat_level_context_1"][0]["user_id"],
-            "player-42"
+            json["contexts_com_codecombat_level_context_1"][0]["user_id"], "player-42",
+            "derived contexts go under contexts_ like the tracker's"
         );
+        assert!(json.get("derived_contexts_com_codecombat_level_context_1").is_none());
         assert_eq!(json["unstruct_event_com_acme_level_complete_2"]["stars"], 3);
+    }
+
+    #[test]
+    fn derived_contexts_merge_after_the_trackers_and_coordinates_keep_their_text() {
+        let derived = r#"{"schema":"iglu:com.snowplowanalytics.snowplow/contexts/jsonschema/1-0-0","data":[{"schema":"iglu:com.codecombat/level_context/jsonschema/1-0-0","data":{"user_id":"player-42","level_slug":"from-enrichment"}}]}"#;
+        let mut fields: Vec<String> = enriched(LEVEL, derived).split('\t').map(str::to_string).collect();
+        fields[22] = "37.50".into();
+        fields[23] = "-122.40".into();
+        let json = to_json(&fields.join("\t")).expect("valid");
+        let levels: Vec<&str> = json["contexts_com_codecombat_level_context_1"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|item| item["level_slug"].as_str())
+            .collect();
+        assert_eq!(levels, ["dungeons-of-kithgard", "from-enrichment"]);
+        assert_eq!(json["geo_location"], "37.50,-122.40");
+        assert_eq!(json["geo_latitude"], 37.5, "the number itself is typed");
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub fn render_table(levels: &[LevelCount]) -> String {
 }
 
 /// Prints the counts once, or every `--watch` seconds.
-pub async fn run(dynamodb: &aws_sdk_dynamodb::Client, args: &LevelsArgs) -> Result<(), aws_sdk_dynamodb::Error> {
+pub async fn run(dynamodb: &aws_sdk_dynamodb::Client, args: &LevelsArgs) -> Result<(), pipeline_runtime::AwsError> {
     loop {
         let levels = live::levels(dynamodb, &args.level_state_table).await?;
         let mut stdout = std::io::stdout().lock();

@@ -6,9 +6,10 @@
 //! - [`heatmap`]: where events happen on a level, from the warehouse;
 //! - [`level_map`]: a picture of a generated level (a heat map's background);
 //! - [`summary`]: what the pipeline holds end to end, checked against what was sent;
+//! - [`dead_letters`]: the files the warehouse gave up on, listed and redriven;
 //! - [`healthcheck`]: a service's readiness, for container health checks.
-//! - [`summary`]: what the pipeline holds, end to end.
 
+pub mod dead_letters;
 pub mod generate;
 pub mod healthcheck;
 pub mod heatmap;
@@ -58,4 +59,6 @@ pub enum Command {
     Summary(Box<summary::SummaryArgs>),
     /// Exit 0 when a service's health endpoint answers 200 (the container's HEALTHCHECK).
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// List the files the redshift-connector gave up on, or redrive them once fixed.
+    DeadLetters(dead_letters::DeadLettersArgs),
 }

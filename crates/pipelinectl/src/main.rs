@@ -107,5 +107,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pipelinectl::levels::run(&aws.dynamodb(), &args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::DeadLetters(args) => {
+            pipelinectl::dead_letters::run(&aws.s3(), &aws.kinesis(), &args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

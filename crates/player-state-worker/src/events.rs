@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use event_model::snowplow;
-use event_model::{Event, Rules};
+use event_model::{Event, Reason, Rejection, Rules};
 use serde_json::Value;
 
 /// A player seen on a level at an event time.
@@ -14,30 +14,32 @@ pub struct Sighting {
     pub level: String,
     /// Event time, ms since the epoch.
     pub timestamp: i64,
+    /// The record it was read from (its index in the batch).
+    pub record: usize,
 }
 
 /// Why a record gives no sighting (the `Reason` dimension of `SkippedEvents`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Skip {
-    /// Not a valid event (the event model's reason).
-    Invalid(&'static str),
+    /// Not a valid event or line: why, under the event model's rules and reasons.
+    Invalid(Rejection),
+    /// A KPL aggregate that could not be read (its reason).
+    BadAggregate(&'static str),
     /// A valid event without a level: nothing to place.
     NoLevel,
     /// A Snowplow level context without a player.
     NoPlayer,
-    /// Not UTF-8 (a Snowplow line must be text).
-    InvalidUtf8,
     /// Older than the idle timeout: it would bring back a pruned player on an old level.
     TooOld,
 }
 
 impl Skip {
-    pub fn reason(self) -> &'static str {
+    pub fn reason(&self) -> &'static str {
         match self {
-            Skip::Invalid(reason) => reason,
+            Skip::Invalid(rejection) => rejection.reason.as_str(),
+            Skip::BadAggregate(reason) => reason,
             Skip::NoLevel => "no_level",
             Skip::NoPlayer => "no_player",
-            Skip::InvalidUtf8 => "invalid_utf8",
             Skip::TooOld => "older_than_idle_timeout",
         }
     }
@@ -51,7 +53,7 @@ pub fn sighting_from_json(
     idle_timeout_ms: i64,
     rules: &Rules,
 ) -> Result<Sighting, Skip> {
-    let event = Event::parse(data, arrival_ms, rules).map_err(|r| Skip::Invalid(r.reason.as_str()))?;
+    let event = Event::parse(data, arrival_ms, rules).map_err(Skip::Invalid)?;
     let level = event.level_id.ok_or(Skip::NoLevel)?;
     if event.event_timestamp < now_ms.saturating_sub(idle_timeout_ms) {
         return Err(Skip::TooOld);
@@ -60,6 +62,7 @@ pub fn sighting_from_json(
         player: event.client_id.into_owned(),
         level: level.into_owned(),
         timestamp: event.event_timestamp,
+        record: 0,
     })
 }
 
@@ -89,35 +92,69 @@ impl SnowplowLevelContext {
 }
 
 /// Reads a Snowplow enriched event: time = `collector_tstamp`, player = `user_id` and
-/// level = `level_slug` of the level context, in `contexts` or `derived_contexts`.
+/// level = `level_slug` of the level context (the tracker's and the enrichments' items
+/// under one key, as the Analytics SDK gives them).
+///
+/// Of several items, the one the tutorial's Lambda ends on: it applies every item that
+/// has both values not null, in order, so the last such item wins. Its values then pass
+/// the same rules as telemetry's (a Lambda would have sent an empty or oversized
+/// `user_id` to DynamoDB and failed its whole batch for ever).
 pub fn sighting_from_snowplow(
     data: &[u8],
     now_ms: i64,
     idle_timeout_ms: i64,
     context: &SnowplowLevelContext,
 ) -> Result<Sighting, Skip> {
-    let line = std::str::from_utf8(data).map_err(|_| Skip::InvalidUtf8)?;
-    let event = snowplow::to_json(line).map_err(|e| Skip::Invalid(e.reason()))?;
-    let level_context = ["contexts", "derived_contexts"]
+    let line = std::str::from_utf8(data).map_err(|error| {
+        Skip::Invalid(Rejection::new(
+            Reason::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", error.valid_up_to()),
+        ))
+    })?;
+    let event = snowplow::to_json(line).map_err(|e| Skip::Invalid(e.into()))?;
+    let items = event
+        .get(&format!("contexts_{}", context.key))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let present = |item: &Value, key: &str| item.get(key).is_some_and(|v| !v.is_null());
+    let Some(chosen) = items
         .iter()
-        .filter_map(|prefix| event.get(&format!("{prefix}_{}", context.key)))
-        .filter_map(Value::as_array)
-        .flatten()
-        .next()
-        .ok_or(Skip::NoLevel)?;
-    let level = level_context
-        .get("level_slug")
-        .and_then(Value::as_str)
-        .ok_or(Skip::NoLevel)?;
-    let player = level_context
-        .get("user_id")
-        .and_then(Value::as_str)
-        .ok_or(Skip::NoPlayer)?;
+        .rev()
+        .find(|item| present(item, "user_id") && present(item, "level_slug"))
+    else {
+        return Err(if items.iter().any(|item| present(item, "level_slug")) {
+            Skip::NoPlayer
+        } else {
+            Skip::NoLevel
+        });
+    };
+    let text = |key: &str| {
+        let field = format!("contexts_{}.{key}", context.key);
+        match chosen.get(key) {
+            Some(Value::String(text)) => Ok((field, text.as_str())),
+            _ => Err(Skip::Invalid(Rejection::field(
+                Reason::WrongType,
+                &field,
+                "a string is expected",
+            ))),
+        }
+    };
+    let (player_field, player) = text("user_id")?;
+    let (level_field, level) = text("level_slug")?;
+    let player = event_model::player_id(&player_field, player).map_err(Skip::Invalid)?;
+    let level = event_model::level_id(&level_field, level).map_err(Skip::Invalid)?;
     let timestamp = event
         .get("collector_tstamp")
         .and_then(Value::as_str)
         .and_then(snowplow::timestamp_ms)
-        .ok_or(Skip::Invalid("snowplow_bad_field"))?;
+        .ok_or_else(|| {
+            Skip::Invalid(Rejection::field(
+                Reason::SnowplowBadField,
+                "collector_tstamp",
+                "missing",
+            ))
+        })?;
     if timestamp < now_ms.saturating_sub(idle_timeout_ms) {
         return Err(Skip::TooOld);
     }
@@ -125,6 +162,7 @@ pub fn sighting_from_snowplow(
         player: player.to_string(),
         level: level.to_string(),
         timestamp,
+        record: 0,
     })
 }
 
@@ -170,6 +208,7 @@ mod tests {
             player: player.into(),
             level: level.into(),
             timestamp,
+            record: 0,
         }
     }
 
@@ -207,24 +246,83 @@ mod tests {
             sighting_from_snowplow(line("", "").as_bytes(), now, 300_000, &context),
             Err(Skip::NoLevel)
         );
-        assert_eq!(
-            sighting_from_snowplow(line("{oops", "").as_bytes(), now, 300_000, &context),
-            Err(Skip::Invalid("snowplow_bad_field"))
-        );
-        assert_eq!(
-            sighting_from_snowplow(b"a\tb", now, 300_000, &context),
-            Err(Skip::Invalid("snowplow_field_count"))
-        );
-        assert_eq!(
-            sighting_from_snowplow(&[0xff, b'\t'], now, 300_000, &context),
-            Err(Skip::InvalidUtf8)
-        );
+        let reason = |data: &[u8]| {
+            sighting_from_snowplow(data, now, 300_000, &context)
+                .err()
+                .map(|skip| skip.reason())
+        };
+        assert_eq!(reason(line("{oops", "").as_bytes()), Some("snowplow_bad_field"));
+        assert_eq!(reason(b"a\tb"), Some("snowplow_field_count"));
+        assert_eq!(reason(&[0xff, b'\t']), Some("invalid_utf8"));
         assert_eq!(
             detect(InputFormat::Auto, line(level, "").as_bytes()),
             InputFormat::Snowplow
         );
         assert_eq!(detect(InputFormat::Auto, b" {\"a\":1}"), InputFormat::Json);
         assert_eq!(detect(InputFormat::Json, b"a\tb"), InputFormat::Json);
+    }
+
+    /// A Snowplow line whose level context holds `items` (JSON objects).
+    fn line_with_items(items: &[&str]) -> String {
+        let data: Vec<String> = items
+            .iter()
+            .map(|item| format!(r#"{{"schema":"iglu:com.codecombat/level_context/jsonschema/1-0-0","data":{item}}}"#))
+            .collect();
+        let contexts = format!(
+            r#"{{"schema":"iglu:com.snowplowanalytics.snowplow/contexts/jsonschema/1-0-0","data":[{}]}}"#,
+            data.join(",")
+        );
+        let mut fields = vec![String::new(); 131];
+        fields[3] = "2026-01-01 00:00:00.500".into();
+        fields[52] = contexts;
+        fields.join("\t")
+    }
+
+    #[test]
+    fn snowplow_players_and_levels_pass_telemetrys_rules() {
+        let context =
+            SnowplowLevelContext::from_schema("iglu:com.codecombat/level_context/jsonschema/1-0-0").expect("schema");
+        let now = 1_767_225_600_500;
+        let read = |items: &[&str]| sighting_from_snowplow(line_with_items(items).as_bytes(), now, 300_000, &context);
+        let rejected = |items: &[&str]| match read(items) {
+            Err(Skip::Invalid(rejection)) => (rejection.reason.as_str(), rejection.field.unwrap_or_default()),
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+        assert_eq!(
+            rejected(&[r#"{"user_id":"","level_slug":"forest"}"#]),
+            (
+                "empty_value",
+                "contexts_com_codecombat_level_context_1.user_id".to_string()
+            )
+        );
+        let long = format!(r#"{{"user_id":"{}","level_slug":"forest"}}"#, "u".repeat(3 * 1024));
+        assert_eq!(rejected(&[&long]).0, "too_long");
+        assert_eq!(rejected(&[r#"{"user_id":"u1","level_slug":"  "}"#]).0, "empty_value");
+        assert_eq!(
+            rejected(&[r#"{"user_id":"u1","level_slug":"a\u0007b"}"#]).0,
+            "control_characters"
+        );
+        assert_eq!(rejected(&[r#"{"user_id":7,"level_slug":"forest"}"#]).0, "wrong_type");
+        // The Lambda applies each complete item in turn: the last complete one wins,
+        // items with a null value are passed over.
+        assert_eq!(
+            read(&[
+                r#"{"user_id":"u1","level_slug":"first"}"#,
+                r#"{"user_id":"u1","level_slug":"last"}"#,
+                r#"{"user_id":null,"level_slug":"ignored"}"#,
+            ]),
+            Ok(s("u1", "last", now))
+        );
+        assert_eq!(
+            read(&[r#"{"user_id":null,"level_slug":"forest"}"#]),
+            Err(Skip::NoPlayer)
+        );
+        assert_eq!(read(&[r#"{"other":1}"#]), Err(Skip::NoLevel));
+        // A level id may hold any printable text, the old transition separator included.
+        assert_eq!(
+            read(&[r#"{"user_id":"u1","level_slug":"a→b"}"#]),
+            Ok(s("u1", "a→b", now))
+        );
     }
 
     #[test]
@@ -260,8 +358,8 @@ mod tests {
             Err(Skip::TooOld)
         );
         assert_eq!(
-            sighting_from_json(b"{", now, now, 300_000, &rules),
-            Err(Skip::Invalid("malformed_json"))
+            sighting_from_json(b"{", now, now, 300_000, &rules).map_err(|skip| skip.reason()),
+            Err("malformed_json")
         );
     }
 }

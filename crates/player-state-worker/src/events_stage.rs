@@ -1,22 +1,25 @@
 //! Events stage: telemetry → one conditional UpdateItem per player per batch in
 //! PlayerState, moving a player only forward in event time.
 
-use pipeline_runtime::clock::now_ms;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use event_model::Rules;
+use event_model::{RejectedRecord, Rejection, Rules};
 use futures::StreamExt;
 use pipeline_runtime::Metrics;
-use shard_consumer::backoff::Backoff;
+use pipeline_runtime::clock::now_ms;
+use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
+use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
 use shard_consumer::kinesis::KinesisRecord;
 use shard_consumer::{Batch, Checkpointer, ProcessorError, ProcessorFactory, RecordProcessor};
+use tokio_util::sync::CancellationToken;
 
 use crate::events::{
     InputFormat, Sighting, Skip, SnowplowLevelContext, detect, latest_per_player, sighting_from_json,
     sighting_from_snowplow,
 };
+use crate::quarantine::Quarantine;
 
 pub const APPLICATION: &str = "player-state";
 
@@ -28,6 +31,8 @@ pub struct EventsStage {
     pub level_context: SnowplowLevelContext,
     pub idle_timeout: Duration,
     pub concurrency: usize,
+    /// Where the records only this stage rejects go (see [`EventsStage::owns_reject`]).
+    pub quarantine: Quarantine,
     pub metrics: Metrics,
 }
 
@@ -45,12 +50,14 @@ pub struct EventsProcessor(Arc<EventsStage>);
 /// What a conditional write did.
 enum Written {
     Moved,
-    /// PlayerState already holds a later event: this one is older news.
+    /// PlayerState already holds a later event: this one is older news. (A write of ours
+    /// applied before its answer was lost cannot look like this: `lastUpdated <= :ts`
+    /// holds again for the same event, so its retry succeeds.)
     Stale,
 }
 
 impl EventsStage {
-    async fn write(&self, sighting: &Sighting) -> Result<Written, aws_sdk_dynamodb::Error> {
+    async fn write(&self, sighting: &Sighting) -> Result<Written, AwsError> {
         let result = self
             .dynamodb
             .update_item()
@@ -64,33 +71,68 @@ impl EventsStage {
             .await;
         match result {
             Ok(_) => Ok(Written::Moved),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(Written::Stale)
+            Err(error) => {
+                let error = AwsError::from_sdk("dynamodb:UpdateItem", error);
+                if error.kind == ErrorKind::ConditionFailed {
+                    Ok(Written::Stale)
+                } else {
+                    Err(error)
+                }
             }
-            Err(error) => Err(error.into()),
         }
     }
 
-    /// Writes one sighting, retrying throttling and transient failures with backoff.
-    async fn write_with_retries(&self, sighting: &Sighting) -> Result<Written, aws_sdk_dynamodb::Error> {
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-        let mut attempts = 0;
-        loop {
-            match self.write(sighting).await {
-                Ok(written) => return Ok(written),
-                Err(error) if attempts < 8 => {
-                    attempts += 1;
-                    self.metrics.count("PlayerWriteRetries", 1, &[]);
-                    tracing::debug!(%error, "PlayerState write failed; retrying");
-                    tokio::time::sleep(backoff.next_delay()).await;
+    /// Whether this stage stores a reject in `errors/`. The s3-connector reads the same
+    /// telemetry stream and stores every record that is not valid telemetry JSON; this
+    /// stage stores what only it rejects: Snowplow lines (and, in [`Self::process`],
+    /// writes DynamoDB refuses).
+    fn owns_reject(&self, data: &[u8]) -> bool {
+        detect(self.format, data) == InputFormat::Snowplow
+    }
+
+    fn reject(shard: &str, record: &KinesisRecord, why: Rejection) -> RejectedRecord {
+        RejectedRecord {
+            reason: why.reason.as_str().to_string(),
+            field: why.field,
+            detail: why.detail,
+            shard: shard.to_string(),
+            sequence: record.position.sequence.to_string(),
+            subsequence: record.position.subsequence,
+            arrival: record.arrival_ms,
+            raw_base64: RejectedRecord::encode_raw(&record.data),
+        }
+    }
+
+    /// Every record of a batch read, rejected or skipped.
+    fn read(&self, batch: &Batch<KinesisRecord>) -> (Vec<Sighting>, Vec<RejectedRecord>) {
+        let now = now_ms();
+        let idle_ms = i64::try_from(self.idle_timeout.as_millis()).unwrap_or(i64::MAX);
+        let mut sightings = Vec::with_capacity(batch.records.len());
+        let mut rejects = Vec::new();
+        for (index, record) in batch.records.iter().enumerate() {
+            let sighting = match (&record.invalid, detect(self.format, &record.data)) {
+                (Some(error), _) => Err(Skip::BadAggregate(error.reason())),
+                (None, InputFormat::Snowplow) => {
+                    sighting_from_snowplow(&record.data, now, idle_ms, &self.level_context)
                 }
-                Err(error) => return Err(error),
+                (None, _) => sighting_from_json(&record.data, record.arrival_ms, now, idle_ms, &self.rules),
+            };
+            match sighting {
+                Ok(sighting) => sightings.push(Sighting {
+                    record: index,
+                    ..sighting
+                }),
+                Err(skip) => {
+                    self.metrics.count("SkippedEvents", 1, &[("Reason", skip.reason())]);
+                    if let Skip::Invalid(why) = skip
+                        && self.owns_reject(&record.data)
+                    {
+                        rejects.push(Self::reject(&batch.shard_id, record, why));
+                    }
+                }
             }
         }
+        (sightings, rejects)
     }
 }
 
@@ -101,40 +143,51 @@ impl RecordProcessor<KinesisRecord> for EventsProcessor {
         checkpointer: &mut Checkpointer,
     ) -> Result<(), ProcessorError> {
         let stage = &self.0;
-        let now = now_ms();
-        let idle_ms = i64::try_from(stage.idle_timeout.as_millis()).unwrap_or(i64::MAX);
-        let mut sightings = Vec::with_capacity(batch.records.len());
-        for record in &batch.records {
-            let sighting = match (&record.invalid, detect(stage.format, &record.data)) {
-                (Some(error), _) => Err(Skip::Invalid(error.reason())),
-                (None, InputFormat::Snowplow) => {
-                    sighting_from_snowplow(&record.data, now, idle_ms, &stage.level_context)
-                }
-                (None, _) => sighting_from_json(&record.data, record.arrival_ms, now, idle_ms, &stage.rules),
-            };
-            match sighting {
-                Ok(sighting) => sightings.push(sighting),
-                Err(skip) => stage.metrics.count("SkippedEvents", 1, &[("Reason", skip.reason())]),
-            }
-        }
+        let stop: CancellationToken = checkpointer.lease_lost_token().clone();
+        let (sightings, mut rejects) = stage.read(batch);
         stage.metrics.count("EventsIn", batch.records.len() as u64, &[]);
         let latest = latest_per_player(sightings);
         // Owned values in the futures: borrowed ones make this future not `Send`.
-        let results: Vec<Result<Written, aws_sdk_dynamodb::Error>> = futures::stream::iter(latest)
+        let results: Vec<(Sighting, Result<Written, RetryError<AwsError>>)> = futures::stream::iter(latest)
             .map(|sighting| {
                 let stage = stage.clone();
-                async move { stage.write_with_retries(&sighting).await }
+                let stop = stop.clone();
+                async move {
+                    let written = retry(&RetryPolicy::SHARD_OUTPUT, &stop, || stage.write(&sighting)).await;
+                    (sighting, written)
+                }
             })
             .buffer_unordered(stage.concurrency)
             .collect()
             .await;
         let (mut moved, mut stale) = (0, 0);
-        for result in results {
-            match result? {
-                Written::Moved => moved += 1,
-                Written::Stale => stale += 1,
+        for (sighting, result) in results {
+            match result {
+                Ok(Written::Moved) => moved += 1,
+                Ok(Written::Stale) => stale += 1,
+                // DynamoDB refused this player's item for good (a key it cannot hold):
+                // the record goes to errors/ and the shard moves on.
+                Err(RetryError::Failed { error, .. }) if error.kind() == ErrorKind::Permanent => {
+                    let record = &batch.records[sighting.record];
+                    let why = Rejection::field(
+                        event_model::Reason::Unwritable,
+                        "playerId",
+                        format!("PlayerState refused the item: {error}"),
+                    );
+                    rejects.push(EventsStage::reject(&batch.shard_id, record, why));
+                }
+                Err(error) => return Err(ProcessorError::new(error.kind(), error)),
             }
         }
+        // Stream order (sequence numbers compare as numbers): the file is named after its ends.
+        rejects.sort_by(|a, b| {
+            (a.sequence.len(), &a.sequence, a.subsequence).cmp(&(b.sequence.len(), &b.sequence, b.subsequence))
+        });
+        stage
+            .quarantine
+            .store(&rejects, &stop)
+            .await
+            .map_err(|error| ProcessorError::new(own(error.kind()), error))?;
         stage.metrics.count("PlayerUpdates", moved, &[]);
         stage.metrics.count("StaleEvents", stale, &[]);
         checkpointer.checkpoint_delivered().await?;
@@ -149,5 +202,13 @@ impl RecordProcessor<KinesisRecord> for EventsProcessor {
     async fn shutdown_requested(&mut self, _checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
         // Every processed batch was checkpointed as it finished: nothing is buffered.
         Ok(())
+    }
+}
+
+/// A request of this stage's own (not an input's) that failed for good stops the worker.
+fn own(kind: ErrorKind) -> ErrorKind {
+    match kind {
+        ErrorKind::Permanent => ErrorKind::Fatal,
+        kind => kind,
     }
 }

@@ -12,18 +12,29 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use aws_sdk_dynamodbstreams::types::AttributeValue as StreamValue;
-use pipeline_runtime::Metrics;
+use base64::Engine;
+use event_model::{RejectedRecord, Rejection};
+use pipeline_runtime::error::{AwsError, Classified, ErrorKind, classify_transaction};
+use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
+use pipeline_runtime::{Metrics, clock};
+use serde_json::{Map, Value, json};
 use shard_consumer::backoff::Backoff;
 use shard_consumer::dynamodb_streams::ChangeRecord;
 use shard_consumer::{Batch, Checkpointer, ProcessorError, ProcessorFactory, RecordProcessor, SequenceNumber};
+use tokio_util::sync::CancellationToken;
 
 use crate::levels::{Effect, LevelChange, chunk_ends, effect};
+use crate::quarantine::Quarantine;
 
 pub const APPLICATION: &str = "level-state";
 /// Guards live in the Transitions table under this bucket (no event time is negative).
 pub const GUARD_BUCKET: i64 = -1;
 /// DynamoDB's limit of items per transaction, less the guard.
 const MAX_COUNT_ITEMS: usize = 99;
+/// A guard must outlive every replay of its shard: DynamoDB Streams keeps a record 24 h,
+/// so twice that, whatever the transitions' own TTL. A guard gone before its records
+/// would let a replay count them again.
+pub const MIN_GUARD_TTL: Duration = Duration::from_secs(48 * 3600);
 
 pub struct LevelStage {
     pub dynamodb: aws_sdk_dynamodb::Client,
@@ -31,6 +42,8 @@ pub struct LevelStage {
     pub transitions_table: String,
     pub bucket: Duration,
     pub transition_ttl: Duration,
+    /// Where stream records with a level that cannot key a count go.
+    pub quarantine: Quarantine,
     pub metrics: Metrics,
 }
 
@@ -54,26 +67,100 @@ pub struct LevelProcessor {
 /// Why a chunk was not applied.
 #[derive(Debug, thiserror::Error)]
 enum ApplyError {
-    #[error("the guard moved since it was read (a replay or another writer)")]
+    /// The guard's condition failed: a replay, another writer, or this very write applied
+    /// before its answer was lost. Re-reading the guard tells them apart.
+    #[error("the guard moved since it was read")]
     GuardMoved,
     #[error(transparent)]
-    Aws(#[from] aws_sdk_dynamodb::Error),
+    Aws(#[from] AwsError),
 }
 
-fn level_of(image: Option<&HashMap<String, StreamValue>>) -> Option<String> {
-    image?.get("levelId")?.as_s().ok().cloned()
+impl Classified for ApplyError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ApplyError::GuardMoved => ErrorKind::ConditionFailed,
+            ApplyError::Aws(error) => error.kind,
+        }
+    }
+}
+
+fn level_of(image: Option<&HashMap<String, StreamValue>>) -> Option<&str> {
+    image?.get("levelId")?.as_s().ok().map(String::as_str)
 }
 
 fn last_updated(image: Option<&HashMap<String, StreamValue>>) -> Option<i64> {
     image?.get("lastUpdated")?.as_n().ok()?.parse().ok()
 }
 
-/// The level move a stream record describes.
-pub fn level_change(record: &ChangeRecord) -> LevelChange {
-    LevelChange {
-        from: level_of(record.old_image.as_ref()),
-        to: level_of(record.new_image.as_ref()),
+/// The level move a stream record describes, and why a level in it cannot key a count
+/// (then that side counts as absent: LevelState stays the recount of every keyable level).
+pub fn level_change(record: &ChangeRecord) -> (LevelChange, Option<Rejection>) {
+    let mut rejection = None;
+    let mut keyable = |level: Option<&str>| {
+        let level = level?;
+        match event_model::level_id("levelId", level) {
+            Ok(_) => Some(level.to_string()),
+            Err(why) => {
+                rejection.get_or_insert(why);
+                None
+            }
+        }
+    };
+    let from = keyable(level_of(record.old_image.as_ref()));
+    let to = keyable(level_of(record.new_image.as_ref()));
+    let change = LevelChange {
+        from,
+        to,
         at: last_updated(record.new_image.as_ref()),
+    };
+    (change, rejection)
+}
+
+/// A stream value as DynamoDB JSON (`{"S": "…"}`), for the raw bytes of a quarantined record.
+fn dynamodb_json(value: &StreamValue) -> Value {
+    let b64 = |b: &aws_sdk_dynamodbstreams::primitives::Blob| {
+        Value::String(base64::engine::general_purpose::STANDARD.encode(b.as_ref()))
+    };
+    match value {
+        StreamValue::S(s) => json!({ "S": s }),
+        StreamValue::N(n) => json!({ "N": n }),
+        StreamValue::B(b) => json!({ "B": b64(b) }),
+        StreamValue::Bool(b) => json!({ "BOOL": b }),
+        StreamValue::Null(_) => json!({ "NULL": true }),
+        StreamValue::Ss(v) => json!({ "SS": v }),
+        StreamValue::Ns(v) => json!({ "NS": v }),
+        StreamValue::Bs(v) => json!({ "BS": v.iter().map(b64).collect::<Vec<_>>() }),
+        StreamValue::L(v) => json!({ "L": v.iter().map(dynamodb_json).collect::<Vec<_>>() }),
+        StreamValue::M(m) => json!({ "M": image_json(m) }),
+        _ => Value::Null,
+    }
+}
+
+fn image_json(image: &HashMap<String, StreamValue>) -> Value {
+    let mut map = Map::new();
+    for (name, value) in image {
+        map.insert(name.clone(), dynamodb_json(value));
+    }
+    Value::Object(map)
+}
+
+/// A stream record the level stage cannot count, as `errors/` stores it: the raw bytes
+/// are the record's keys and images in DynamoDB JSON.
+fn rejected(shard_id: &str, record: &ChangeRecord, why: Rejection) -> RejectedRecord {
+    let raw = json!({
+        "Keys": image_json(&record.keys),
+        "OldImage": record.old_image.as_ref().map(image_json),
+        "NewImage": record.new_image.as_ref().map(image_json),
+    });
+    RejectedRecord {
+        reason: why.reason.as_str().to_string(),
+        field: why.field,
+        detail: why.detail,
+        shard: shard_id.to_string(),
+        sequence: record.position.sequence.to_string(),
+        subsequence: record.position.subsequence,
+        arrival: record.approximate_creation_ms,
+        raw_base64: RejectedRecord::encode_raw(raw.to_string().as_bytes()),
     }
 }
 
@@ -84,40 +171,53 @@ fn guard_key(shard_id: &str) -> HashMap<String, AttributeValue> {
     ])
 }
 
+fn invalid_request(error: aws_sdk_dynamodb::error::BuildError) -> AwsError {
+    AwsError::new("dynamodb:TransactWriteItems", ErrorKind::Fatal, error.to_string())
+}
+
 impl LevelStage {
-    async fn read_guard(&self, shard_id: &str) -> Result<Option<SequenceNumber>, ProcessorError> {
-        let item = self
-            .dynamodb
-            .get_item()
-            .table_name(&self.transitions_table)
-            .set_key(Some(guard_key(shard_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(aws_sdk_dynamodb::Error::from)?
-            .item;
+    async fn read_guard(
+        &self,
+        shard_id: &str,
+        stop: &CancellationToken,
+    ) -> Result<Option<SequenceNumber>, ProcessorError> {
+        let item = retry(&RetryPolicy::SHARD_OUTPUT, stop, || async {
+            self.dynamodb
+                .get_item()
+                .table_name(&self.transitions_table)
+                .set_key(Some(guard_key(shard_id)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))
+        })
+        .await
+        .map_err(own_request)?
+        .item;
         let sequence = item
             .as_ref()
             .and_then(|i| i.get("lastSequence"))
             .and_then(|v| v.as_s().ok());
-        Ok(match sequence {
-            Some(text) => Some(SequenceNumber::parse(text)?),
-            None => None,
-        })
+        match sequence {
+            Some(text) => SequenceNumber::parse(text)
+                .map(Some)
+                .map_err(|e| ProcessorError::fatal(format!("guard of shard {shard_id}: {e}"))),
+            None => Ok(None),
+        }
     }
 
-    /// One transaction: the counts of `effect` and the guard from `guard` to `last`.
-    async fn apply(
+    /// The transaction applying `effect` and moving the guard from `guard` to `last`.
+    fn transaction(
         &self,
         shard_id: &str,
         effect: &Effect,
         guard: Option<&SequenceNumber>,
         last: &SequenceNumber,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<Vec<TransactWriteItem>, AwsError> {
         let stage = self;
-        let expires = (pipeline_runtime::clock::now_secs()
-            + i64::try_from(stage.transition_ttl.as_secs()).unwrap_or(i64::MAX))
-        .to_string();
+        let now = clock::now_secs();
+        let expires = |ttl: Duration| (now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)).to_string();
+        let transitions_expire = expires(stage.transition_ttl);
         let mut items = Vec::with_capacity(effect.items() + 1);
         for (level, delta) in &effect.deltas {
             let update = Update::builder()
@@ -126,7 +226,7 @@ impl LevelStage {
                 .update_expression("ADD playerCount :delta")
                 .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()))
                 .build()
-                .map_err(aws_sdk_dynamodb::Error::from)?;
+                .map_err(invalid_request)?;
             items.push(TransactWriteItem::builder().update(update).build());
         }
         for (key, count) in &effect.transitions {
@@ -140,9 +240,9 @@ impl LevelStage {
                 .expression_attribute_values(":count", AttributeValue::N(count.to_string()))
                 .expression_attribute_values(":from", AttributeValue::S(key.from.clone()))
                 .expression_attribute_values(":to", AttributeValue::S(key.to.clone()))
-                .expression_attribute_values(":expires", AttributeValue::N(expires.clone()))
+                .expression_attribute_values(":expires", AttributeValue::N(transitions_expire.clone()))
                 .build()
-                .map_err(aws_sdk_dynamodb::Error::from)?;
+                .map_err(invalid_request)?;
             items.push(TransactWriteItem::builder().update(update).build());
         }
         let mut guard_update = Update::builder()
@@ -150,7 +250,7 @@ impl LevelStage {
             .set_key(Some(guard_key(shard_id)))
             .update_expression("SET lastSequence = :last, expiresAt = :expires")
             .expression_attribute_values(":last", AttributeValue::S(last.to_string()))
-            .expression_attribute_values(":expires", AttributeValue::N(expires));
+            .expression_attribute_values(":expires", AttributeValue::N(expires(guard_ttl(stage.transition_ttl))));
         guard_update = match guard {
             Some(read) => guard_update
                 .condition_expression("lastSequence = :read")
@@ -159,10 +259,22 @@ impl LevelStage {
         };
         items.push(
             TransactWriteItem::builder()
-                .update(guard_update.build().map_err(aws_sdk_dynamodb::Error::from)?)
+                .update(guard_update.build().map_err(invalid_request)?)
                 .build(),
         );
-        let result = stage
+        Ok(items)
+    }
+
+    /// One transaction: the counts of `effect` and the guard from `guard` to `last`.
+    async fn apply(
+        &self,
+        shard_id: &str,
+        effect: &Effect,
+        guard: Option<&SequenceNumber>,
+        last: &SequenceNumber,
+    ) -> Result<(), ApplyError> {
+        let items = self.transaction(shard_id, effect, guard, last)?;
+        let result = self
             .dynamodb
             .transact_write_items()
             .set_transact_items(Some(items))
@@ -170,28 +282,29 @@ impl LevelStage {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(error) => {
-                let guard_moved = error.as_service_error().is_some_and(|e| {
-                    e.is_transaction_canceled_exception()
-                        && e.meta().message().is_some_and(|m| m.contains("ConditionalCheckFailed"))
-                });
-                if guard_moved {
-                    Err(ApplyError::GuardMoved)
-                } else {
-                    Err(aws_sdk_dynamodb::Error::from(error).into())
-                }
-            }
+            Err(error) => match classify_transaction(&error) {
+                ErrorKind::ConditionFailed => Err(ApplyError::GuardMoved),
+                kind => Err(AwsError::with_kind("dynamodb:TransactWriteItems", kind, &error).into()),
+            },
         }
     }
 
     /// Applies every record of `shard_id` after its guard, chunk by chunk. Safe to call
     /// again with any overlapping records, in any batch sizes: nothing is applied twice.
-    pub async fn apply_records(&self, shard_id: &str, records: &[ChangeRecord]) -> Result<(), ProcessorError> {
+    /// Records with a level that cannot key a count are quarantined first. `stop` (the
+    /// lease lost) ends the retries of throttled and passing failures.
+    pub async fn apply_records(
+        &self,
+        shard_id: &str,
+        records: &[ChangeRecord],
+        stop: &CancellationToken,
+    ) -> Result<(), ProcessorError> {
         let stage = self;
         let bucket_ms = i64::try_from(stage.bucket.as_millis()).unwrap_or(60_000).max(1);
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut quarantined = false;
         'read_guard: loop {
-            let guard = self.read_guard(shard_id).await?;
+            let guard = self.read_guard(shard_id, stop).await?;
             let pending: Vec<&ChangeRecord> = records
                 .iter()
                 .filter(|r| guard.as_ref().is_none_or(|g| r.position.sequence > *g))
@@ -200,14 +313,29 @@ impl LevelStage {
             if skipped > 0 {
                 stage.metrics.count("ReplayedRecordsSkipped", skipped as u64, &[]);
             }
-            let changes: Vec<LevelChange> = pending.iter().map(|r| level_change(r)).collect();
+            let (changes, rejections): (Vec<LevelChange>, Vec<Option<Rejection>>) =
+                pending.iter().map(|r| level_change(r)).unzip();
+            if !quarantined {
+                // Durable in errors/ before any guard moves past them.
+                let rejects: Vec<RejectedRecord> = pending
+                    .iter()
+                    .zip(rejections)
+                    .filter_map(|(record, why)| why.map(|why| rejected(shard_id, record, why)))
+                    .collect();
+                stage.quarantine.store(&rejects, stop).await.map_err(own_request)?;
+                quarantined = true;
+            }
             let mut guard = guard;
             let mut start = 0;
             for end in chunk_ends(&changes, bucket_ms, MAX_COUNT_ITEMS) {
                 let part = effect(&changes[start..end], bucket_ms);
                 let last = &pending[end - 1].position.sequence;
                 if !part.is_empty() {
-                    match self.apply(shard_id, &part, guard.as_ref(), last).await {
+                    let applied = retry(&RetryPolicy::SHARD_OUTPUT, stop, || {
+                        self.apply(shard_id, &part, guard.as_ref(), last)
+                    })
+                    .await;
+                    match applied {
                         Ok(()) => {
                             stage.metrics.count("LevelTransactions", 1, &[]);
                             stage.metrics.count("LevelDeltasApplied", part.deltas.len() as u64, &[]);
@@ -216,12 +344,19 @@ impl LevelStage {
                                 .count("TransitionsApplied", part.transitions.len() as u64, &[]);
                             guard = Some(last.clone());
                         }
-                        Err(ApplyError::GuardMoved) => {
+                        Err(RetryError::Failed {
+                            error: ApplyError::GuardMoved,
+                            ..
+                        }) => {
                             stage.metrics.count("GuardConflicts", 1, &[]);
-                            tokio::time::sleep(backoff.next_delay()).await;
+                            // Two writers taking turns settle sooner with a pause between rounds.
+                            tokio::select! {
+                                () = tokio::time::sleep(backoff.next_delay()) => {}
+                                () = stop.cancelled() => {}
+                            }
                             continue 'read_guard;
                         }
-                        Err(ApplyError::Aws(error)) => return Err(error.into()),
+                        Err(error) => return Err(own_request(error)),
                     }
                 }
                 start = end;
@@ -231,13 +366,29 @@ impl LevelStage {
     }
 }
 
+/// Guards live at least [`MIN_GUARD_TTL`], longer when transitions do.
+pub fn guard_ttl(transition_ttl: Duration) -> Duration {
+    transition_ttl.max(MIN_GUARD_TTL)
+}
+
+/// A failure of a request this stage made itself (not of an input it can quarantine):
+/// a permanent one cannot be skipped, so it stops the worker.
+fn own_request<E: Classified + std::error::Error + Send + Sync + 'static>(error: RetryError<E>) -> ProcessorError {
+    let kind = match error.kind() {
+        ErrorKind::Permanent => ErrorKind::Fatal,
+        kind => kind,
+    };
+    ProcessorError::new(kind, error)
+}
+
 impl RecordProcessor<ChangeRecord> for LevelProcessor {
     async fn process(
         &mut self,
         batch: &Batch<ChangeRecord>,
         checkpointer: &mut Checkpointer,
     ) -> Result<(), ProcessorError> {
-        self.stage.apply_records(&self.shard_id, &batch.records).await?;
+        let stop = checkpointer.lease_lost_token().clone();
+        self.stage.apply_records(&self.shard_id, &batch.records, &stop).await?;
         checkpointer.checkpoint_delivered().await?;
         Ok(())
     }
@@ -249,5 +400,16 @@ impl RecordProcessor<ChangeRecord> for LevelProcessor {
 
     async fn shutdown_requested(&mut self, _checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_outlive_two_days_of_stream_retention() {
+        assert_eq!(guard_ttl(Duration::from_secs(3600)), MIN_GUARD_TTL);
+        assert_eq!(guard_ttl(Duration::from_secs(604_800)), Duration::from_secs(604_800));
     }
 }

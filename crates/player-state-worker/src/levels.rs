@@ -14,7 +14,12 @@ pub struct LevelChange {
     pub at: Option<i64>,
 }
 
-/// A transition count's key: the bucket's start (ms) and `from→to`.
+/// Separates the two level ids in a transition's sort key. Level ids may hold no control
+/// character (the event model's rule on every input path), so `from␟to` names one pair
+/// only; the `→` used before did not (`a→b`→`c` and `a`→`b→c` were one item).
+pub const TRANSITION_SEPARATOR: char = '\u{1f}';
+
+/// A transition count's key: the bucket's start (ms) and `from`␟`to`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TransitionKey {
     pub bucket_start: i64,
@@ -25,7 +30,7 @@ pub struct TransitionKey {
 impl TransitionKey {
     /// The `transition` sort key in the Transitions table.
     pub fn name(&self) -> String {
-        format!("{}→{}", self.from, self.to)
+        format!("{}{TRANSITION_SEPARATOR}{}", self.from, self.to)
     }
 }
 
@@ -157,6 +162,20 @@ mod tests {
                 1
             )])
         );
+    }
+
+    #[test]
+    fn transition_keys_name_one_pair_only() {
+        let key = |from: &str, to: &str| {
+            TransitionKey {
+                bucket_start: 0,
+                from: from.into(),
+                to: to.into(),
+            }
+            .name()
+        };
+        assert_ne!(key("a→b", "c"), key("a", "b→c"));
+        assert_eq!(key("a", "b"), "a\u{1f}b");
     }
 
     #[test]

@@ -6,7 +6,11 @@
 //! - pruner ([`pruner`]): deletes idle players, one instance at a time.
 //!
 //! [`events`] and [`levels`] are the pure parts; [`live`] reads the counts back
-//! (`GET /levels`, `GET /transitions?since=` on the health port, and `pipelinectl levels`).
+//! (`GET /levels`, `GET /transitions?since=` on the health port, and `pipelinectl levels`);
+//! [`quarantine`] stores in `errors/` the records a stage can never apply.
+//!
+//! The stages live and die together: when one fails for good, the others stop, the
+//! worker reports not ready and exits non-zero, so the orchestrator restarts it.
 
 pub mod events;
 pub mod events_stage;
@@ -14,6 +18,7 @@ pub mod level_stage;
 pub mod levels;
 pub mod live;
 pub mod pruner;
+pub mod quarantine;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,11 +27,14 @@ use clap::{Parser, ValueEnum};
 use event_model::Rules;
 use pipeline_runtime::config::parse_resource_name;
 use pipeline_runtime::resources::{self, MissingResources, Resource, TableSpec};
+use pipeline_runtime::s3::Lake;
 use pipeline_runtime::{AwsArgs, ServiceArgs, ServiceContext};
 use shard_consumer::dynamodb_streams::DynamoDbStreamSource;
 use shard_consumer::kinesis::KinesisSource;
 use shard_consumer::singleton::SingletonLease;
 use shard_consumer::{ConsumerArgs, ConsumerError, LeaseTable};
+
+use quarantine::Quarantine;
 
 pub const SERVICE: &str = "player-state-worker";
 
@@ -47,6 +55,14 @@ pub struct Config {
     /// Kinesis stream the games write telemetry events to.
     #[arg(long, env = "TELEMETRY_STREAM", default_value = "telemetry", value_parser = parse_resource_name)]
     pub telemetry_stream: String,
+
+    /// S3 bucket of the data lake: records a stage can never apply go to its `errors/`.
+    #[arg(long, env = "BUCKET", value_parser = parse_resource_name)]
+    pub bucket: String,
+
+    /// KMS key (id or ARN) for SSE-KMS on the objects written; unset = the bucket's default encryption.
+    #[arg(long, env = "SSE_KMS_KEY_ID")]
+    pub sse_kms_key_id: Option<String>,
 
     /// DynamoDB table with each present player's level (must have a NEW_AND_OLD_IMAGES stream).
     #[arg(long, env = "PLAYER_STATE_TABLE", default_value = "PlayerState", value_parser = parse_resource_name)]
@@ -152,17 +168,21 @@ pub enum Error {
     Consumer(#[from] ConsumerError),
     #[error("the PlayerState stream: {0}")]
     Stream(#[from] shard_consumer::error::AwsError),
-    #[error("pruner lease: {0}")]
-    PrunerLease(#[from] shard_consumer::lease_table::LeaseTableError),
+    #[error("pruner: {0}")]
+    Pruner(#[from] pruner::PrunerError),
 }
 
-/// Runs the worker until `context.shutdown` is cancelled.
+/// Runs the worker until `context.shutdown` is cancelled, or until a stage fails for
+/// good (then the other stages stop too, and the error is returned).
 pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
     resources::require(
         &context.aws,
         &[
             Resource::Stream {
                 name: config.telemetry_stream.clone(),
+            },
+            Resource::Bucket {
+                name: config.bucket.clone(),
             },
             Resource::Table(TableSpec::player_state(&config.player_state_table)),
             Resource::Table(TableSpec::level_state(&config.level_state_table)),
@@ -172,6 +192,17 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
     .await?;
     let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
     let aws = &context.aws;
+    // One token for the stages: the service's shutdown, or a stage that failed for good.
+    let stages_stop = context.shutdown.child_token();
+    let quarantine = |application: &'static str| Quarantine {
+        lake: Lake {
+            s3: aws.s3(),
+            bucket: config.bucket.clone(),
+            sse_kms_key_id: config.sse_kms_key_id.clone(),
+        },
+        application,
+        metrics: context.metrics.clone(),
+    };
     let events = async {
         if !config.stages.contains(&Stage::Events) {
             return Ok::<(), Error>(());
@@ -187,6 +218,7 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
             level_context: config.snowplow_level_context.clone(),
             idle_timeout,
             concurrency: usize::try_from(config.write_concurrency).unwrap_or(16),
+            quarantine: quarantine(events_stage::APPLICATION),
             metrics: context.metrics.clone(),
         };
         shard_consumer::Consumer::new(
@@ -196,7 +228,7 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
             config.consumer.config(events_stage::APPLICATION),
             context.metrics.clone(),
         )
-        .run(context.shutdown.clone())
+        .run(stages_stop.clone())
         .await?;
         Ok(())
     };
@@ -210,6 +242,7 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
             transitions_table: config.transitions_table.clone(),
             bucket: Duration::from_secs(config.transition_bucket_secs),
             transition_ttl: Duration::from_secs(config.transition_ttl_secs),
+            quarantine: quarantine(level_stage::APPLICATION),
             metrics: context.metrics.clone(),
         };
         let source =
@@ -222,7 +255,7 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
             config.consumer.config(level_stage::APPLICATION),
             context.metrics.clone(),
         )
-        .run(context.shutdown.clone())
+        .run(stages_stop.clone())
         .await?;
         Ok(())
     };
@@ -243,10 +276,11 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
                 "pruner",
                 &consumer.worker_id,
                 consumer.failover,
-            ),
+            )
+            .creating_table(consumer.create_lease_table),
             metrics: context.metrics.clone(),
         };
-        pruner.run(context.shutdown.clone()).await?;
+        pruner.run(stages_stop.clone()).await?;
         Ok(())
     };
     context.health.set_ready(true);
@@ -256,6 +290,20 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
         player_state_table = %config.player_state_table,
         "running"
     );
-    let (events, levels, pruner) = tokio::join!(events, levels, pruner);
+    // Whichever stage fails first stops the others; each still flushes and releases
+    // its leases on the way out.
+    let stop_on_failure = |stage: &'static str, result: Result<(), Error>| {
+        if let Err(error) = &result {
+            tracing::error!(stage, %error, "stage failed; stopping the worker");
+            context.health.set_ready(false);
+            stages_stop.cancel();
+        }
+        result
+    };
+    let (events, levels, pruner) = tokio::join!(
+        async { stop_on_failure("events", events.await) },
+        async { stop_on_failure("levels", levels.await) },
+        async { stop_on_failure("pruner", pruner.await) },
+    );
     events.and(levels).and(pruner)
 }

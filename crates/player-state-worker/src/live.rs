@@ -13,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
+use pipeline_runtime::AwsError;
+
 use crate::level_stage::GUARD_BUCKET;
 
 /// A level and how many players are on it now.
@@ -46,10 +48,7 @@ fn text(item: &HashMap<String, AttributeValue>, name: &str) -> String {
 }
 
 /// Every level with players on it, most crowded first.
-pub async fn levels(
-    dynamodb: &aws_sdk_dynamodb::Client,
-    table: &str,
-) -> Result<Vec<LevelCount>, aws_sdk_dynamodb::Error> {
+pub async fn levels(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> Result<Vec<LevelCount>, AwsError> {
     let mut counts = Vec::new();
     let mut start: Option<HashMap<String, AttributeValue>> = None;
     loop {
@@ -58,7 +57,8 @@ pub async fn levels(
             .table_name(table)
             .set_exclusive_start_key(start.take())
             .send()
-            .await?;
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
         counts.extend(
             page.items()
                 .iter()
@@ -86,7 +86,7 @@ pub async fn transitions(
     dynamodb: &aws_sdk_dynamodb::Client,
     table: &str,
     since_ms: i64,
-) -> Result<Vec<TransitionCount>, aws_sdk_dynamodb::Error> {
+) -> Result<Vec<TransitionCount>, AwsError> {
     let mut counts = Vec::new();
     let mut start: Option<HashMap<String, AttributeValue>> = None;
     loop {
@@ -98,7 +98,8 @@ pub async fn transitions(
             .expression_attribute_values(":guard", AttributeValue::N(GUARD_BUCKET.to_string()))
             .set_exclusive_start_key(start.take())
             .send()
-            .await?;
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
         counts.extend(page.items().iter().map(|item| TransitionCount {
             bucket_start: number(item, "bucketStart"),
             from: text(item, "fromLevel"),
@@ -127,7 +128,7 @@ struct Since {
     since: Option<i64>,
 }
 
-fn answer<T: Serialize>(result: Result<T, aws_sdk_dynamodb::Error>) -> Response {
+fn answer<T: Serialize>(result: Result<T, AwsError>) -> Response {
     match result {
         Ok(body) => axum::Json(body).into_response(),
         Err(error) => {

@@ -3,15 +3,26 @@
 //! `lastUpdated` not having moved since the scan, and the stream turns it into a
 //! level decrement.
 
-use pipeline_runtime::clock::now_ms;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::StreamExt;
 use pipeline_runtime::Metrics;
+use pipeline_runtime::clock::now_ms;
+use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
+use shard_consumer::lease_table::LeaseTableError;
 use shard_consumer::singleton::SingletonLease;
 use tokio_util::sync::CancellationToken;
+
+/// Why the pruner stopped: it cannot take its lease or cannot do its work at all.
+#[derive(Debug, thiserror::Error)]
+pub enum PrunerError {
+    #[error("lease: {0}")]
+    Lease(#[from] LeaseTableError),
+    #[error("{}", .0.explain())]
+    Store(AwsError),
+}
 
 pub struct Pruner {
     pub dynamodb: aws_sdk_dynamodb::Client,
@@ -28,7 +39,9 @@ pub struct Pruner {
 
 impl Pruner {
     /// Holds the singleton lease and prunes every interval until shutdown.
-    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), shard_consumer::lease_table::LeaseTableError> {
+    /// A pass that fails for a passing reason is tried again next interval; one that
+    /// cannot work (a denied call, a missing table) stops the pruner with the error.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), PrunerError> {
         while !shutdown.is_cancelled() {
             let Some(guard) = self.lease.acquire(&shutdown).await? else {
                 return Ok(());
@@ -37,9 +50,19 @@ impl Pruner {
             loop {
                 match self.prune_once().await {
                     Ok(pruned) => self.metrics.count("PlayersPruned", pruned, &[]),
-                    Err(error) => tracing::warn!(%error, "pruning pass failed; trying again next interval"),
+                    Err(error) if error.is_retryable() => {
+                        tracing::warn!(%error, "pruning pass failed; trying again next interval");
+                    }
+                    Err(error) => {
+                        guard.release().await;
+                        return Err(PrunerError::Store(error));
+                    }
                 }
                 if let Err(error) = self.publish_levels(&mut published).await {
+                    if !error.is_retryable() {
+                        guard.release().await;
+                        return Err(PrunerError::Store(error));
+                    }
                     tracing::warn!(%error, "level counts not published; trying again next interval");
                 }
                 tokio::select! {
@@ -58,7 +81,7 @@ impl Pruner {
 
     /// Sets `PlayersOnLevel` per level from LevelState; a level that emptied since the
     /// last pass is set to 0 (a gauge keeps its last value).
-    async fn publish_levels(&self, published: &mut BTreeSet<String>) -> Result<(), aws_sdk_dynamodb::Error> {
+    async fn publish_levels(&self, published: &mut BTreeSet<String>) -> Result<(), AwsError> {
         let levels = crate::live::levels(&self.dynamodb, &self.level_state_table).await?;
         let now: BTreeSet<String> = levels.iter().map(|l| l.level_id.clone()).collect();
         for level in &levels {
@@ -82,9 +105,9 @@ impl Pruner {
     }
 
     /// One pass over every segment; returns how many players were deleted.
-    pub async fn prune_once(&self) -> Result<u64, aws_sdk_dynamodb::Error> {
+    pub async fn prune_once(&self) -> Result<u64, AwsError> {
         let cutoff = now_ms() - i64::try_from(self.idle_timeout.as_millis()).unwrap_or(i64::MAX);
-        let counts: Vec<Result<u64, aws_sdk_dynamodb::Error>> = futures::stream::iter(0..self.segments)
+        let counts: Vec<Result<u64, AwsError>> = futures::stream::iter(0..self.segments)
             .map(|segment| self.prune_segment(segment, cutoff))
             .buffer_unordered(self.segments.max(1) as usize)
             .collect()
@@ -96,7 +119,7 @@ impl Pruner {
         Ok(total)
     }
 
-    async fn prune_segment(&self, segment: i32, cutoff: i64) -> Result<u64, aws_sdk_dynamodb::Error> {
+    async fn prune_segment(&self, segment: i32, cutoff: i64) -> Result<u64, AwsError> {
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         let mut pruned = 0;
         loop {
@@ -111,7 +134,8 @@ impl Pruner {
                 .expression_attribute_values(":cutoff", AttributeValue::N(cutoff.to_string()))
                 .set_exclusive_start_key(start.take())
                 .send()
-                .await?;
+                .await
+                .map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
             for item in page.items() {
                 let (Some(player), Some(seen)) = (item.get("playerId"), item.get("lastUpdated")) else {
                     continue;
@@ -125,14 +149,12 @@ impl Pruner {
                     .expression_attribute_values(":seen", seen.clone())
                     .send()
                     .await;
-                match deleted {
+                match deleted.map_err(|e| AwsError::from_sdk("dynamodb:DeleteItem", e)) {
                     Ok(_) => pruned += 1,
-                    // A new event moved the player since the scan: still present.
-                    Err(error)
-                        if error
-                            .as_service_error()
-                            .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-                    Err(error) => return Err(error.into()),
+                    // A new event moved the player since the scan (still present), or this
+                    // delete was applied before its answer was lost (gone): nothing to do.
+                    Err(error) if error.kind() == ErrorKind::ConditionFailed => {}
+                    Err(error) => return Err(error),
                 }
             }
             match page.last_evaluated_key {

@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use aws_sdk_dynamodbstreams::types::AttributeValue as StreamValue;
 use pipeline_runtime::Metrics;
+use pipeline_runtime::s3::Lake;
 use pipeline_tests::resources::Resources;
 use pipeline_tests::stack;
 use player_state_worker::level_stage::LevelStage;
+use player_state_worker::quarantine::Quarantine;
 use shard_consumer::dynamodb_streams::{ChangeKind, ChangeRecord};
 use shard_consumer::{RecordPosition, SequenceNumber};
+use tokio_util::sync::CancellationToken;
 
 /// A consistent history of `changes` moves of `players` among `levels` levels (some
 /// players leave), as stream records, and the counts it must end with.
@@ -90,34 +93,45 @@ async fn replays_in_other_batch_sizes_and_alternating_writers_apply_nothing_twic
     let resources = Resources::unique();
     resources.create(&aws).await;
     let levels_table = resources.name("LEVEL_STATE_TABLE");
+    let metrics = Metrics::with_sink("Test", "player-state-worker", Box::new(std::io::sink()));
     let stage = LevelStage {
         dynamodb: aws.dynamodb(),
         level_table: levels_table.to_string(),
         transitions_table: resources.name("TRANSITIONS_TABLE").to_string(),
         bucket: Duration::from_secs(60),
         transition_ttl: Duration::from_secs(3600),
-        metrics: Metrics::with_sink("Test", "player-state-worker", Box::new(std::io::sink())),
+        quarantine: Quarantine {
+            lake: Lake {
+                s3: aws.s3(),
+                bucket: resources.name("BUCKET").to_string(),
+                sse_kms_key_id: None,
+            },
+            application: "level-state",
+            metrics: metrics.clone(),
+        },
+        metrics,
     };
+    let held = CancellationToken::new();
 
     // A crash after the first chunks of a batch, then replays cut differently. 150
     // levels make one batch need several transactions (99 counts each at most).
     let (records, expected) = history("crash", 60, 150, 400);
     stage
-        .apply_records("shard-crash", &records[..130])
+        .apply_records("shard-crash", &records[..130], &held)
         .await
         .expect("first chunks");
     for batch in records.chunks(7) {
         stage
-            .apply_records("shard-crash", batch)
+            .apply_records("shard-crash", batch, &held)
             .await
             .expect("replay in sevens");
     }
     stage
-        .apply_records("shard-crash", &records)
+        .apply_records("shard-crash", &records, &held)
         .await
         .expect("replay whole");
     stage
-        .apply_records("shard-crash", &records[200..])
+        .apply_records("shard-crash", &records[200..], &held)
         .await
         .expect("replay a tail");
     assert_eq!(counts(&aws, levels_table, "crash").await, expected);
@@ -136,7 +150,7 @@ async fn replays_in_other_batch_sizes_and_alternating_writers_apply_nothing_twic
             break;
         }
         for batch in [a, b].into_iter().flatten() {
-            stage.apply_records("shard-race", batch).await.expect("apply");
+            stage.apply_records("shard-race", batch, &held).await.expect("apply");
         }
     }
     assert_eq!(counts(&aws, levels_table, "race").await, expected);

@@ -1,7 +1,12 @@
 //! redshift-connector: reads batch pointers from the `files` stream and loads the
 //! batches into the warehouse exactly once (manifest, COPY into staging, dedupe,
-//! insert, record the files, all in one transaction), then checkpoints.
+//! insert, record the files, all in one transaction), then checkpoints. A file the
+//! warehouse keeps refusing goes to `dead-letters/` after a retry window.
+//!
+//! [`pending`] is the pure part (the load being gathered, its failing files);
+//! [`processor`] does the loading, the retries and the dead letters.
 
+pub mod pending;
 pub mod processor;
 
 use std::sync::Arc;
@@ -10,13 +15,15 @@ use std::time::Duration;
 use clap::Parser;
 use pipeline_runtime::config::parse_resource_name;
 use pipeline_runtime::resources::{self, MissingResources, Resource};
+use pipeline_runtime::s3::Lake;
 use pipeline_runtime::{AwsArgs, ServiceArgs, ServiceContext};
 use shard_consumer::kinesis::KinesisSource;
 use shard_consumer::{ConsumerArgs, ConsumerError, LeaseTable};
 use warehouse::WarehouseArgs;
 use warehouse::config::WarehouseConfigError;
 
-use processor::{LoadLimits, LoaderFactory, Shared};
+use pending::LoadLimits;
+use processor::{LoaderFactory, Shared};
 
 pub const SERVICE: &str = "redshift-connector";
 
@@ -51,6 +58,18 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub load_max_age_secs: u64,
 
+    /// Seconds a batch file the warehouse keeps refusing (missing, not gzip, a line it
+    /// cannot load) is retried before its pointer goes to `dead-letters/` in the bucket
+    /// and the rest of the load goes on (0: at the first refusal). `pipelinectl
+    /// dead-letters redrive` loads them once the cause is fixed.
+    #[arg(long, env = "DEAD_LETTER_AFTER_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    pub dead_letter_after_secs: u64,
+
+    /// KMS key (id or ARN) for SSE-KMS on the manifests and dead letters written; unset = the bucket's default encryption.
+    #[arg(long, env = "SSE_KMS_KEY_ID")]
+    pub sse_kms_key_id: Option<String>,
+
     #[command(flatten)]
     pub warehouse: WarehouseArgs,
 
@@ -71,6 +90,8 @@ pub enum Error {
     MissingResources(#[from] MissingResources),
     #[error(transparent)]
     Config(#[from] WarehouseConfigError),
+    #[error("LOAD_MAX_FILES: {0}")]
+    LoadTooLarge(String),
     #[error(transparent)]
     Warehouse(#[from] warehouse::WarehouseError),
     #[error(transparent)]
@@ -94,6 +115,8 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
         ],
     )
     .await?;
+    let max_files = usize::try_from(config.load_max_files).unwrap_or(usize::MAX);
+    warehouse::check_max_files(max_files).map_err(Error::LoadTooLarge)?;
     let warehouse = config
         .warehouse
         .open(context.aws.s3(), || context.aws.redshift_data())?;
@@ -101,13 +124,17 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
     tracing::info!(schema_version = version, dialect = ?warehouse.dialect(), "warehouse schema is current");
     let shared = Arc::new(Shared {
         warehouse,
-        s3: context.aws.s3(),
-        bucket: config.bucket.clone(),
+        lake: Lake {
+            s3: context.aws.s3(),
+            bucket: config.bucket.clone(),
+            sse_kms_key_id: config.sse_kms_key_id.clone(),
+        },
         limits: LoadLimits {
-            max_files: usize::try_from(config.load_max_files).unwrap_or(100),
+            max_files,
             max_bytes: config.load_max_mib * 1024 * 1024,
             max_age: Duration::from_secs(config.load_max_age_secs),
         },
+        dead_letter_after: Duration::from_secs(config.dead_letter_after_secs),
         metrics: context.metrics.clone(),
         shutdown: context.shutdown.clone(),
     });

@@ -1,11 +1,24 @@
-//! Per `files` shard: collect pointers, then load them in one warehouse transaction
-//! and checkpoint. A load is retried with backoff until it commits, the lease moves
-//! or the process stops; nothing is checkpointed before the commit.
+//! Per `files` shard: collect pointers, then load them in one warehouse transaction and
+//! checkpoint. Nothing is checkpointed before the load committed.
+//!
+//! A load that fails for a passing reason is retried with backoff until it commits, the
+//! lease moves or the process stops. A file the warehouse names as the cause (missing,
+//! not gzip, a line it refuses) is taken out of its load, which goes on at once, and
+//! retried alone for `DEAD_LETTER_AFTER_SECS`; then it is written to `dead-letters/`
+//! with the error. One bad file costs one dead letter and holds back only the
+//! checkpoint, never the shard's other files. A record that is not a pointer goes to
+//! the dead letters at once. A failure that is nobody's input (permissions, a missing
+//! table) stops the service.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_model::FilePointer;
+use bytes::Bytes;
+use event_model::{DeadLetter, FilePointer, RejectedRecord};
+use pipeline_runtime::clock::now_ms;
+use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
+use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
+use pipeline_runtime::s3::Lake;
 use pipeline_runtime::{Metrics, Unit};
 use shard_consumer::backoff::Backoff;
 use shard_consumer::kinesis::KinesisRecord;
@@ -14,23 +27,35 @@ use shard_consumer::{
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use warehouse::manifest::{self, Manifest, manifest_key};
-use warehouse::{LoadBatch, Warehouse};
+use warehouse::manifest::Manifest;
+use warehouse::{LoadBatch, Warehouse, WarehouseError};
 
-/// When pointers are loaded: whichever limit is reached first.
-#[derive(Debug, Clone, Copy)]
-pub struct LoadLimits {
-    pub max_files: usize,
-    /// Compressed bytes of the files.
-    pub max_bytes: u64,
-    pub max_age: Duration,
+use crate::pending::{Added, Held, LoadLimits, PendingLoad, Refusal};
+
+/// A held file's next try: 5 s after its first refusal, doubling to at most a minute.
+fn retry_held_in(attempts: u32) -> Duration {
+    Duration::from_secs(5)
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(4))
+        .min(Duration::from_secs(60))
+}
+
+/// How a load ended.
+enum Loaded {
+    Committed,
+    /// The warehouse refused this file of the load: the rest can go without it.
+    Refused {
+        key: String,
+        refusal: Refusal,
+    },
 }
 
 pub struct Shared {
     pub warehouse: Warehouse,
-    pub s3: aws_sdk_s3::Client,
-    pub bucket: String,
+    /// The bucket: manifests and dead letters are written to it.
+    pub lake: Lake,
     pub limits: LoadLimits,
+    /// How long a file the warehouse keeps refusing is retried before it is dead-lettered.
+    pub dead_letter_after: Duration,
     pub metrics: Metrics,
     pub shutdown: CancellationToken,
 }
@@ -39,116 +64,284 @@ pub struct LoaderFactory(pub Arc<Shared>);
 
 impl ProcessorFactory<KinesisRecord> for LoaderFactory {
     type Processor = Loader;
-    fn create(&self, _shard_id: &str) -> Loader {
+    fn create(&self, shard_id: &str) -> Loader {
         Loader {
             shared: self.0.clone(),
-            pointers: Vec::new(),
-            first: None,
-            last: None,
-            started: None,
+            shard_id: shard_id.to_string(),
+            load: PendingLoad::default(),
         }
     }
 }
 
 pub struct Loader {
     shared: Arc<Shared>,
-    pointers: Vec<FilePointer>,
-    /// First and last `files` records of the pending load.
-    first: Option<RecordPosition>,
-    last: Option<RecordPosition>,
-    started: Option<Instant>,
+    shard_id: String,
+    load: PendingLoad,
 }
 
+/// Why a flush stopped before its checkpoint.
 #[derive(Debug, thiserror::Error)]
 enum Stop {
     #[error("the shard's lease was lost")]
     LeaseLost,
     #[error("stopping before the load committed; nothing was checkpointed past it")]
     ShuttingDown,
+    #[error("the load cannot succeed: {0}")]
+    Warehouse(WarehouseError),
+    #[error("{}", .0.explain())]
+    Lake(AwsError),
+    #[error("checkpoint: {0}")]
+    Checkpoint(CheckpointerError),
+    #[error("the load of {manifest} was refused for {key}, which it does not hold")]
+    Misattributed { manifest: String, key: String },
+}
+
+impl Classified for Stop {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Stop::LeaseLost | Stop::ShuttingDown => ErrorKind::Transient,
+            // Nobody's input, and our own requests: what stops here stops the service.
+            Stop::Warehouse(_) | Stop::Lake(_) | Stop::Misattributed { .. } => ErrorKind::Fatal,
+            Stop::Checkpoint(error) => error.kind(),
+        }
+    }
 }
 
 impl Loader {
-    fn is_due(&self, now: Instant) -> bool {
-        let limits = &self.shared.limits;
-        let bytes: u64 = self.pointers.iter().map(|p| p.bytes).sum();
-        self.started.is_some_and(|s| now.duration_since(s) >= limits.max_age)
-            || self.pointers.len() >= limits.max_files
-            || bytes >= limits.max_bytes
-    }
-
     async fn pause(&self, backoff: &mut Backoff, checkpointer: &Checkpointer) -> Result<(), Stop> {
         tokio::select! {
             () = tokio::time::sleep(backoff.next_delay()) => {}
             () = self.shared.shutdown.cancelled() => return Err(Stop::ShuttingDown),
-        }
-        if checkpointer.is_lease_lost() {
-            return Err(Stop::LeaseLost);
+            () = checkpointer.lease_lost_token().cancelled() => return Err(Stop::LeaseLost),
         }
         Ok(())
     }
 
-    async fn flush(&mut self, checkpointer: &mut Checkpointer) -> Result<(), Stop> {
-        let (Some(first), Some(last)) = (self.first.clone(), self.last.clone()) else {
-            return Ok(());
-        };
-        let shared = self.shared.clone();
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
-        if !self.pointers.is_empty() {
-            let batch = LoadBatch {
-                bucket: shared.bucket.clone(),
-                files: self.pointers.clone(),
-                manifest_key: manifest_key(first.sequence.as_str(), last.sequence.as_str()),
-            };
-            loop {
-                let started = Instant::now();
-                let written = manifest::write(
-                    &shared.s3,
-                    &batch.bucket,
-                    &batch.manifest_key,
-                    &Manifest::for_files(&batch.files),
-                )
+    /// Writes a dead letter (retried like any output the shard cannot skip).
+    async fn dead_letter(&self, letter: DeadLetter, checkpointer: &Checkpointer) -> Result<(), Stop> {
+        let key = letter.key();
+        let body = Bytes::from(letter.to_json());
+        let written = retry(&RetryPolicy::SHARD_OUTPUT, checkpointer.lease_lost_token(), || {
+            self.shared.lake.put_json(&key, body.clone())
+        })
+        .await;
+        match written {
+            Ok(()) => {
+                self.shared.metrics.count("DeadLetterPointers", 1, &[]);
+                tracing::error!(%key, kind = %letter.kind, error = %letter.error, line = ?letter.line,
+                    file = ?letter.pointer.as_ref().map(|p| &p.key), "gave up on a files record; it is in the dead letters");
+                Ok(())
+            }
+            Err(RetryError::Stopped { .. }) => Err(Stop::LeaseLost),
+            Err(RetryError::Failed { error, .. }) => Err(Stop::Lake(error)),
+        }
+    }
+
+    fn letter(&self, pointer: Option<FilePointer>, raw: Option<&[u8]>, position: &RecordPosition) -> DeadLetter {
+        DeadLetter {
+            pointer,
+            raw_base64: raw.map(RejectedRecord::encode_raw),
+            kind: String::new(),
+            error: String::new(),
+            line: None,
+            files_shard: self.shard_id.clone(),
+            files_sequence: position.sequence.to_string(),
+            attempts: 0,
+            first_failure_ms: now_ms(),
+            dead_lettered_ms: now_ms(),
+        }
+    }
+
+    /// The file of `batch` that is missing from the bucket, if one is: a load failure
+    /// the warehouse did not pin on a file (Redshift's COPY of a manifest with a missing
+    /// entry) may still be that file's fault.
+    async fn missing_file(&self, batch: &LoadBatch) -> Option<String> {
+        for file in &batch.files {
+            let head = self
+                .shared
+                .lake
+                .s3
+                .head_object()
+                .bucket(&file.bucket)
+                .key(&file.key)
+                .send()
                 .await;
-                let loaded = match written {
-                    Ok(()) => shared.warehouse.load(&batch).await,
-                    Err(error) => Err(error),
+            if let Err(error) = head
+                && matches!(
+                    error.as_service_error(),
+                    Some(aws_sdk_s3::operation::head_object::HeadObjectError::NotFound(_))
+                )
+            {
+                return Some(file.key.clone());
+            }
+        }
+        None
+    }
+
+    /// Loads `batch`: retries passing failures until it commits (or the lease or the
+    /// process goes), and says which file the warehouse refused when it named one.
+    async fn load(&self, batch: &LoadBatch, checkpointer: &Checkpointer) -> Result<Loaded, Stop> {
+        let shared = &self.shared;
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+        loop {
+            let started = Instant::now();
+            let manifest = Bytes::from(Manifest::for_files(&batch.files).to_json());
+            let written = retry(&RetryPolicy::SHARD_OUTPUT, checkpointer.lease_lost_token(), || {
+                shared.lake.put_json(&batch.manifest_key, manifest.clone())
+            })
+            .await;
+            match written {
+                Ok(()) => {}
+                Err(RetryError::Stopped { .. }) => return Err(Stop::LeaseLost),
+                Err(RetryError::Failed { error, .. }) => return Err(Stop::Lake(error)),
+            }
+            let error = match shared.warehouse.load(batch).await {
+                Ok(report) => {
+                    let m = &shared.metrics;
+                    m.count("FilesLoaded", report.files_loaded, &[]);
+                    m.count("FilesSkipped", report.files_skipped, &[]);
+                    m.count("RowsStaged", report.rows_staged, &[]);
+                    m.count("DuplicatesInBatch", report.duplicates_in_batch, &[]);
+                    m.count("DuplicatesInTable", report.duplicates_in_table, &[]);
+                    m.count("RowsInserted", report.rows_inserted, &[]);
+                    m.timing("LoadLatency", started.elapsed(), &[]);
+                    tracing::info!(manifest = %batch.manifest_key, files = batch.files.len(), rows_inserted = report.rows_inserted,
+                        duplicates_in_batch = report.duplicates_in_batch, duplicates_in_table = report.duplicates_in_table, "batch loaded");
+                    return Ok(Loaded::Committed);
+                }
+                Err(error) => error,
+            };
+            shared
+                .metrics
+                .count("LoadFailures", 1, &[("Kind", error.kind().as_str())]);
+            let fault = match error.file() {
+                Some(file) => Some((file.key.to_string(), file.line)),
+                None if error.kind().is_retryable() => self.missing_file(batch).await.map(|key| (key, None)),
+                None => None,
+            };
+            if let Some((key, line)) = fault {
+                tracing::warn!(manifest = %batch.manifest_key, file = %key, ?line, %error, "the warehouse refused a batch file");
+                let refusal = Refusal {
+                    kind: error.kind().as_str().to_string(),
+                    error: error.to_string(),
+                    line,
                 };
-                match loaded {
-                    Ok(report) => {
-                        let m = &shared.metrics;
-                        m.count("FilesLoaded", report.files_loaded, &[]);
-                        m.count("FilesSkipped", report.files_skipped, &[]);
-                        m.count("RowsStaged", report.rows_staged, &[]);
-                        m.count("DuplicatesInBatch", report.duplicates_in_batch, &[]);
-                        m.count("DuplicatesInTable", report.duplicates_in_table, &[]);
-                        m.count("RowsInserted", report.rows_inserted, &[]);
-                        m.timing("LoadLatency", started.elapsed(), &[]);
-                        tracing::info!(manifest = %batch.manifest_key, files = batch.files.len(), rows_inserted = report.rows_inserted,
-                            duplicates_in_batch = report.duplicates_in_batch, duplicates_in_table = report.duplicates_in_table, "batch loaded");
-                        break;
-                    }
-                    Err(error) => {
-                        shared.metrics.count("LoadFailures", 1, &[]);
-                        tracing::error!(manifest = %batch.manifest_key, %error, "load failed; nothing committed, retrying");
-                        self.pause(&mut backoff, checkpointer).await?;
+                return Ok(Loaded::Refused { key, refusal });
+            }
+            if !error.kind().is_retryable() {
+                tracing::error!(manifest = %batch.manifest_key, %error, "load failed for good");
+                return Err(Stop::Warehouse(error));
+            }
+            tracing::warn!(manifest = %batch.manifest_key, %error, "load failed; nothing committed, retrying");
+            self.pause(&mut backoff, checkpointer).await?;
+        }
+    }
+
+    /// Gives up on a held file: its pointer goes to the dead letters.
+    async fn give_up(&mut self, held: Held, checkpointer: &Checkpointer) -> Result<(), Stop> {
+        let first_failure_ms =
+            now_ms() - i64::try_from(Instant::now().duration_since(held.since).as_millis()).unwrap_or(0);
+        let letter = DeadLetter {
+            kind: held.kind,
+            error: held.error,
+            line: held.line,
+            attempts: held.attempts,
+            first_failure_ms,
+            ..self.letter(Some(held.file.pointer), None, &held.file.position)
+        };
+        self.dead_letter(letter, checkpointer).await
+    }
+
+    /// Tries the held files whose time has come, each alone.
+    async fn retry_held(&mut self, checkpointer: &Checkpointer) -> Result<(), Stop> {
+        let bucket = self.shared.lake.bucket.clone();
+        for key in self.load.held_due(Instant::now()) {
+            let Some(held) = self.load.held().iter().find(|h| h.file.pointer.key == key).cloned() else {
+                continue;
+            };
+            match self
+                .load(&PendingLoad::held_batch(&held, &bucket), checkpointer)
+                .await?
+            {
+                Loaded::Committed => {
+                    self.load.release(&key);
+                    tracing::info!(file = %key, attempts = held.attempts + 1, "a held batch file loaded");
+                }
+                Loaded::Refused { refusal, .. } => {
+                    let now = Instant::now();
+                    let retry_in = retry_held_in(held.attempts + 1);
+                    let window = self.shared.dead_letter_after;
+                    if let Some((held, given_up)) = self.load.refused_again(&key, refusal, now, retry_in, window)
+                        && given_up
+                    {
+                        self.load.release(&key);
+                        self.give_up(held, checkpointer).await?;
                     }
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Loads what is due: held files whose next try has come, then the gathered files
+    /// (holding aside any the warehouse refuses); checkpoints once no file is held.
+    async fn flush(&mut self, checkpointer: &mut Checkpointer) -> Result<(), Stop> {
+        self.retry_held(checkpointer).await?;
+        let bucket = self.shared.lake.bucket.clone();
+        while let Some(batch) = self.load.batch(&bucket) {
+            match self.load(&batch, checkpointer).await? {
+                Loaded::Committed => break,
+                Loaded::Refused { key, refusal } => {
+                    let now = Instant::now();
+                    if !self.load.hold(&key, refusal, now, retry_held_in(1)) {
+                        // The warehouse named a file that is not in this load: nobody's input.
+                        return Err(Stop::Misattributed {
+                            manifest: batch.manifest_key,
+                            key,
+                        });
+                    }
+                    if self.shared.dead_letter_after.is_zero()
+                        && let Some(held) = self.load.release(&key)
+                    {
+                        self.give_up(held, checkpointer).await?;
+                    }
+                }
+            }
+        }
+        self.load.committed();
+        let Some(position) = self.load.checkpoint().cloned() else {
+            return Ok(());
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         loop {
-            match checkpointer.checkpoint(&last).await {
+            match checkpointer.checkpoint(&position).await {
                 Ok(()) => break,
                 Err(CheckpointerError::LeaseLost(_)) => return Err(Stop::LeaseLost),
-                Err(error) => {
+                Err(error) if error.kind().is_retryable() => {
                     tracing::warn!(%error, "checkpoint failed; retrying");
                     self.pause(&mut backoff, checkpointer).await?;
                 }
+                Err(error) => return Err(Stop::Checkpoint(error)),
             }
         }
-        self.pointers.clear();
-        self.first = None;
-        self.last = None;
-        self.started = None;
+        self.load.checkpointed();
         Ok(())
+    }
+
+    /// Flushes until no file is held (each loads or goes to the dead letters): a shard
+    /// ends only once everything in it is settled.
+    async fn settle(&mut self, checkpointer: &mut Checkpointer) -> Result<(), Stop> {
+        loop {
+            self.flush(checkpointer).await?;
+            let Some(next) = self.load.held().iter().map(|h| h.next_try).min() else {
+                return Ok(());
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                () = self.shared.shutdown.cancelled() => return Err(Stop::ShuttingDown),
+                () = checkpointer.lease_lost_token().cancelled() => return Err(Stop::LeaseLost),
+            }
+        }
     }
 }
 
@@ -160,56 +353,52 @@ impl RecordProcessor<KinesisRecord> for Loader {
     ) -> Result<(), ProcessorError> {
         let now = Instant::now();
         for record in &batch.records {
-            // A retried call brings the same records again.
-            if self.last.as_ref().is_some_and(|last| record.position <= *last) {
+            if self.load.covers(&record.position) {
                 continue;
             }
-            match FilePointer::from_json(&record.data) {
-                // A producer's retried put can publish one pointer twice, even in one load;
-                // the batch is built here for both back ends (and the Redshift manifest), so
-                // here is where a file is kept once. (At most LOAD_MAX_FILES to compare.)
-                Ok(pointer) if self.pointers.iter().any(|p| p.key == pointer.key) => {
-                    self.shared.metrics.count("DuplicatePointers", 1, &[]);
-                    tracing::info!(key = %pointer.key, sequence = %record.position, "pointer already pending; skipped");
-                }
-                Ok(pointer) => self.pointers.push(pointer),
+            let pointer = match FilePointer::from_json(&record.data) {
+                Ok(pointer) => Some(pointer),
                 Err(error) => {
-                    // Not ours to load; loud, counted, and the record stays on the stream.
+                    // Never a pointer, never will be: kept, with its bytes, before the
+                    // checkpoint can pass it.
                     self.shared.metrics.count("InvalidPointers", 1, &[]);
-                    tracing::error!(sequence = %record.position, %error, data = %String::from_utf8_lossy(&record.data), "not a file pointer; skipped");
+                    let letter = DeadLetter {
+                        kind: ErrorKind::Permanent.as_str().to_string(),
+                        error: error.to_string(),
+                        attempts: 1,
+                        ..self.letter(None, Some(&record.data), &record.position)
+                    };
+                    self.dead_letter(letter, checkpointer).await?;
+                    None
                 }
+            };
+            if self.load.add(&record.position, pointer, now) == Added::Duplicate {
+                self.shared.metrics.count("DuplicatePointers", 1, &[]);
+                tracing::info!(sequence = %record.position, "pointer already pending; skipped");
             }
-            if self.first.is_none() {
-                self.first = Some(record.position.clone());
-                self.started = Some(now);
-            }
-            self.last = Some(record.position.clone());
         }
         self.shared
             .metrics
-            .sample("PendingFiles", self.pointers.len() as f64, Unit::Count, &[]);
-        if self.is_due(now) {
+            .sample("PendingFiles", self.load.files() as f64, Unit::Count, &[]);
+        if self.load.is_due(&self.shared.limits, now) {
             self.flush(checkpointer).await?;
         }
         Ok(())
     }
 
     async fn idle(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
-        if self.is_due(Instant::now()) {
+        if self.load.is_due(&self.shared.limits, Instant::now()) {
             self.flush(checkpointer).await?;
         }
         Ok(())
     }
 
     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
-        Ok(self.flush(checkpointer).await?)
+        Ok(self.settle(checkpointer).await?)
     }
 
     async fn lease_lost(&mut self) {
-        self.pointers.clear();
-        self.first = None;
-        self.last = None;
-        self.started = None;
+        self.load.clear();
     }
 
     async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {

@@ -352,15 +352,28 @@ mod tests {
             classify_code(Some("TransactionConflictException"), Some(400)),
             ErrorKind::Transient
         );
-        assert_eq!(classify_code(Some("AccessDeniedException"), Some(400)), ErrorKind::Fatal);
-        assert_eq!(classify_code(Some("ResourceNotFoundException"), Some(400)), ErrorKind::Fatal);
-        assert_eq!(classify_code(Some("ValidationException"), Some(400)), ErrorKind::Permanent);
+        assert_eq!(
+            classify_code(Some("AccessDeniedException"), Some(400)),
+            ErrorKind::Fatal
+        );
+        assert_eq!(
+            classify_code(Some("ResourceNotFoundException"), Some(400)),
+            ErrorKind::Fatal
+        );
+        assert_eq!(
+            classify_code(Some("ValidationException"), Some(400)),
+            ErrorKind::Permanent
+        );
         assert_eq!(classify_code(Some("NoSuchKey"), Some(404)), ErrorKind::Permanent);
     }
 
     #[test]
     fn statuses_decide_without_a_known_code() {
-        assert_eq!(classify_code(None, Some(403)), ErrorKind::Fatal, "moto's XML AccessDenied");
+        assert_eq!(
+            classify_code(None, Some(403)),
+            ErrorKind::Fatal,
+            "moto's XML AccessDenied"
+        );
         assert_eq!(classify_code(None, Some(500)), ErrorKind::Transient);
         assert_eq!(classify_code(Some("Whatever"), Some(502)), ErrorKind::Transient);
         assert_eq!(classify_code(None, Some(429)), ErrorKind::Throttled);
@@ -389,7 +402,10 @@ mod tests {
         }
 
         fn meta(code: &str) -> ErrorMetadata {
-            ErrorMetadata::builder().code(code).message("as the service said").build()
+            ErrorMetadata::builder()
+                .code(code)
+                .message("as the service said")
+                .build()
         }
 
         fn cancelled(codes: &[&str]) -> SdkError<TransactWriteItemsError, HttpResponse> {

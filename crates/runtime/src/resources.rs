@@ -3,15 +3,15 @@
 //! start so a wrong name fails fast with the name in the message.
 
 use std::fmt;
-use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType, StreamViewType, TableDescription};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::aws::AwsClients;
-use crate::backoff::Backoff;
+use crate::error::{AwsError, Classified, ErrorKind};
+use crate::retry::{RetryPolicy, retry};
 
 /// The type of a DynamoDB key attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,90 +155,85 @@ pub async fn verify(aws: &AwsClients, resources: &[Resource]) -> Vec<Problem> {
         if let Err(failure) = verify_one(aws, resource).await {
             problems.push(Problem {
                 resource: resource.to_string(),
-                problem: failure.message,
-                transient: failure.transient,
+                transient: failure.kind().is_retryable(),
+                problem: match failure {
+                    Failure::Aws(error) => error.explain(),
+                    Failure::Shape(text) => text,
+                },
             });
         }
     }
     problems
 }
 
-/// How long a service's start waits out checks that fail for passing reasons.
-const TRANSIENT_CHECK_BUDGET: Duration = Duration::from_secs(60);
-
 /// Like [`verify`], as a `Result`; checks that failed for a passing reason are
-/// repeated (for up to a minute) before they count, so a throttled start does not
-/// fail a service whose resources are fine.
+/// repeated (under [`RetryPolicy::START`]) before they count, so a throttled start does
+/// not fail a service whose resources are fine.
 pub async fn require(aws: &AwsClients, resources: &[Resource]) -> Result<(), MissingResources> {
-    let started = Instant::now();
-    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(8));
-    loop {
+    let never = tokio_util::sync::CancellationToken::new();
+    let checked = retry(&RetryPolicy::START, &never, || async {
         let problems = verify(aws, resources).await;
         if problems.is_empty() {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(Problems(problems))
         }
-        let delay = backoff.next_delay();
-        if problems.iter().any(|p| !p.transient) || started.elapsed() + delay > TRANSIENT_CHECK_BUDGET {
-            return Err(MissingResources(problems));
+    })
+    .await;
+    checked.map_err(|e| MissingResources(e.into_error().0))
+}
+
+/// Problems of one round of checks, retried while all of them are passing.
+struct Problems(Vec<Problem>);
+
+impl Classified for Problems {
+    fn kind(&self) -> ErrorKind {
+        if self.0.iter().all(|p| p.transient) {
+            ErrorKind::Transient
+        } else {
+            ErrorKind::Fatal
         }
-        tracing::warn!(problems = %MissingResources(problems), "resource checks failed for a passing reason; checking again");
-        tokio::time::sleep(delay).await;
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        MissingResources(self.0.clone()).fmt(f)
     }
 }
 
 /// Why one resource's check failed.
-struct Failure {
-    message: String,
-    transient: bool,
+enum Failure {
+    Aws(AwsError),
+    /// It exists, in the wrong shape.
+    Shape(String),
+}
+
+impl Failure {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Failure::Aws(error) => error.kind,
+            Failure::Shape(_) => ErrorKind::Fatal,
+        }
+    }
 }
 
 impl From<String> for Failure {
     fn from(message: String) -> Self {
-        Self {
-            message,
-            transient: false,
-        }
+        Failure::Shape(message)
     }
 }
 
 impl From<&str> for Failure {
     fn from(message: &str) -> Self {
-        Self::from(message.to_string())
+        Failure::Shape(message.to_string())
     }
 }
 
-fn sdk_failure<E: ProvideErrorMetadata + std::error::Error + 'static>(error: SdkError<E, HttpResponse>) -> Failure {
-    Failure {
-        message: describe_sdk_error(&error),
-        transient: is_transient(&error),
-    }
-}
-
-/// Error codes AWS services answer when a caller is throttled.
-pub const THROTTLING_CODES: &[&str] = &[
-    "ProvisionedThroughputExceededException",
-    "LimitExceededException",
-    "ThrottlingException",
-    "Throttling",
-    "RequestLimitExceeded",
-    "SlowDown",
-    "KMSThrottlingException",
-];
-
-/// Whether an SDK error is passing: throttling, a server error, a timeout or a
-/// dropped connection (not a missing resource or a denied call).
-pub fn is_transient<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
-    match error {
-        SdkError::ServiceError(service) => {
-            service.raw().status().is_server_error()
-                || service
-                    .err()
-                    .code()
-                    .is_some_and(|code| THROTTLING_CODES.contains(&code))
-        }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        _ => false,
-    }
+fn sdk_failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    operation: &'static str,
+) -> impl FnOnce(SdkError<E, HttpResponse>) -> Failure {
+    move |error| Failure::Aws(AwsError::from_sdk(operation, error))
 }
 
 async fn verify_one(aws: &AwsClients, resource: &Resource) -> Result<(), Failure> {
@@ -250,7 +245,7 @@ async fn verify_one(aws: &AwsClients, resource: &Resource) -> Result<(), Failure
                 .stream_name(name)
                 .send()
                 .await
-                .map_err(sdk_failure)?;
+                .map_err(sdk_failure("kinesis:DescribeStreamSummary"))?;
             let status = summary
                 .stream_description_summary()
                 .map(|s| s.stream_status().as_str().to_string())
@@ -267,7 +262,7 @@ async fn verify_one(aws: &AwsClients, resource: &Resource) -> Result<(), Failure
             .send()
             .await
             .map(|_| ())
-            .map_err(sdk_failure),
+            .map_err(sdk_failure("s3:ListBucket")),
         Resource::Table(spec) => verify_table(aws, spec).await,
     }
 }
@@ -279,7 +274,7 @@ async fn verify_table(aws: &AwsClients, spec: &TableSpec) -> Result<(), Failure>
         .table_name(&spec.name)
         .send()
         .await
-        .map_err(sdk_failure)?;
+        .map_err(sdk_failure("dynamodb:DescribeTable"))?;
     let table = output.table().ok_or("no table description")?;
     check_table_shape(table, spec)?;
     if let Some(attribute) = spec.ttl_attribute {
@@ -288,7 +283,7 @@ async fn verify_table(aws: &AwsClients, spec: &TableSpec) -> Result<(), Failure>
             .table_name(&spec.name)
             .send()
             .await
-            .map_err(sdk_failure)?;
+            .map_err(sdk_failure("dynamodb:DescribeTimeToLive"))?;
         let description = ttl.time_to_live_description();
         let on = description
             .and_then(|d| d.time_to_live_status())
@@ -344,32 +339,4 @@ pub fn check_table_shape(table: &TableDescription, spec: &TableSpec) -> Result<(
         }
     }
     Ok(())
-}
-
-/// A short description of an SDK error: the service's error code when there is one.
-pub fn describe_sdk_error<E, R>(error: &SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug,
-{
-    match error {
-        SdkError::ServiceError(service) => {
-            let inner = service.err();
-            match (inner.code(), inner.message()) {
-                (Some(code), Some(message)) => format!("{code}: {message}"),
-                (Some(code), None) => code.to_string(),
-                _ => inner.to_string(),
-            }
-        }
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            text
-        }
-    }
 }

@@ -129,7 +129,11 @@ impl<E: Classified> Classified for RetryError<E> {
 
 /// Runs `call` until it succeeds, fails in a way retrying cannot fix, the policy gives
 /// up, or `stop` is cancelled during a wait.
-pub async fn retry<T, E, F, Fut>(policy: &RetryPolicy, stop: &CancellationToken, mut call: F) -> Result<T, RetryError<E>>
+pub async fn retry<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    stop: &CancellationToken,
+    mut call: F,
+) -> Result<T, RetryError<E>>
 where
     E: Classified + std::fmt::Display,
     F: FnMut() -> Fut,
@@ -197,11 +201,18 @@ mod tests {
                 Err(kind)
             })
             .await;
-            assert_eq!(outcome, Err(RetryError::Failed { error: kind, attempts: 1 }));
+            assert_eq!(
+                outcome,
+                Err(RetryError::Failed {
+                    error: kind,
+                    attempts: 1
+                })
+            );
         }
 
         let started = Instant::now();
-        let outcome: Result<(), _> = retry(&RetryPolicy::CHECKPOINT, &stop, || async { Err(ErrorKind::Transient) }).await;
+        let outcome: Result<(), _> =
+            retry(&RetryPolicy::CHECKPOINT, &stop, || async { Err(ErrorKind::Transient) }).await;
         assert!(matches!(outcome, Err(RetryError::Failed { attempts, .. }) if attempts > 3));
         assert!(started.elapsed() <= Duration::from_secs(5), "{:?}", started.elapsed());
     }
@@ -215,7 +226,10 @@ mod tests {
             cancel.cancel();
         });
         let started = Instant::now();
-        let outcome: Result<(), _> = retry(&RetryPolicy::SHARD_OUTPUT, &stop, || async { Err(ErrorKind::Throttled) }).await;
+        let outcome: Result<(), _> = retry(&RetryPolicy::SHARD_OUTPUT, &stop, || async {
+            Err(ErrorKind::Throttled)
+        })
+        .await;
         assert!(matches!(outcome, Err(RetryError::Stopped { last: ErrorKind::Throttled, attempts }) if attempts > 100));
         assert!(started.elapsed() >= Duration::from_secs(3600));
     }

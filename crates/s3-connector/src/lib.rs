@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use pipeline_runtime::ServiceContext;
 use pipeline_runtime::resources::{self, MissingResources, Resource};
+use pipeline_runtime::s3::Lake;
 use shard_consumer::kinesis::KinesisSource;
 use shard_consumer::{Consumer, ConsumerError, LeaseTable};
 use tokio::sync::Semaphore;
@@ -53,11 +54,13 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
     .await?;
     let memory_cap = config.memory_cap_bytes();
     let shared = Arc::new(Shared {
-        s3: context.aws.s3(),
+        lake: Lake {
+            s3: context.aws.s3(),
+            bucket: config.bucket.clone(),
+            sse_kms_key_id: config.sse_kms_key_id.clone(),
+        },
         kinesis: context.aws.kinesis(),
-        bucket: config.bucket.clone(),
         files_stream: config.files_stream.clone(),
-        sse_kms_key_id: config.sse_kms_key_id.clone(),
         rules: config.rules(),
         limits: config.limits(),
         gzip_level: config.gzip_level,

@@ -1,8 +1,10 @@
 //! The per-shard processor: buffer, flush to S3, publish the pointer, then checkpoint.
 //!
-//! A flush retries each step with backoff until it succeeds, the lease is lost (the
-//! new owner re-reads from the checkpoint) or the process is stopped (nothing is
-//! checkpointed past what was written). Memory is bounded by one semaphore shared by
+//! A flush retries each step while it fails for a passing reason (throttling, a server
+//! error), until it succeeds, the lease is lost (the new owner re-reads from the
+//! checkpoint) or the process is stopped (nothing is checkpointed past what was
+//! written). A write that can never succeed (access denied, a missing bucket or key)
+//! stops the service with the error. Memory is bounded by one semaphore shared by
 //! every shard: when it is exhausted a shard flushes its own batch and then waits,
 //! so reading stops instead of the buffers growing.
 
@@ -10,9 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ServerSideEncryption;
 use event_model::Rules;
+use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
+use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
+use pipeline_runtime::s3::Lake;
 use pipeline_runtime::{Metrics, Unit};
 use shard_consumer::backoff::Backoff;
 use shard_consumer::kinesis::KinesisRecord;
@@ -21,18 +24,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{FlushLimits, Object, SealedBatch, ShardBatch};
-
-/// JSON lines; the `Content-Encoding` says it is gzipped.
-const CONTENT_TYPE: &str = "application/x-ndjson";
+use crate::batch::{FlushLimits, SealedBatch, ShardBatch};
 
 /// What every shard's processor shares.
 pub struct Shared {
-    pub s3: aws_sdk_s3::Client,
+    /// The bucket and its encryption.
+    pub lake: Lake,
     pub kinesis: aws_sdk_kinesis::Client,
-    pub bucket: String,
     pub files_stream: String,
-    pub sse_kms_key_id: Option<String>,
     pub rules: Rules,
     pub limits: FlushLimits,
     pub gzip_level: u32,
@@ -50,6 +49,22 @@ pub enum FlushError {
     LeaseLost,
     #[error("shutting down before the batch was durable; nothing was checkpointed past it")]
     ShuttingDown,
+    /// A write that retrying cannot fix: the service stops with it.
+    #[error("{operation} failed for good: {}", .error.explain())]
+    Failed { operation: &'static str, error: AwsError },
+    #[error("checkpoint failed for good: {0}")]
+    Checkpoint(CheckpointerError),
+}
+
+impl Classified for FlushError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            FlushError::LeaseLost | FlushError::ShuttingDown => ErrorKind::Transient,
+            // Our own request, not an input: a permanent failure cannot be skipped either.
+            FlushError::Failed { .. } => ErrorKind::Fatal,
+            FlushError::Checkpoint(error) => error.kind(),
+        }
+    }
 }
 
 pub struct S3ProcessorFactory {
@@ -84,7 +99,7 @@ impl S3Processor {
                 self.shared.metrics.count("BackPressureWaits", 1, &[]);
                 self.flush(checkpointer).await?;
                 tokio::select! {
-                    permit = self.shared.memory.clone().acquire_many_owned(wanted) => permit?,
+                    permit = self.shared.memory.clone().acquire_many_owned(wanted) => permit.map_err(ProcessorError::fatal)?,
                     () = self.shared.shutdown.cancelled() => return Err(FlushError::ShuttingDown.into()),
                 }
             }
@@ -100,7 +115,7 @@ impl S3Processor {
     async fn flush(&mut self, checkpointer: &mut Checkpointer) -> Result<(), FlushError> {
         let now = Instant::now();
         let fresh = self.batch.renewed();
-        let Some(sealed) = std::mem::replace(&mut self.batch, fresh).seal(&self.shared.bucket, now) else {
+        let Some(sealed) = std::mem::replace(&mut self.batch, fresh).seal(&self.shared.lake.bucket, now) else {
             return Ok(());
         };
         // The memory stays reserved until the batch is durable.
@@ -114,11 +129,20 @@ impl S3Processor {
 
     async fn write(&self, sealed: &SealedBatch, checkpointer: &mut Checkpointer) -> Result<(), FlushError> {
         for object in [&sealed.events, &sealed.errors].into_iter().flatten() {
-            self.retry("S3 put", checkpointer, || self.put(object)).await?;
+            self.retry("S3 put", checkpointer, || async {
+                let started = Instant::now();
+                self.shared
+                    .lake
+                    .put_gzip_json_lines(&object.key, object.body.clone())
+                    .await?;
+                self.shared.metrics.timing("S3PutLatency", started.elapsed(), &[]);
+                Ok(())
+            })
+            .await?;
         }
         if let Some(pointer) = &sealed.pointer {
             let data = pointer.to_json();
-            self.retry("pointer publish", checkpointer, || {
+            self.retry("pointer publish", checkpointer, || async {
                 self.shared
                     .kinesis
                     .put_record()
@@ -127,6 +151,9 @@ impl S3Processor {
                     .partition_key(&pointer.shard)
                     .data(Blob::new(data.clone()))
                     .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| AwsError::from_sdk("kinesis:PutRecord", e))
             })
             .await?;
         }
@@ -135,59 +162,37 @@ impl S3Processor {
             match checkpointer.checkpoint(&sealed.last).await {
                 Ok(()) => return Ok(()),
                 Err(CheckpointerError::LeaseLost(_)) => return Err(FlushError::LeaseLost),
-                Err(error) => {
+                Err(error) if error.kind().is_retryable() => {
                     tracing::warn!(shard_id = %checkpointer.shard_id(), %error, "checkpoint failed; retrying");
                     self.pause(&mut backoff, checkpointer).await?;
                 }
+                Err(error) => return Err(FlushError::Checkpoint(error)),
             }
         }
     }
 
-    async fn put(
+    /// Runs `operation` under [`RetryPolicy::SHARD_OUTPUT`]; every retry is the same
+    /// request, so a write that succeeded unseen is repeated harmlessly (same key, same
+    /// pointer). Shutdown does not interrupt it: the service's deadline bounds how long
+    /// a stopping process keeps trying to make its batch durable.
+    async fn retry<T, F, Fut>(
         &self,
-        object: &Object,
-    ) -> Result<(), aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::put_object::PutObjectError>> {
-        let started = Instant::now();
-        let kms = self.shared.sse_kms_key_id.as_ref();
-        self.shared
-            .s3
-            .put_object()
-            .bucket(&self.shared.bucket)
-            .key(&object.key)
-            .body(ByteStream::from(object.body.clone()))
-            .content_type(CONTENT_TYPE)
-            .content_encoding("gzip")
-            .set_server_side_encryption(kms.map(|_| ServerSideEncryption::AwsKms))
-            .set_ssekms_key_id(kms.cloned())
-            .send()
-            .await?;
-        self.shared.metrics.timing("S3PutLatency", started.elapsed(), &[]);
-        Ok(())
-    }
-
-    /// Runs `operation` until it succeeds; every retry is the same request, so a write
-    /// that succeeded unseen is repeated harmlessly (same key, same pointer).
-    async fn retry<T, E, F, Fut>(
-        &self,
-        what: &str,
+        what: &'static str,
         checkpointer: &Checkpointer,
-        mut operation: F,
+        operation: F,
     ) -> Result<T, FlushError>
     where
-        E: std::error::Error,
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        Fut: Future<Output = Result<T, AwsError>>,
     {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-        loop {
-            match operation().await {
-                Ok(value) => return Ok(value),
-                Err(error) => {
-                    let error = aws_smithy_types::error::display::DisplayErrorContext(&error);
-                    self.shared.metrics.count("WriteRetries", 1, &[("Operation", what)]);
-                    tracing::warn!(shard_id = %checkpointer.shard_id(), operation = what, error = %error, "write failed; retrying");
-                    self.pause(&mut backoff, checkpointer).await?;
-                }
+        let written = retry(&RetryPolicy::SHARD_OUTPUT, checkpointer.lease_lost_token(), operation).await;
+        match written {
+            Ok(value) => Ok(value),
+            Err(RetryError::Stopped { .. }) => Err(FlushError::LeaseLost),
+            Err(RetryError::Failed { error, attempts }) => {
+                self.shared.metrics.count("WriteFailures", 1, &[("Operation", what)]);
+                tracing::error!(shard_id = %checkpointer.shard_id(), operation = what, attempts, %error, "write failed for good");
+                Err(FlushError::Failed { operation: what, error })
             }
         }
     }

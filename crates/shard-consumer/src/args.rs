@@ -48,6 +48,12 @@ pub struct ConsumerArgs {
     #[arg(long, env = "INITIAL_POSITION", default_value = "TRIM_HORIZON", value_parser = parse_initial_position)]
     pub initial_position: InitialPosition,
 
+    /// Create a missing lease table at start (needs `dynamodb:CreateTable`). Set `false`
+    /// where the templates create the tables and the task roles may not: a missing
+    /// table then stops the service at start with its name.
+    #[arg(long, env = "CREATE_LEASE_TABLES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub create_lease_tables: bool,
+
     /// This worker's name in the lease table's `leaseOwner`, unique per process
     /// (default: the host name, the process id and a random suffix).
     #[arg(long, env = "WORKER_ID")]
@@ -69,6 +75,7 @@ impl ConsumerArgs {
         config.max_records_per_read = i32::try_from(self.max_records_per_read).unwrap_or(10_000);
         config.shard_sync_interval = Duration::from_secs(self.shard_sync_interval_secs);
         config.initial_position = self.initial_position;
+        config.create_lease_table = self.create_lease_tables;
         config
     }
 }

@@ -36,6 +36,8 @@ pub struct ConsumerConfig {
     pub idle_between_reads: Duration,
     pub max_records_per_read: i32,
     pub initial_position: InitialPosition,
+    /// Create the lease table when it is missing (else a missing table is fatal).
+    pub create_lease_table: bool,
 }
 
 /// A setting out of range.
@@ -59,6 +61,7 @@ impl ConsumerConfig {
             idle_between_reads: Duration::from_secs(1),
             max_records_per_read: 10_000,
             initial_position: InitialPosition::TrimHorizon,
+            create_lease_table: true,
         }
     }
 

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use futures::FutureExt;
 use pipeline_runtime::{Metrics, Unit};
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
@@ -11,15 +12,15 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::assignment::{self, ExpiryTracker, TakeInput};
-use crate::backoff::Backoff;
 use crate::config::{ConfigError, ConsumerConfig, InitialPosition};
-use crate::error::AwsError;
+use crate::error::{AwsError, Classified, ErrorKind};
 use crate::lease::Lease;
 use crate::lease_table::{LeaseTable, LeaseTableError};
 use crate::position::Checkpoint;
 use crate::processor::{LeaseHold, ProcessorFactory, SharedHold};
-use crate::shard::{ShardOutcome, ShardTask};
+use crate::shard::{ShardError, ShardOutcome, ShardTask};
 use crate::source::{Shard, Source};
+use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
 
 /// Why a consumer stopped before it was asked to.
 #[derive(Debug, thiserror::Error)]
@@ -28,50 +29,27 @@ pub enum ConsumerError {
     Config(#[from] ConfigError),
     #[error("lease table {table}: {source}")]
     LeaseTable { table: String, source: LeaseTableError },
-    #[error("listing shards of {stream}: {source}")]
+    #[error("listing shards of {stream}: {}", .source.explain())]
     ListShards { stream: String, source: AwsError },
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+}
+
+impl Classified for ConsumerError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ConsumerError::Config(_) | ConsumerError::Shard(_) => ErrorKind::Fatal,
+            ConsumerError::LeaseTable { source, .. } => source.kind(),
+            ConsumerError::ListShards { source, .. } => source.kind,
+        }
+    }
 }
 
 impl ConsumerError {
     /// Throttling or a server error: worth another try, unlike a missing stream or a
     /// denied call.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            ConsumerError::Config(_) => false,
-            ConsumerError::LeaseTable { source, .. } => source.is_retryable(),
-            ConsumerError::ListShards { source, .. } => source.is_retryable(),
-        }
-    }
-}
-
-/// Start-up steps retry transient failures with backoff; a permanent failure fails the
-/// start at once.
-struct StartRetry(Backoff);
-
-impl StartRetry {
-    fn new() -> Self {
-        Self(Backoff::new(
-            std::time::Duration::from_millis(200),
-            std::time::Duration::from_secs(10),
-        ))
-    }
-
-    /// After `error`: `Ok(true)` once waited and worth another try, `Ok(false)` when
-    /// shutdown came first, `Err` when the error is permanent.
-    async fn again(
-        &mut self,
-        error: ConsumerError,
-        what: &str,
-        shutdown: &CancellationToken,
-    ) -> Result<bool, ConsumerError> {
-        if !error.is_retryable() {
-            return Err(error);
-        }
-        tracing::warn!(%error, "{what} failed at start; retrying");
-        tokio::select! {
-            () = tokio::time::sleep(self.0.next_delay()) => Ok(true),
-            () = shutdown.cancelled() => Ok(false),
-        }
+        self.kind().is_retryable()
     }
 }
 
@@ -84,7 +62,9 @@ struct HeldLease {
     task: Option<JoinHandle<()>>,
 }
 
-type ShardEvent = (String, u64, ShardOutcome);
+/// A shard task's end: its shard, the holding's generation, how it ended and, when it
+/// stopped the consumer, why.
+type ShardEvent = (String, u64, ShardOutcome, Option<ShardError>);
 
 impl Drop for HeldLease {
     /// A worker that is dropped without `stop` (a crash, an aborted task) must not
@@ -124,11 +104,17 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
             table: self.table.name().to_string(),
             source,
         };
-        let mut retry = StartRetry::new();
-        while let Err(error) = self.table.ensure_exists().await.map_err(table_error) {
-            if !retry.again(error, "lease table check", &shutdown).await? {
-                return Ok(());
-            }
+        // Start-up steps retry passing failures for a while; anything else stops the start.
+        let started = retry(&RetryPolicy::START, &shutdown, || {
+            self.table
+                .ensure_exists(self.config.create_lease_table)
+                .map(|r| r.map_err(table_error))
+        })
+        .await;
+        match started {
+            Ok(()) => {}
+            Err(RetryError::Stopped { .. }) => return Ok(()),
+            Err(RetryError::Failed { error, .. }) => return Err(error),
         }
         let mut worker = Worker {
             consumer: &self,
@@ -138,10 +124,11 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
             events: mpsc::unbounded_channel(),
             generation: 0,
         };
-        while let Err(error) = worker.sync_shards().await {
-            if !retry.again(error, "shard sync", &shutdown).await? {
-                return Ok(());
-            }
+        let synced = retry(&RetryPolicy::START, &shutdown, || worker.sync_shards()).await;
+        match synced {
+            Ok(()) => {}
+            Err(RetryError::Stopped { .. }) => return Ok(()),
+            Err(RetryError::Failed { error, .. }) => return Err(error),
         }
         tracing::info!(
             application = %self.config.application,
@@ -158,9 +145,9 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
             timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
         }
         sync.tick().await;
-        loop {
+        let failure = loop {
             tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => break None,
                 _ = renew.tick() => worker.renew_all().await,
                 _ = take.tick() => {
                     if let Err(error) = worker.take_leases().await {
@@ -172,13 +159,21 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
                         tracing::warn!(%error, "shard sync failed");
                     }
                 }
-                Some((shard_id, generation, outcome)) = worker.events.1.recv() => {
+                Some((shard_id, generation, outcome, error)) = worker.events.1.recv() => {
+                    if let Some(error) = error {
+                        break Some(error);
+                    }
                     worker.shard_finished(&shard_id, generation, outcome).await;
                 }
             }
-        }
+        };
+        // A failure stops every shard as a shutdown would: flush what is durable,
+        // release the leases, then report it so the service exits and is restarted.
         worker.stop(&mut renew).await;
-        Ok(())
+        match failure {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -207,7 +202,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Worker<'_, S, F> {
 
     /// Creates leases for shards that have none, and deletes finished leases once
     /// every child has started.
-    async fn sync_shards(&mut self) -> Result<(), ConsumerError> {
+    async fn sync_shards(&self) -> Result<(), ConsumerError> {
         let consumer = self.consumer;
         let shards = consumer
             .source
@@ -252,7 +247,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Worker<'_, S, F> {
                     hold.counter = counter;
                     held.last_renewed = Instant::now();
                 }
-                Err(error) if error.is_conflict() => {
+                Err(error) if error.is_condition_failed() => {
                     hold.lost = true;
                     lost.push(key.clone());
                 }
@@ -309,7 +304,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Worker<'_, S, F> {
                     tracing::info!(application = %self.application(), shard_id = %key, from = ?lease.owner, stolen, "lease taken");
                     self.start_shard(lease, counter);
                 }
-                Err(error) if error.is_conflict() => {
+                Err(error) if error.is_condition_failed() => {
                     tracing::debug!(shard_id = %key, "another worker took the lease first");
                 }
                 Err(error) => return Err(error),
@@ -343,9 +338,21 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Worker<'_, S, F> {
         let shard_id = lease.key.clone();
         self.generation += 1;
         let generation = self.generation;
+        let metrics = consumer.metrics.clone();
+        let application = consumer.config.application.clone();
         let task = tokio::spawn(async move {
-            let outcome = task.run().await;
-            let _ = events.send((shard_id, generation, outcome));
+            let ran = std::panic::AssertUnwindSafe(task.run()).catch_unwind().await;
+            let (outcome, error) = ran.unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                metrics.count("ShardTaskPanics", 1, &[("Application", &application)]);
+                tracing::error!(%application, %shard_id, panic = %message, "shard task panicked; its lease is given up");
+                (ShardOutcome::Panicked, None)
+            });
+            let _ = events.send((shard_id, generation, outcome, error));
         });
         let held = HeldLease {
             generation,
@@ -364,7 +371,21 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Worker<'_, S, F> {
             return;
         }
         // A finished lease stays in the table (its children check it) but needs no renewal.
-        self.held.remove(shard_id);
+        let Some(held) = self.held.remove(shard_id) else {
+            return;
+        };
+        if outcome == ShardOutcome::Panicked {
+            // Not renewed with no reader behind it: give it up for any worker to take.
+            let consumer = self.consumer;
+            let counter = held.hold.lock().await.counter;
+            if let Err(error) = consumer
+                .table
+                .release(shard_id, &consumer.config.worker_id, counter)
+                .await
+            {
+                tracing::warn!(%shard_id, %error, "lease release after a panic failed; it expires after the failover time");
+            }
+        }
         if outcome == ShardOutcome::Ended
             && let Err(error) = self.sync_shards().await
         {

@@ -9,9 +9,11 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodbstreams::Client;
+use aws_sdk_dynamodbstreams::operation::get_records::GetRecordsError;
+use aws_sdk_dynamodbstreams::operation::get_shard_iterator::GetShardIteratorError;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, ShardIteratorType};
 
-use crate::error::{AwsError, ErrorKind, classify};
+use crate::error::{AwsError, ErrorKind, ReadError};
 use crate::position::{RecordPosition, SequenceNumber};
 use crate::source::{ReadResult, Shard, Source, StartPosition, StreamRecord};
 
@@ -71,11 +73,13 @@ impl DynamoDbStreamSource {
             .table_name(table)
             .send()
             .await
-            .map_err(|e| classify("DescribeTable", e))?;
-        let arn = output.table().and_then(|t| t.latest_stream_arn()).ok_or(AwsError {
-            kind: ErrorKind::NotFound,
-            operation: "DescribeTable",
-            message: format!("table {table} has no stream"),
+            .map_err(|e| AwsError::from_sdk("dynamodb:DescribeTable", e))?;
+        let arn = output.table().and_then(|t| t.latest_stream_arn()).ok_or_else(|| {
+            AwsError::new(
+                "dynamodb:DescribeTable",
+                ErrorKind::Fatal,
+                format!("table {table} has no stream"),
+            )
         })?;
         Ok(Self::new(client, arn))
     }
@@ -99,7 +103,7 @@ impl Source for DynamoDbStreamSource {
                 .set_exclusive_start_shard_id(start.take())
                 .send()
                 .await
-                .map_err(|e| classify("DescribeStream", e))?;
+                .map_err(|e| AwsError::from_sdk("dynamodb:DescribeStream", e))?;
             let Some(description) = output.stream_description() else {
                 break;
             };
@@ -122,7 +126,7 @@ impl Source for DynamoDbStreamSource {
         Ok(shards)
     }
 
-    async fn shard_iterator(&self, shard_id: &str, start: &StartPosition) -> Result<String, AwsError> {
+    async fn shard_iterator(&self, shard_id: &str, start: &StartPosition) -> Result<String, ReadError> {
         let request = self
             .client
             .get_shard_iterator()
@@ -141,15 +145,26 @@ impl Source for DynamoDbStreamSource {
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .sequence_number(sequence.as_str()),
         };
-        let output = request.send().await.map_err(|e| classify("GetShardIterator", e))?;
-        output.shard_iterator().map(str::to_string).ok_or(AwsError {
-            kind: ErrorKind::Retryable,
-            operation: "GetShardIterator",
-            message: "no iterator in the answer".into(),
+        let output = request.send().await.map_err(|error| match error.as_service_error() {
+            Some(GetShardIteratorError::TrimmedDataAccessException(_)) => {
+                ReadError::Trimmed(AwsError::from_sdk("dynamodb:GetShardIterator", error))
+            }
+            Some(GetShardIteratorError::ResourceNotFoundException(_)) => {
+                ReadError::ShardNotFound(AwsError::from_sdk("dynamodb:GetShardIterator", error))
+            }
+            _ => AwsError::from_sdk("dynamodb:GetShardIterator", error).into(),
+        })?;
+        output.shard_iterator().map(str::to_string).ok_or_else(|| {
+            AwsError::new(
+                "dynamodb:GetShardIterator",
+                ErrorKind::Transient,
+                "no iterator in the answer",
+            )
+            .into()
         })
     }
 
-    async fn read(&self, _shard_id: &str, iterator: &str, limit: i32) -> Result<ReadResult<ChangeRecord>, AwsError> {
+    async fn read(&self, _shard_id: &str, iterator: &str, limit: i32) -> Result<ReadResult<ChangeRecord>, ReadError> {
         let output = self
             .client
             .get_records()
@@ -157,15 +172,26 @@ impl Source for DynamoDbStreamSource {
             .limit(limit.clamp(1, MAX_RECORDS_PER_READ))
             .send()
             .await
-            .map_err(|e| classify("GetRecords", e))?;
+            .map_err(|error| match error.as_service_error() {
+                Some(GetRecordsError::ExpiredIteratorException(_)) => ReadError::IteratorExpired,
+                Some(GetRecordsError::TrimmedDataAccessException(_)) => {
+                    ReadError::Trimmed(AwsError::from_sdk("dynamodb:GetRecords", error))
+                }
+                Some(GetRecordsError::ResourceNotFoundException(_)) => {
+                    ReadError::ShardNotFound(AwsError::from_sdk("dynamodb:GetRecords", error))
+                }
+                _ => AwsError::from_sdk("dynamodb:GetRecords", error).into(),
+            })?;
         let mut records = Vec::with_capacity(output.records().len());
         for record in output.records() {
             let Some(change) = record.dynamodb() else { continue };
             let text = change.sequence_number().unwrap_or_default();
-            let sequence = SequenceNumber::parse(text).map_err(|_| AwsError {
-                kind: ErrorKind::Fatal,
-                operation: "GetRecords",
-                message: format!("invalid sequence number {text:?}"),
+            let sequence = SequenceNumber::parse(text).map_err(|_| {
+                AwsError::new(
+                    "dynamodb:GetRecords",
+                    ErrorKind::Fatal,
+                    format!("invalid sequence number {text:?}"),
+                )
             })?;
             let kind = match record.event_name() {
                 Some(OperationType::Insert) => ChangeKind::Insert,

@@ -1,11 +1,13 @@
 //! Kinesis Data Streams as a [`Source`], with KPL de-aggregation.
 
 use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::operation::get_records::GetRecordsError;
+use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError;
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 
-use crate::error::{AwsError, ErrorKind, classify};
+use crate::error::{AwsError, ErrorKind, ReadError};
 use crate::kpl::{self, AggregateError};
 use crate::position::{RecordPosition, SequenceNumber};
 use crate::source::{ReadResult, Shard, Source, StartPosition, StreamRecord};
@@ -93,11 +95,7 @@ impl KinesisSource {
 }
 
 fn invalid_sequence(operation: &'static str, text: &str) -> AwsError {
-    AwsError {
-        kind: ErrorKind::Fatal,
-        operation,
-        message: format!("invalid sequence number {text:?}"),
-    }
+    AwsError::new(operation, ErrorKind::Fatal, format!("invalid sequence number {text:?}"))
 }
 
 impl Source for KinesisSource {
@@ -112,7 +110,10 @@ impl Source for KinesisSource {
                 Some(token) => self.client.list_shards().next_token(token),
                 None => self.client.list_shards().stream_name(&self.stream_name),
             };
-            let output = request.send().await.map_err(|e| classify("ListShards", e))?;
+            let output = request
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("kinesis:ListShards", e))?;
             for shard in output.shards() {
                 let parent_ids: Vec<String> = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
                     .into_iter()
@@ -136,7 +137,7 @@ impl Source for KinesisSource {
         Ok(shards)
     }
 
-    async fn shard_iterator(&self, shard_id: &str, start: &StartPosition) -> Result<String, AwsError> {
+    async fn shard_iterator(&self, shard_id: &str, start: &StartPosition) -> Result<String, ReadError> {
         let request = self
             .client
             .get_shard_iterator()
@@ -155,15 +156,29 @@ impl Source for KinesisSource {
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(sequence.as_str()),
         };
-        let output = request.send().await.map_err(|e| classify("GetShardIterator", e))?;
-        output.shard_iterator().map(str::to_string).ok_or(AwsError {
-            kind: ErrorKind::Retryable,
-            operation: "GetShardIterator",
-            message: "no iterator in the answer".into(),
+        let output = request.send().await.map_err(|error| {
+            let gone = matches!(
+                error.as_service_error(),
+                Some(GetShardIteratorError::ResourceNotFoundException(_))
+            );
+            let error = AwsError::from_sdk("kinesis:GetShardIterator", error);
+            if gone {
+                ReadError::ShardNotFound(error)
+            } else {
+                error.into()
+            }
+        })?;
+        output.shard_iterator().map(str::to_string).ok_or_else(|| {
+            AwsError::new(
+                "kinesis:GetShardIterator",
+                ErrorKind::Transient,
+                "no iterator in the answer",
+            )
+            .into()
         })
     }
 
-    async fn read(&self, _shard_id: &str, iterator: &str, limit: i32) -> Result<ReadResult<KinesisRecord>, AwsError> {
+    async fn read(&self, _shard_id: &str, iterator: &str, limit: i32) -> Result<ReadResult<KinesisRecord>, ReadError> {
         let output = self
             .client
             .get_records()
@@ -171,11 +186,17 @@ impl Source for KinesisSource {
             .limit(limit.clamp(1, MAX_RECORDS_PER_READ))
             .send()
             .await
-            .map_err(|e| classify("GetRecords", e))?;
+            .map_err(|error| match error.as_service_error() {
+                Some(GetRecordsError::ExpiredIteratorException(_)) => ReadError::IteratorExpired,
+                Some(GetRecordsError::ResourceNotFoundException(_)) => {
+                    ReadError::ShardNotFound(AwsError::from_sdk("kinesis:GetRecords", error))
+                }
+                _ => AwsError::from_sdk("kinesis:GetRecords", error).into(),
+            })?;
         let mut records = Vec::with_capacity(output.records().len());
         for record in output.records() {
             let sequence = SequenceNumber::parse(record.sequence_number())
-                .map_err(|_| invalid_sequence("GetRecords", record.sequence_number()))?;
+                .map_err(|_| invalid_sequence("kinesis:GetRecords", record.sequence_number()))?;
             let arrival_ms = record
                 .approximate_arrival_timestamp()
                 .and_then(|t| t.to_millis().ok())

@@ -2,7 +2,7 @@
 //!
 //! Every write that changes a lease is conditional on the counter read before it
 //! (and on the owner, for the holder's own writes), and bumps the counter: whoever
-//! wrote last wins, anyone with a stale view fails with [`ErrorKind::Conflict`].
+//! wrote last wins, anyone with a stale view fails with [`ErrorKind::ConditionFailed`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
 };
 
-use crate::error::{AwsError, ErrorKind, classify};
+use crate::error::{AwsError, Classified, ErrorKind};
 use crate::lease::{
     CHECKPOINT, CHECKPOINT_SUBSEQUENCE, LEASE_COUNTER, LEASE_KEY, LEASE_OWNER, Lease, LeaseFormatError, OWNER_SWITCHES,
 };
@@ -21,28 +21,38 @@ use crate::position::Checkpoint;
 /// Failure of a lease-table call.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LeaseTableError {
-    #[error(transparent)]
+    #[error("{}", .0.explain())]
     Aws(#[from] AwsError),
     #[error("lease {key}: {source}")]
     Format { key: String, source: LeaseFormatError },
     #[error("lease table {0} did not become active")]
     NotActive(String),
+    #[error(
+        "lease table {0} does not exist, and this deployment does not create it (CREATE_LEASE_TABLES=false): create it with `pipelinectl setup` or the templates"
+    )]
+    Missing(String),
+}
+
+impl Classified for LeaseTableError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            LeaseTableError::Aws(error) => error.kind,
+            LeaseTableError::Format { .. } | LeaseTableError::NotActive(_) | LeaseTableError::Missing(_) => {
+                ErrorKind::Fatal
+            }
+        }
+    }
 }
 
 impl LeaseTableError {
-    /// The conditional write failed: the lease moved on without us.
-    pub fn is_conflict(&self) -> bool {
-        matches!(
-            self,
-            LeaseTableError::Aws(AwsError {
-                kind: ErrorKind::Conflict,
-                ..
-            })
-        )
+    /// The conditional write did not apply: the lease moved on without us, or our own
+    /// write was applied and its answer lost (re-read to tell the two apart).
+    pub fn is_condition_failed(&self) -> bool {
+        self.kind() == ErrorKind::ConditionFailed
     }
 
     pub fn is_retryable(&self) -> bool {
-        matches!(self, LeaseTableError::Aws(error) if error.is_retryable())
+        self.kind().is_retryable()
     }
 }
 
@@ -73,9 +83,44 @@ impl LeaseTable {
         &self.name
     }
 
-    /// Creates the table (on-demand billing, hash key `leaseKey`) unless it exists,
-    /// and waits until it is active.
-    pub async fn ensure_exists(&self) -> Result<(), LeaseTableError> {
+    /// Checks that the table exists (DescribeTable, which every role may call); when it
+    /// does not and `create` allows it, creates it (on-demand billing, hash key
+    /// `leaseKey`). Waits until it is active either way.
+    pub async fn ensure_exists(&self, create: bool) -> Result<(), LeaseTableError> {
+        let described = self.client.describe_table().table_name(&self.name).send().await;
+        let missing = match &described {
+            Err(error) => matches!(
+                error.as_service_error(),
+                Some(aws_sdk_dynamodb::operation::describe_table::DescribeTableError::ResourceNotFoundException(_))
+            ),
+            Ok(_) => false,
+        };
+        match described {
+            Ok(_) => {}
+            Err(_) if missing && !create => return Err(LeaseTableError::Missing(self.name.clone())),
+            Err(_) if missing => self.create_table().await?,
+            Err(error) => return Err(AwsError::from_sdk("dynamodb:DescribeTable", error).into()),
+        }
+        for _ in 0..240 {
+            let output = self
+                .client
+                .describe_table()
+                .table_name(&self.name)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("dynamodb:DescribeTable", e))?;
+            if output.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(LeaseTableError::NotActive(self.name.clone()))
+    }
+
+    async fn create_table(&self) -> Result<(), LeaseTableError> {
+        let invalid = |e: aws_sdk_dynamodb::error::BuildError| {
+            AwsError::new("dynamodb:CreateTable", ErrorKind::Fatal, e.to_string())
+        };
         let created = self
             .client
             .create_table()
@@ -86,47 +131,32 @@ impl LeaseTable {
                     .attribute_name(LEASE_KEY)
                     .attribute_type(ScalarAttributeType::S)
                     .build()
-                    .map_err(|e| AwsError {
-                        kind: ErrorKind::Fatal,
-                        operation: "CreateTable",
-                        message: e.to_string(),
-                    })?,
+                    .map_err(invalid)?,
             )
             .key_schema(
                 KeySchemaElement::builder()
                     .attribute_name(LEASE_KEY)
                     .key_type(KeyType::Hash)
                     .build()
-                    .map_err(|e| AwsError {
-                        kind: ErrorKind::Fatal,
-                        operation: "CreateTable",
-                        message: e.to_string(),
-                    })?,
+                    .map_err(invalid)?,
             )
             .send()
             .await;
-        if let Err(error) = created {
-            let in_use = error
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_in_use_exception());
-            if !in_use {
-                return Err(classify("CreateTable", error).into());
+        match created {
+            Ok(_) => {
+                tracing::info!(table = %self.name, "lease table created");
+                Ok(())
             }
-        }
-        for _ in 0..240 {
-            let output = self
-                .client
-                .describe_table()
-                .table_name(&self.name)
-                .send()
-                .await
-                .map_err(|e| classify("DescribeTable", e))?;
-            if output.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                return Ok(());
+            // Another worker created it first.
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
+            {
+                Ok(())
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            Err(error) => Err(AwsError::from_sdk("dynamodb:CreateTable", error).into()),
         }
-        Err(LeaseTableError::NotActive(self.name.clone()))
     }
 
     /// Every lease, read with strong consistency (a stale view makes bad decisions).
@@ -142,7 +172,7 @@ impl LeaseTable {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| classify("Scan", e))?;
+                .map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
             for item in output.items() {
                 let lease = Lease::from_item(item).map_err(|source| LeaseTableError::Format {
                     key: item
@@ -173,7 +203,7 @@ impl LeaseTable {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| classify("GetItem", e))?;
+            .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))?;
         output
             .item()
             .map(|item| {
@@ -205,7 +235,7 @@ impl LeaseTable {
             {
                 Ok(false)
             }
-            Err(error) => Err(classify("PutItem", error).into()),
+            Err(error) => Err(AwsError::from_sdk("dynamodb:PutItem", error).into()),
         }
     }
 
@@ -232,7 +262,7 @@ impl LeaseTable {
             .expression_attribute_values(":switches", n(switches))
             .send()
             .await
-            .map_err(|e| classify("UpdateItem", e))?;
+            .map_err(|e| AwsError::from_sdk("dynamodb:UpdateItem", e))?;
         Ok(new_counter)
     }
 
@@ -263,7 +293,7 @@ impl LeaseTable {
         self.holder_update(key, owner, counter, "SET #counter = :new")
             .send()
             .await
-            .map_err(|e| classify("UpdateItem", e))?;
+            .map_err(|e| AwsError::from_sdk("dynamodb:UpdateItem", e))?;
         Ok(counter + 1)
     }
 
@@ -290,7 +320,7 @@ impl LeaseTable {
         .expression_attribute_values(":zero", n(0))
         .send()
         .await
-        .map_err(|e| classify("UpdateItem", e))?;
+        .map_err(|e| AwsError::from_sdk("dynamodb:UpdateItem", e))?;
         Ok(counter + 1)
     }
 
@@ -299,7 +329,7 @@ impl LeaseTable {
         self.holder_update(key, owner, counter, "REMOVE #owner SET #counter = :new")
             .send()
             .await
-            .map_err(|e| classify("UpdateItem", e))?;
+            .map_err(|e| AwsError::from_sdk("dynamodb:UpdateItem", e))?;
         Ok(())
     }
 
@@ -324,7 +354,7 @@ impl LeaseTable {
             {
                 Ok(())
             }
-            Err(error) => Err(classify("DeleteItem", error).into()),
+            Err(error) => Err(AwsError::from_sdk("dynamodb:DeleteItem", error).into()),
         }
     }
 }

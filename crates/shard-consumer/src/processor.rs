@@ -2,17 +2,58 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
+use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use crate::error::{Classified, ErrorKind};
 use crate::lease_table::{LeaseTable, LeaseTableError};
 use crate::position::{Checkpoint, CheckpointError, RecordPosition};
 
-/// An error a processor returns; the consumer retries the same call after a backoff.
-pub type ProcessorError = Box<dyn std::error::Error + Send + Sync>;
+/// Why a processor could not take a batch, and what the consumer should do about it:
+/// a throttled or transient error (or a failed condition the processor chose not to
+/// settle) retries the same call after a backoff; a permanent or fatal one stops the
+/// consumer, and with it the service, with the error. A processor quarantines the
+/// records it cannot take itself; an error here is about the processor's own work.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct ProcessorError {
+    kind: ErrorKind,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl ProcessorError {
+    pub fn new(kind: ErrorKind, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            kind,
+            source: source.into(),
+        }
+    }
+
+    /// A failure this process cannot get past: the consumer stops with it.
+    pub fn fatal(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::new(ErrorKind::Fatal, source)
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether the consumer should give up on the process rather than retry.
+    pub fn stops_the_consumer(&self) -> bool {
+        matches!(self.kind, ErrorKind::Permanent | ErrorKind::Fatal)
+    }
+}
+
+impl<E: Classified + std::error::Error + Send + Sync + 'static> From<E> for ProcessorError {
+    fn from(error: E) -> Self {
+        Self {
+            kind: error.kind(),
+            source: Box::new(error),
+        }
+    }
+}
 
 /// One read's records of one shard, in order.
 #[derive(Debug)]
@@ -90,6 +131,22 @@ pub enum CheckpointerError {
     Table(#[from] LeaseTableError),
 }
 
+impl Classified for CheckpointerError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            // The consumer sees the lost lease itself and stops the shard; retrying is harmless.
+            CheckpointerError::LeaseLost(_) => ErrorKind::Transient,
+            // A checkpoint that would move back or past what was delivered is a bug.
+            CheckpointerError::Invalid(_) | CheckpointerError::AheadOfDelivered { .. } => ErrorKind::Fatal,
+            CheckpointerError::Table(error) => match error.kind() {
+                // Our own request, not input: a permanent failure cannot be skipped.
+                ErrorKind::Permanent => ErrorKind::Fatal,
+                kind => kind,
+            },
+        }
+    }
+}
+
 /// The lease as held by this worker; renewals and checkpoints take turns on it.
 #[derive(Debug)]
 pub(crate) struct LeaseHold {
@@ -110,8 +167,6 @@ pub struct Checkpointer {
     lost: CancellationToken,
     delivered: Option<RecordPosition>,
 }
-
-const CHECKPOINT_ATTEMPTS: u32 = 5;
 
 impl Checkpointer {
     pub(crate) fn new(
@@ -135,6 +190,12 @@ impl Checkpointer {
     /// work whose only purpose is a checkpoint.
     pub fn is_lease_lost(&self) -> bool {
         self.lost.is_cancelled()
+    }
+
+    /// Cancelled when this worker loses the lease: the stop token for retries of work
+    /// whose only purpose is a checkpoint.
+    pub fn lease_lost_token(&self) -> &CancellationToken {
+        &self.lost
     }
 
     pub fn shard_id(&self) -> &str {
@@ -197,30 +258,24 @@ impl Checkpointer {
         if checkpoint == hold.checkpoint {
             return Ok(());
         }
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-        let mut attempt = 1;
-        loop {
-            match self
-                .table
-                .checkpoint(&self.shard_id, &self.owner, hold.counter, &checkpoint)
-                .await
-            {
-                Ok(counter) => {
-                    hold.counter = counter;
-                    hold.checkpoint = checkpoint;
-                    return Ok(());
-                }
-                Err(error) if error.is_conflict() => {
-                    hold.lost = true;
-                    self.lost.cancel();
-                    return Err(CheckpointerError::LeaseLost(self.shard_id.clone()));
-                }
-                Err(error) if error.is_retryable() && attempt < CHECKPOINT_ATTEMPTS => {
-                    attempt += 1;
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-                Err(error) => return Err(error.into()),
+        let counter = hold.counter;
+        let written = retry(&RetryPolicy::CHECKPOINT, &self.lost, || {
+            self.table.checkpoint(&self.shard_id, &self.owner, counter, &checkpoint)
+        })
+        .await;
+        match written {
+            Ok(counter) => {
+                hold.counter = counter;
+                hold.checkpoint = checkpoint;
+                Ok(())
             }
+            Err(RetryError::Failed { error, .. }) if error.is_condition_failed() => {
+                hold.lost = true;
+                self.lost.cancel();
+                Err(CheckpointerError::LeaseLost(self.shard_id.clone()))
+            }
+            Err(RetryError::Stopped { .. }) => Err(CheckpointerError::LeaseLost(self.shard_id.clone())),
+            Err(RetryError::Failed { error, .. }) => Err(error.into()),
         }
     }
 }

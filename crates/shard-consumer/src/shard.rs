@@ -8,10 +8,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::{ConsumerConfig, InitialPosition};
-use crate::error::{AwsError, ErrorKind};
+use crate::error::{Classified, ErrorKind, ReadError};
 use crate::lease_table::LeaseTable;
 use crate::position::{Checkpoint, RecordPosition};
-use crate::processor::{Batch, Checkpointer, ProcessorFactory, RecordProcessor, SharedHold};
+use crate::processor::{Batch, Checkpointer, ProcessorError, ProcessorFactory, RecordProcessor, SharedHold};
 use crate::source::{Source, StartPosition, StreamRecord};
 
 /// How a shard task ended.
@@ -23,6 +23,20 @@ pub enum ShardOutcome {
     Lost,
     /// The worker is stopping.
     Stopped,
+    /// A failure this process cannot get past (the task's error says which): the
+    /// consumer stops and the service exits with it.
+    Failed,
+    /// The task panicked: its lease is given up and the panic counted.
+    Panicked,
+}
+
+/// Why a shard task stopped the consumer.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("reading shard {shard_id}: {error}")]
+    Read { shard_id: String, error: ReadError },
+    #[error("processing shard {shard_id}: {error}")]
+    Processor { shard_id: String, error: ProcessorError },
 }
 
 pub(crate) struct ShardTask<S, F> {
@@ -39,7 +53,13 @@ pub(crate) struct ShardTask<S, F> {
 }
 
 impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
-    pub async fn run(self) -> ShardOutcome {
+    pub async fn run(self) -> (ShardOutcome, Option<ShardError>) {
+        let mut failure = None;
+        let outcome = self.run_to_outcome(&mut failure).await;
+        (outcome, failure)
+    }
+
+    async fn run_to_outcome(&self, failure: &mut Option<ShardError>) -> ShardOutcome {
         if let Some(outcome) = self.wait_for_parents().await {
             return outcome;
         }
@@ -57,7 +77,9 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
         );
         processor.initialize(&self.shard_id, &checkpoint).await;
         tracing::info!(application = %self.config.application, shard_id = %self.shard_id, %checkpoint, "shard started");
-        let outcome = self.read_loop(&mut processor, &mut checkpointer, checkpoint).await;
+        let outcome = self
+            .read_loop(&mut processor, &mut checkpointer, checkpoint, failure)
+            .await;
         match outcome {
             ShardOutcome::Lost => {
                 processor.lease_lost().await;
@@ -74,6 +96,10 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                 self.metrics
                     .count("ShardsEnded", 1, &[("Application", &self.config.application)]);
                 tracing::info!(application = %self.config.application, shard_id = %self.shard_id, "shard ended");
+            }
+            ShardOutcome::Failed | ShardOutcome::Panicked => {
+                // Nothing buffered may be made durable past a failure; the next owner re-reads.
+                processor.lease_lost().await;
             }
         }
         outcome
@@ -147,14 +173,14 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
         }
     }
 
-    /// After a failed call: for throttling and transient failures, waits a backoff
-    /// step and says retry (`Ok(None)`), or how the wait was interrupted; any other
-    /// error is handed back.
-    async fn after_failure(&self, backoff: &mut Backoff, error: AwsError) -> Result<Option<ShardOutcome>, AwsError> {
-        if !error.is_retryable() {
+    /// After a failed read: for throttling and transient failures, waits a backoff step
+    /// and says retry (`Ok(None)`), or how the wait was interrupted; any other error is
+    /// handed back.
+    async fn after_failure(&self, backoff: &mut Backoff, error: ReadError) -> Result<Option<ShardOutcome>, ReadError> {
+        if !error.kind().is_retryable() || matches!(error, ReadError::IteratorExpired) {
             return Err(error);
         }
-        if error.kind == ErrorKind::Throttled {
+        if error.kind() == ErrorKind::Throttled {
             self.metrics
                 .count("Throttles", 1, &[("Application", &self.config.application)]);
         }
@@ -162,11 +188,25 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
         Ok(self.pause(backoff.next_delay()).await)
     }
 
+    /// A read error this process cannot get past ends the task (and the consumer).
+    fn fail_read(&self, error: ReadError, failure: &mut Option<ShardError>) -> Option<ShardOutcome> {
+        if error.kind() != ErrorKind::Fatal {
+            return None;
+        }
+        tracing::error!(shard_id = %self.shard_id, %error, "cannot read the shard; stopping");
+        *failure = Some(ShardError::Read {
+            shard_id: self.shard_id.clone(),
+            error,
+        });
+        Some(ShardOutcome::Failed)
+    }
+
     async fn read_loop(
         &self,
         processor: &mut F::Processor,
         checkpointer: &mut Checkpointer,
         checkpoint: Checkpoint,
+        failure: &mut Option<ShardError>,
     ) -> ShardOutcome {
         let application = self.config.application.as_str();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
@@ -193,6 +233,9 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                             Ok(Some(outcome)) => return outcome,
                             Err(error) => {
                                 tracing::error!(shard_id = %self.shard_id, %error, "cannot get a shard iterator");
+                                if let Some(outcome) = self.fail_read(error, failure) {
+                                    return outcome;
+                                }
                                 if let Some(outcome) = self.pause(backoff.next_delay()).await {
                                     return outcome;
                                 }
@@ -203,7 +246,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                 }
             };
             let limit = self.config.max_records_per_read.min(self.source.max_read_limit());
-            let failure = match self.source.read(&self.shard_id, &current_iterator, limit).await {
+            let answer = match self.source.read(&self.shard_id, &current_iterator, limit).await {
                 Ok(read) => {
                     backoff.reset();
                     Ok(read)
@@ -217,13 +260,13 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                     Err(error) => Err(error),
                 },
             };
-            let read = match failure {
+            let read = match answer {
                 Ok(read) => read,
-                Err(error) if error.kind == ErrorKind::ExpiredIterator => {
+                Err(ReadError::IteratorExpired) => {
                     tracing::info!(shard_id = %self.shard_id, "shard iterator expired; getting a new one");
                     continue;
                 }
-                Err(error) if error.kind == ErrorKind::Trimmed => {
+                Err(error @ ReadError::Trimmed(_)) => {
                     // Records between the checkpoint and the trim horizon are gone from
                     // the stream; say so loudly and carry on from what is left.
                     self.metrics.count("TrimmedReads", 1, &[("Application", application)]);
@@ -238,6 +281,9 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                 }
                 Err(error) => {
                     tracing::error!(shard_id = %self.shard_id, %error, "read failed");
+                    if let Some(outcome) = self.fail_read(error, failure) {
+                        return outcome;
+                    }
                     if let Some(outcome) = self.pause(backoff.next_delay()).await {
                         return outcome;
                     }
@@ -277,18 +323,20 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                     records,
                     millis_behind_latest: read.millis_behind_latest,
                 };
-                if let Some(outcome) = self.process(processor, checkpointer, batch).await {
+                if let Some(outcome) = self.process(processor, checkpointer, batch, failure).await {
                     return outcome;
                 }
             } else if let Err(error) = processor.idle(checkpointer).await {
                 if self.lost.is_cancelled() {
                     return ShardOutcome::Lost;
                 }
-                tracing::warn!(shard_id = %self.shard_id, %error, "idle-time work failed; trying again at the next quiet read");
+                if let Some(outcome) = self.fail_processing(error, failure) {
+                    return outcome;
+                }
             }
             match read.next_iterator {
                 Some(next) => iterator = Some(next),
-                None => return self.finish(processor, checkpointer).await,
+                None => return self.finish(processor, checkpointer, failure).await,
             }
             if let Some(outcome) = self.pause(self.config.idle_between_reads).await {
                 return outcome;
@@ -296,11 +344,28 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
         }
     }
 
+    /// A processor error that stops the consumer ends the task; others are retried.
+    fn fail_processing(&self, error: ProcessorError, failure: &mut Option<ShardError>) -> Option<ShardOutcome> {
+        self.metrics
+            .count("ProcessorErrors", 1, &[("Application", &self.config.application)]);
+        if !error.stops_the_consumer() {
+            tracing::warn!(shard_id = %self.shard_id, %error, kind = %error.kind(), "processing failed; retrying the same records");
+            return None;
+        }
+        tracing::error!(shard_id = %self.shard_id, %error, kind = %error.kind(), "processing failed for good; stopping");
+        *failure = Some(ShardError::Processor {
+            shard_id: self.shard_id.clone(),
+            error,
+        });
+        Some(ShardOutcome::Failed)
+    }
+
     async fn process(
         &self,
         processor: &mut F::Processor,
         checkpointer: &mut Checkpointer,
         batch: Batch<S::Record>,
+        failure: &mut Option<ShardError>,
     ) -> Option<ShardOutcome> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         loop {
@@ -310,9 +375,9 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                     if self.lost.is_cancelled() {
                         return Some(ShardOutcome::Lost);
                     }
-                    self.metrics
-                        .count("ProcessorErrors", 1, &[("Application", &self.config.application)]);
-                    tracing::warn!(shard_id = %self.shard_id, %error, "processing failed; retrying the same records");
+                    if let Some(outcome) = self.fail_processing(error, failure) {
+                        return Some(outcome);
+                    }
                     if let Some(outcome) = self.pause(backoff.next_delay()).await {
                         return Some(outcome);
                     }
@@ -321,13 +386,23 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
         }
     }
 
-    async fn finish(&self, processor: &mut F::Processor, checkpointer: &mut Checkpointer) -> ShardOutcome {
+    async fn finish(
+        &self,
+        processor: &mut F::Processor,
+        checkpointer: &mut Checkpointer,
+        failure: &mut Option<ShardError>,
+    ) -> ShardOutcome {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         loop {
             match processor.shard_ended(checkpointer).await {
                 Ok(()) => break,
                 Err(error) => {
-                    tracing::warn!(shard_id = %self.shard_id, %error, "flush at shard end failed; retrying");
+                    if self.lost.is_cancelled() {
+                        return ShardOutcome::Lost;
+                    }
+                    if let Some(outcome) = self.fail_processing(error, failure) {
+                        return outcome;
+                    }
                     if let Some(outcome) = self.pause(backoff.next_delay()).await {
                         return outcome;
                     }
@@ -339,7 +414,9 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                 Ok(()) => return ShardOutcome::Ended,
                 Err(crate::processor::CheckpointerError::LeaseLost(_)) => return ShardOutcome::Lost,
                 Err(error) => {
-                    tracing::warn!(shard_id = %self.shard_id, %error, "SHARD_END checkpoint failed; retrying");
+                    if let Some(outcome) = self.fail_processing(error.into(), failure) {
+                        return outcome;
+                    }
                     if let Some(outcome) = self.pause(backoff.next_delay()).await {
                         return outcome;
                     }

@@ -19,6 +19,8 @@ pub struct SingletonLease {
     key: String,
     worker_id: String,
     failover: Duration,
+    /// Create the lease table when it is missing.
+    create_table: bool,
 }
 
 /// Proof of holding the singleton lease; renewed in the background until released.
@@ -34,13 +36,22 @@ pub struct SingletonGuard {
 }
 
 impl SingletonLease {
+    /// The lease `key` in `table`; the table is created when missing unless
+    /// [`SingletonLease::creating_table`] says otherwise.
     pub fn new(table: LeaseTable, key: &str, worker_id: &str, failover: Duration) -> Self {
         Self {
             table,
             key: key.to_string(),
             worker_id: worker_id.to_string(),
             failover,
+            create_table: true,
         }
+    }
+
+    /// Whether a missing lease table is created (`true`) or stops the job (`false`).
+    pub fn creating_table(mut self, create: bool) -> Self {
+        self.create_table = create;
+        self
     }
 
     /// Waits until this worker holds the lease; `None` if `shutdown` came first.
@@ -79,7 +90,7 @@ impl SingletonLease {
         table_ready: &mut bool,
     ) -> Result<Option<u64>, LeaseTableError> {
         if !*table_ready {
-            self.table.ensure_exists().await?;
+            self.table.ensure_exists(self.create_table).await?;
             self.table
                 .create(&Lease::new(&self.key, Checkpoint::TrimHorizon, Vec::new()))
                 .await?;
@@ -96,7 +107,7 @@ impl SingletonLease {
         }
         match self.table.take(&lease, &self.worker_id).await {
             Ok(counter) => Ok(Some(counter)),
-            Err(error) if error.is_conflict() => Ok(None),
+            Err(error) if error.is_condition_failed() => Ok(None),
             Err(error) => Err(error),
         }
     }
@@ -135,7 +146,7 @@ async fn renew(
                 counter = next;
                 last_renewed = Instant::now();
             }
-            Err(error) if error.is_conflict() => break,
+            Err(error) if error.is_condition_failed() => break,
             Err(error) => {
                 tracing::warn!(lease = %lease.key, %error, "singleton renewal failed");
                 if renewal_overdue(last_renewed, interval, lease.failover) {

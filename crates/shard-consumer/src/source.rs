@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use crate::error::AwsError;
+use crate::error::{AwsError, ReadError};
 use crate::position::{RecordPosition, SequenceNumber};
 
 /// A shard and its lineage.
@@ -57,7 +57,7 @@ pub trait Source: Clone + Send + Sync + 'static {
         &self,
         shard_id: &str,
         start: &StartPosition,
-    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    ) -> impl Future<Output = Result<String, ReadError>> + Send;
 
     /// Up to `limit` records from `iterator`.
     fn read(
@@ -65,7 +65,7 @@ pub trait Source: Clone + Send + Sync + 'static {
         shard_id: &str,
         iterator: &str,
         limit: i32,
-    ) -> impl Future<Output = Result<ReadResult<Self::Record>, AwsError>> + Send;
+    ) -> impl Future<Output = Result<ReadResult<Self::Record>, ReadError>> + Send;
 
     /// The most records one read may ask for.
     fn max_read_limit(&self) -> i32;

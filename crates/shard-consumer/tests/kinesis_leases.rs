@@ -5,9 +5,14 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Log, Worker, assert_one_reader_per_shard, owners, put, start_kinesis, wait_until_delivered};
+use common::{
+    Log, Worker, assert_one_reader_per_shard, config, owners, put, start_kinesis, start_with_metrics,
+    wait_until_delivered,
+};
+use pipeline_runtime::Metrics;
 use pipeline_tests::stack;
 use shard_consumer::LeaseTable;
+use shard_consumer::kinesis::KinesisSource;
 
 const FAILOVER: Duration = Duration::from_secs(3);
 
@@ -117,6 +122,52 @@ async fn a_killed_workers_shards_are_taken_within_two_failover_times() {
     assert_eq!(wait_until_delivered(&log, 40, Duration::from_secs(20)).await.len(), 40);
     survivor.stop().await;
     assert_one_reader_per_shard(&log, FAILOVER);
+    stack::delete_stream(&aws, &stream).await;
+    stack::delete_table(&aws, &table_name).await;
+}
+
+/// A shared buffer the metrics are written to.
+#[derive(Clone, Default)]
+struct Written(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Written {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_task_that_panics_gives_up_its_lease_and_is_counted() {
+    let aws = stack::aws().await;
+    let stream = stack::unique_name("sc-panic");
+    let table_name = stack::unique_name("sc-leases");
+    stack::create_stream(&aws, &stream, 1).await;
+    put(&aws, &stream, 0..20, 5).await;
+    let log = Log::default();
+    *log.panic_on.lock().expect("lock") = Some("event-7".into());
+    let written = Written::default();
+    let metrics = Metrics::with_sink("Test", "shard-consumer", Box::new(written.clone()));
+    let worker = start_with_metrics(
+        &aws,
+        KinesisSource::new(aws.kinesis(), &stream),
+        &table_name,
+        config("w1", FAILOVER),
+        &log,
+        metrics.clone(),
+    );
+    // The lease is given up at once, not left renewed with no reader: the shard is read
+    // again from its checkpoint well before a failover time would have passed twice.
+    let delivered = wait_until_delivered(&log, 20, FAILOVER * 2).await;
+    assert_eq!(delivered.len(), 20, "every record after the panic too");
+    assert!(!worker.task.is_finished(), "the worker lives on");
+    metrics.flush().expect("flush");
+    let text = String::from_utf8(written.0.lock().expect("lock").clone()).expect("utf8");
+    assert!(text.contains("ShardTaskPanics"), "the panic is counted: {text}");
+    worker.stop().await;
     stack::delete_stream(&aws, &stream).await;
     stack::delete_table(&aws, &table_name).await;
 }

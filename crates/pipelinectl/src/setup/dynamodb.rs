@@ -8,7 +8,8 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, StreamSpecification, StreamViewType, TableStatus,
     TimeToLiveSpecification, TimeToLiveStatus,
 };
-use pipeline_runtime::resources::{KeyAttribute, TableSpec, check_table_shape, describe_sdk_error};
+use pipeline_runtime::error::describe;
+use pipeline_runtime::resources::{KeyAttribute, TableSpec, check_table_shape};
 
 use super::{Outcome, SetupError};
 
@@ -35,7 +36,7 @@ pub async fn ensure_table(client: &Client, spec: &TableSpec) -> Result<Vec<Outco
             .table_name(&spec.name)
             .send()
             .await
-            .map_err(|e| aws_error(describe_sdk_error(&e)))?;
+            .map_err(|e| aws_error(describe(&e)))?;
         let current = description.time_to_live_description();
         let status = current.and_then(|d| d.time_to_live_status());
         let enabled = matches!(status, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling));
@@ -60,7 +61,7 @@ pub async fn ensure_table(client: &Client, spec: &TableSpec) -> Result<Vec<Outco
                     )
                     .send()
                     .await
-                    .map_err(|e| aws_error(describe_sdk_error(&e)))?;
+                    .map_err(|e| aws_error(describe(&e)))?;
                 outcomes.push(Outcome::Changed(format!("{resource}: TTL on {attribute}")));
             }
         }
@@ -114,7 +115,7 @@ async fn create_table(client: &Client, spec: &TableSpec) -> Result<bool, String>
         {
             Ok(false)
         }
-        Err(error) => Err(describe_sdk_error(&error)),
+        Err(error) => Err(describe(&error)),
     }
 }
 
@@ -129,7 +130,7 @@ async fn wait_active(client: &Client, spec: &TableSpec, resource: &str) -> Resul
             .await
             .map_err(|e| SetupError::Aws {
                 resource: resource.to_string(),
-                message: describe_sdk_error(&e),
+                message: describe(&e),
             })?;
         if let Some(table) = output.table()
             && table.table_status() == Some(&TableStatus::Active)

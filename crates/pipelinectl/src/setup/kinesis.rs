@@ -5,7 +5,7 @@ use std::time::Duration;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::operation::create_stream::CreateStreamError;
 use aws_sdk_kinesis::types::StreamStatus;
-use pipeline_runtime::resources::describe_sdk_error;
+use pipeline_runtime::error::describe;
 
 use super::{Outcome, SetupError, StreamSpec};
 
@@ -34,7 +34,7 @@ pub async fn ensure_stream(client: &Client, stream: &StreamSpec) -> Result<Outco
         Err(error) => {
             return Err(SetupError::Aws {
                 resource,
-                message: describe_sdk_error(&error),
+                message: describe(&error),
             });
         }
     };
@@ -61,7 +61,7 @@ async fn wait_active(client: &Client, name: &str, resource: &str) -> Result<i32,
             .await
             .map_err(|e| SetupError::Aws {
                 resource: resource.to_string(),
-                message: describe_sdk_error(&e),
+                message: describe(&e),
             })?;
         if let Some(description) = summary.stream_description_summary()
             && *description.stream_status() == StreamStatus::Active

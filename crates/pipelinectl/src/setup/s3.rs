@@ -3,7 +3,7 @@
 use aws_sdk_s3::Client;
 use aws_sdk_s3::operation::create_bucket::CreateBucketError;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
-use pipeline_runtime::resources::describe_sdk_error;
+use pipeline_runtime::error::describe;
 
 use super::{Outcome, SetupError};
 
@@ -34,7 +34,7 @@ pub async fn ensure_bucket(client: &Client, bucket: &str, region: &str) -> Resul
         }
         Err(error) => Err(SetupError::Aws {
             resource,
-            message: describe_sdk_error(&error),
+            message: describe(&error),
         }),
     }
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use aws_sdk_kinesis::primitives::Blob;
 use pipeline_runtime::{AwsClients, Metrics};
 use shard_consumer::dynamodb_streams::ChangeRecord;
-use shard_consumer::error::{AwsError, ErrorKind};
 use shard_consumer::kinesis::{KinesisRecord, KinesisSource};
 use shard_consumer::lease_table::LeaseTableError;
 use shard_consumer::{
@@ -40,6 +39,8 @@ pub struct Recording {
     /// Every delivery, in the order processors received them.
     pub deliveries: Mutex<Vec<Delivery>>,
     readers: Mutex<Readers>,
+    /// A payload whose first delivery makes the processor panic (a bug in it).
+    pub panic_on: Mutex<Option<String>>,
 }
 
 pub type Log = Arc<Recording>;
@@ -154,6 +155,16 @@ impl Drop for Recorder {
 impl<R: StreamRecord + Describe + Sync> RecordProcessor<R> for Recorder {
     async fn process(&mut self, batch: &Batch<R>, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
         {
+            let mut panic_on = self.log.panic_on.lock().expect("lock");
+            if let Some(poison) = panic_on.as_ref()
+                && batch.records.iter().any(|r| r.data() == *poison)
+            {
+                let poison = panic_on.take();
+                drop(panic_on);
+                panic!("the processor has a bug for {poison:?}");
+            }
+        }
+        {
             let mut deliveries = self.log.deliveries.lock().expect("lock");
             for record in &batch.records {
                 deliveries.push(Delivery {
@@ -229,6 +240,23 @@ where
     S: Source + 'static,
     S::Record: Describe,
 {
+    let metrics = Metrics::with_sink("Test", "shard-consumer", Box::new(std::io::sink()));
+    start_with_metrics(aws, source, table, config, log, metrics)
+}
+
+/// [`start`], counting into `metrics`.
+pub fn start_with_metrics<S>(
+    aws: &AwsClients,
+    source: S,
+    table: &str,
+    config: ConsumerConfig,
+    log: &Log,
+    metrics: Metrics,
+) -> Worker
+where
+    S: Source + 'static,
+    S::Record: Describe,
+{
     let consumer = Consumer::new(
         source,
         LeaseTable::new(aws.dynamodb(), table),
@@ -237,7 +265,7 @@ where
             log: log.clone(),
         },
         config,
-        Metrics::with_sink("Test", "shard-consumer", Box::new(std::io::sink())),
+        metrics,
     );
     let stop = CancellationToken::new();
     let token = stop.clone();
@@ -283,10 +311,9 @@ pub async fn put(aws: &AwsClients, stream: &str, range: std::ops::Range<usize>, 
 pub async fn owners(table: &LeaseTable) -> HashMap<String, Option<String>> {
     match table.list().await {
         Ok(leases) => leases.into_iter().map(|l| (l.key, l.owner)).collect(),
-        Err(LeaseTableError::Aws(AwsError {
-            kind: ErrorKind::NotFound,
-            ..
-        })) => HashMap::new(),
+        Err(LeaseTableError::Aws(error)) if error.code.as_deref() == Some("ResourceNotFoundException") => {
+            HashMap::new()
+        }
         Err(error) => panic!("leases: {error}"),
     }
 }

@@ -32,12 +32,14 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// `dead-letters/<the events key>.json` for a pointer (one dead letter per file, so
-    /// giving up twice on one file writes one object), `dead-letters/invalid/<shard>-<sequence>.json`
-    /// for a record that is not a pointer.
+    /// `dead-letters/<the events key>.<files sequence>.json` for a pointer,
+    /// `dead-letters/invalid/<shard>-<sequence>.json` for a record that is not one. One
+    /// object per `files` record: a record given up twice (read again after a crash)
+    /// writes one, and a redriven pointer (a new record) that fails again writes a new
+    /// one, which the redrive's delete of the old one cannot touch.
     pub fn key(&self) -> String {
         match &self.pointer {
-            Some(pointer) => format!("{DEAD_LETTER_PREFIX}{}.json", pointer.key),
+            Some(pointer) => format!("{DEAD_LETTER_PREFIX}{}.{}.json", pointer.key, self.files_sequence),
             None => format!(
                 "{DEAD_LETTER_PREFIX}invalid/{}-{}.json",
                 self.files_shard, self.files_sequence
@@ -87,7 +89,7 @@ mod tests {
             max_event_timestamp: 9,
         };
         let dead = letter(Some(pointer));
-        assert_eq!(dead.key(), "dead-letters/events/2026/01/01/00/1-2.gzip.json");
+        assert_eq!(dead.key(), "dead-letters/events/2026/01/01/00/1-2.gzip.49.json");
         assert_eq!(DeadLetter::from_json(&dead.to_json()).expect("json"), dead);
         assert_eq!(letter(None).key(), "dead-letters/invalid/shardId-000000000001-49.json");
     }

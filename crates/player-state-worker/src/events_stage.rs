@@ -1,6 +1,7 @@
 //! Events stage: telemetry → one conditional UpdateItem per player per batch in
 //! PlayerState, moving a player only forward in event time.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,6 +147,14 @@ impl RecordProcessor<KinesisRecord> for EventsProcessor {
         let stop: CancellationToken = checkpointer.lease_lost_token().clone();
         let (sightings, mut rejects) = stage.read(batch);
         stage.metrics.count("EventsIn", batch.records.len() as u64, &[]);
+        // Every record of each player: all of them go to errors/ when its item is refused.
+        let mut records_of: HashMap<String, Vec<usize>> = HashMap::new();
+        for sighting in &sightings {
+            records_of
+                .entry(sighting.player.clone())
+                .or_default()
+                .push(sighting.record);
+        }
         let latest = latest_per_player(sightings);
         // Owned values in the futures: borrowed ones make this future not `Send`.
         let results: Vec<(Sighting, Result<Written, RetryError<AwsError>>)> = futures::stream::iter(latest)
@@ -168,13 +177,14 @@ impl RecordProcessor<KinesisRecord> for EventsProcessor {
                 // DynamoDB refused this player's item for good (a key it cannot hold):
                 // the record goes to errors/ and the shard moves on.
                 Err(RetryError::Failed { error, .. }) if error.kind() == ErrorKind::Permanent => {
-                    let record = &batch.records[sighting.record];
                     let why = Rejection::field(
                         event_model::Reason::Unwritable,
                         "playerId",
                         format!("PlayerState refused the item: {error}"),
                     );
-                    rejects.push(EventsStage::reject(&batch.shard_id, record, why));
+                    for &index in records_of.get(&sighting.player).into_iter().flatten() {
+                        rejects.push(EventsStage::reject(&batch.shard_id, &batch.records[index], why.clone()));
+                    }
                 }
                 Err(error) => return Err(ProcessorError::new(error.kind(), error)),
             }
@@ -187,7 +197,7 @@ impl RecordProcessor<KinesisRecord> for EventsProcessor {
             .quarantine
             .store(&rejects, &stop)
             .await
-            .map_err(|error| ProcessorError::new(own(error.kind()), error))?;
+            .map_err(ProcessorError::of_own_request)?;
         stage.metrics.count("PlayerUpdates", moved, &[]);
         stage.metrics.count("StaleEvents", stale, &[]);
         checkpointer.checkpoint_delivered().await?;
@@ -202,13 +212,5 @@ impl RecordProcessor<KinesisRecord> for EventsProcessor {
     async fn shutdown_requested(&mut self, _checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
         // Every processed batch was checkpointed as it finished: nothing is buffered.
         Ok(())
-    }
-}
-
-/// A request of this stage's own (not an input's) that failed for good stops the worker.
-fn own(kind: ErrorKind) -> ErrorKind {
-    match kind {
-        ErrorKind::Permanent => ErrorKind::Fatal,
-        kind => kind,
     }
 }

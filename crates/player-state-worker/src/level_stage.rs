@@ -192,7 +192,7 @@ impl LevelStage {
                 .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))
         })
         .await
-        .map_err(own_request)?
+        .map_err(ProcessorError::of_own_request)?
         .item;
         let sequence = item
             .as_ref()
@@ -304,6 +304,10 @@ impl LevelStage {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let mut quarantined = false;
         'read_guard: loop {
+            if stop.is_cancelled() {
+                // The lease went to another worker: its owner applies the rest.
+                return Err(ProcessorError::new(ErrorKind::Transient, "the lease was lost"));
+            }
             let guard = self.read_guard(shard_id, stop).await?;
             let pending: Vec<&ChangeRecord> = records
                 .iter()
@@ -322,7 +326,11 @@ impl LevelStage {
                     .zip(rejections)
                     .filter_map(|(record, why)| why.map(|why| rejected(shard_id, record, why)))
                     .collect();
-                stage.quarantine.store(&rejects, stop).await.map_err(own_request)?;
+                stage
+                    .quarantine
+                    .store(&rejects, stop)
+                    .await
+                    .map_err(ProcessorError::of_own_request)?;
                 quarantined = true;
             }
             let mut guard = guard;
@@ -356,7 +364,7 @@ impl LevelStage {
                             }
                             continue 'read_guard;
                         }
-                        Err(error) => return Err(own_request(error)),
+                        Err(error) => return Err(ProcessorError::of_own_request(error)),
                     }
                 }
                 start = end;
@@ -369,16 +377,6 @@ impl LevelStage {
 /// Guards live at least [`MIN_GUARD_TTL`], longer when transitions do.
 pub fn guard_ttl(transition_ttl: Duration) -> Duration {
     transition_ttl.max(MIN_GUARD_TTL)
-}
-
-/// A failure of a request this stage made itself (not of an input it can quarantine):
-/// a permanent one cannot be skipped, so it stops the worker.
-fn own_request<E: Classified + std::error::Error + Send + Sync + 'static>(error: RetryError<E>) -> ProcessorError {
-    let kind = match error.kind() {
-        ErrorKind::Permanent => ErrorKind::Fatal,
-        kind => kind,
-    };
-    ProcessorError::new(kind, error)
 }
 
 impl RecordProcessor<ChangeRecord> for LevelProcessor {

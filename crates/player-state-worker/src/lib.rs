@@ -27,6 +27,7 @@ use clap::{Parser, ValueEnum};
 use event_model::Rules;
 use pipeline_runtime::config::parse_resource_name;
 use pipeline_runtime::resources::{self, MissingResources, Resource, TableSpec};
+use pipeline_runtime::retry::{RetryPolicy, retry};
 use pipeline_runtime::s3::Lake;
 use pipeline_runtime::{AwsArgs, ServiceArgs, ServiceContext};
 use shard_consumer::dynamodb_streams::DynamoDbStreamSource;
@@ -245,9 +246,16 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
             quarantine: quarantine(level_stage::APPLICATION),
             metrics: context.metrics.clone(),
         };
-        let source =
-            DynamoDbStreamSource::for_table(&aws.dynamodb(), aws.dynamodb_streams(), &config.player_state_table)
-                .await?;
+        let dynamodb = aws.dynamodb();
+        let found = retry(&RetryPolicy::START, &stages_stop, || {
+            DynamoDbStreamSource::for_table(&dynamodb, aws.dynamodb_streams(), &config.player_state_table)
+        })
+        .await;
+        let source = match found {
+            Ok(source) => source,
+            Err(error) if error.is_stopped() => return Ok(()),
+            Err(error) => return Err(error.into_error().into()),
+        };
         shard_consumer::Consumer::new(
             source,
             LeaseTable::new(aws.dynamodb(), &config.level_state_lease_table),

@@ -15,6 +15,7 @@ use std::time::Duration;
 use clap::Parser;
 use pipeline_runtime::config::parse_resource_name;
 use pipeline_runtime::resources::{self, MissingResources, Resource};
+use pipeline_runtime::retry::{RetryPolicy, retry};
 use pipeline_runtime::s3::Lake;
 use pipeline_runtime::{AwsArgs, ServiceArgs, ServiceContext};
 use shard_consumer::kinesis::KinesisSource;
@@ -120,7 +121,12 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
     let warehouse = config
         .warehouse
         .open(context.aws.s3(), || context.aws.redshift_data())?;
-    let version = warehouse.migrate().await?;
+    // A warehouse still starting (Serverless resuming) must not fail a deployment.
+    let version = match retry(&RetryPolicy::START, &context.shutdown, || warehouse.migrate()).await {
+        Ok(version) => version,
+        Err(error) if error.is_stopped() => return Ok(()),
+        Err(error) => return Err(error.into_error().into()),
+    };
     tracing::info!(schema_version = version, dialect = ?warehouse.dialect(), "warehouse schema is current");
     let shared = Arc::new(Shared {
         warehouse,

@@ -6,6 +6,11 @@
 //! A held file never holds the other files back: they load as usual, and the warehouse's
 //! `loaded_files` keeps them exactly once if the shard is read again. Only the
 //! checkpoint waits until no file is held.
+//!
+//! A file is given up (dead-lettered) only when its window has passed and the fault is
+//! surely the file's: the warehouse named it, or other loads succeeded while it kept
+//! failing. During an outage of the warehouse every load fails: then nothing is given
+//! up, everything waits.
 
 use std::time::Duration;
 
@@ -42,6 +47,8 @@ pub struct Held {
     pub kind: String,
     pub error: String,
     pub line: Option<u64>,
+    /// The warehouse named this file as the cause (else it failed alone, unexplained).
+    pub attributed: bool,
 }
 
 /// What a `files` record added.
@@ -65,6 +72,8 @@ pub struct PendingLoad {
     held: Vec<Held>,
     /// The last record of the loads that committed: the checkpoint, once no file is held.
     committed_through: Option<RecordPosition>,
+    /// When a load last committed: proof that the warehouse works.
+    last_success: Option<Instant>,
 }
 
 impl PendingLoad {
@@ -159,8 +168,32 @@ impl PendingLoad {
             kind: refusal.kind,
             error: refusal.error,
             line: refusal.line,
+            attributed: refusal.attributed,
         });
         true
+    }
+
+    /// The gathered file `key` loaded on its own (a load was split to find a bad file).
+    pub fn loaded_alone(&mut self, key: &str, now: Instant) {
+        self.files.retain(|p| p.pointer.key != key);
+        self.succeeded(now);
+    }
+
+    /// A load committed.
+    pub fn succeeded(&mut self, now: Instant) {
+        self.last_success = Some(now);
+    }
+
+    /// The gathered files, for a split.
+    pub fn gathered(&self) -> Vec<Pending> {
+        self.files.clone()
+    }
+
+    /// Whether the held file `held` is to be given up: its window passed, and the fault
+    /// is surely its own.
+    fn gives_up(&self, held: &Held, window: Duration, now: Instant) -> bool {
+        let others_loaded = self.last_success.is_some_and(|at| at > held.since);
+        now.duration_since(held.since) >= window && (held.attributed || others_loaded)
     }
 
     /// The held files whose next try is due.
@@ -187,7 +220,10 @@ impl PendingLoad {
         held.kind = refusal.kind;
         held.error = refusal.error;
         held.line = refusal.line;
-        Some((held.clone(), now.duration_since(held.since) >= window))
+        held.attributed |= refusal.attributed;
+        let held = held.clone();
+        let given_up = self.gives_up(&held, window, now);
+        Some((held, given_up))
     }
 
     /// A held file loaded, or went to the dead letters: it no longer holds the checkpoint.
@@ -226,12 +262,14 @@ impl PendingLoad {
     }
 }
 
-/// Why the warehouse refused a file.
+/// Why a file did not load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub kind: String,
     pub error: String,
     pub line: Option<u64>,
+    /// The warehouse (or a missing object) named the file; else it failed alone.
+    pub attributed: bool,
 }
 
 #[cfg(test)]
@@ -266,6 +304,7 @@ mod tests {
             kind: "permanent".into(),
             error: "not gzip".into(),
             line: None,
+            attributed: true,
         }
     }
 
@@ -347,5 +386,30 @@ mod tests {
             PendingLoad::held_batch(&held, "lake").manifest_key,
             "manifests/2-2.manifest"
         );
+    }
+
+    #[test]
+    fn a_file_failing_unexplained_is_given_up_only_once_other_loads_succeed() {
+        let now = Instant::now();
+        let window = Duration::from_secs(60);
+        let unexplained = Refusal {
+            attributed: false,
+            ..refusal()
+        };
+        let mut load = PendingLoad::default();
+        load.add(&at("1"), Some(pointer("odd", 1)), now);
+        assert!(load.hold("odd", unexplained.clone(), now, window));
+        // The warehouse is down: nothing loads, the file waits however long it takes.
+        let later = now + window * 10;
+        let (_, given_up) = load
+            .refused_again("odd", unexplained.clone(), later, window, window)
+            .expect("held");
+        assert!(!given_up, "an outage dead-letters nothing");
+        // Other files load while this one keeps failing: it is the file's fault.
+        load.succeeded(later + Duration::from_secs(1));
+        let (_, given_up) = load
+            .refused_again("odd", unexplained, later + Duration::from_secs(2), window, window)
+            .expect("held");
+        assert!(given_up);
     }
 }

@@ -1,20 +1,23 @@
 //! Per `files` shard: collect pointers, then load them in one warehouse transaction and
 //! checkpoint. Nothing is checkpointed before the load committed.
 //!
-//! A load that fails for a passing reason is retried with backoff until it commits, the
-//! lease moves or the process stops. A file the warehouse names as the cause (missing,
-//! not gzip, a line it refuses) is taken out of its load, which goes on at once, and
-//! retried alone for `DEAD_LETTER_AFTER_SECS`; then it is written to `dead-letters/`
-//! with the error. One bad file costs one dead letter and holds back only the
-//! checkpoint, never the shard's other files. A record that is not a pointer goes to
-//! the dead letters at once. A failure that is nobody's input (permissions, a missing
-//! table) stops the service.
+//! A file the warehouse names as the cause of a failed load (missing, not gzip, a line
+//! it refuses) is taken out of its load, which goes on at once, and retried alone for
+//! `DEAD_LETTER_AFTER_SECS`; then it is written to `dead-letters/` with the error. A
+//! load that fails without a name (the Data API reports a failed statement as text
+//! only) is split: each file is loaded alone, and those that fail while others load
+//! are held the same way; when none loads, the warehouse is at fault, and the whole
+//! load is retried with backoff, dead-lettering nothing. One bad file costs one dead
+//! letter and holds back only the checkpoint, never the shard's other files. A record
+//! that is not a pointer to the lake goes to the dead letters at once. A failure that
+//! is nobody's input (permissions, a missing table) stops the service.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use event_model::{DeadLetter, FilePointer, RejectedRecord};
+use futures::StreamExt;
 use pipeline_runtime::clock::now_ms;
 use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
 use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
@@ -39,7 +42,7 @@ fn retry_held_in(attempts: u32) -> Duration {
         .min(Duration::from_secs(60))
 }
 
-/// How a load ended.
+/// How one attempt of a load ended.
 enum Loaded {
     Committed,
     /// The warehouse refused this file of the load: the rest can go without it.
@@ -47,6 +50,8 @@ enum Loaded {
         key: String,
         refusal: Refusal,
     },
+    /// The load failed, naming no file; passing or not, the error says.
+    Failed(WarehouseError),
 }
 
 pub struct Shared {
@@ -102,7 +107,7 @@ impl Classified for Stop {
             Stop::LeaseLost | Stop::ShuttingDown => ErrorKind::Transient,
             // Nobody's input, and our own requests: what stops here stops the service.
             Stop::Warehouse(_) | Stop::Lake(_) | Stop::Misattributed { .. } => ErrorKind::Fatal,
-            Stop::Checkpoint(error) => error.kind(),
+            Stop::Checkpoint(error) => error.kind().of_own_request(),
         }
     }
 }
@@ -156,85 +161,130 @@ impl Loader {
     /// the warehouse did not pin on a file (Redshift's COPY of a manifest with a missing
     /// entry) may still be that file's fault.
     async fn missing_file(&self, batch: &LoadBatch) -> Option<String> {
-        for file in &batch.files {
-            let head = self
-                .shared
-                .lake
-                .s3
-                .head_object()
-                .bucket(&file.bucket)
-                .key(&file.key)
-                .send()
-                .await;
-            if let Err(error) = head
-                && matches!(
-                    error.as_service_error(),
-                    Some(aws_sdk_s3::operation::head_object::HeadObjectError::NotFound(_))
-                )
-            {
-                return Some(file.key.clone());
+        // Owned values in the futures: borrowed ones make this future not `Send`.
+        let files: Vec<(String, String)> = batch.files.iter().map(|f| (f.bucket.clone(), f.key.clone())).collect();
+        let s3 = self.shared.lake.s3.clone();
+        let mut heads = futures::stream::iter(files)
+            .map(|(bucket, key)| {
+                let s3 = s3.clone();
+                async move {
+                    let head = s3.head_object().bucket(&bucket).key(&key).send().await;
+                    let missing =
+                        head.as_ref().err().and_then(|e| e.as_service_error()).is_some_and(|e| {
+                            matches!(e, aws_sdk_s3::operation::head_object::HeadObjectError::NotFound(_))
+                        });
+                    missing.then_some(key)
+                }
+            })
+            .buffer_unordered(8);
+        while let Some(found) = heads.next().await {
+            if found.is_some() {
+                return found;
             }
         }
         None
     }
 
-    /// Loads `batch`: retries passing failures until it commits (or the lease or the
-    /// process goes), and says which file the warehouse refused when it named one.
-    async fn load(&self, batch: &LoadBatch, checkpointer: &Checkpointer) -> Result<Loaded, Stop> {
-        let shared = &self.shared;
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
-        loop {
-            let started = Instant::now();
-            let manifest = Bytes::from(Manifest::for_files(&batch.files).to_json());
-            let written = retry(&RetryPolicy::SHARD_OUTPUT, checkpointer.lease_lost_token(), || {
-                shared.lake.put_json(&batch.manifest_key, manifest.clone())
-            })
-            .await;
-            match written {
-                Ok(()) => {}
-                Err(RetryError::Stopped { .. }) => return Err(Stop::LeaseLost),
-                Err(RetryError::Failed { error, .. }) => return Err(Stop::Lake(error)),
+    /// One attempt of `batch` (its manifest written first).
+    async fn load_once(&mut self, batch: &LoadBatch, checkpointer: &Checkpointer) -> Result<Loaded, Stop> {
+        let shared = self.shared.clone();
+        let started = Instant::now();
+        let manifest = Bytes::from(Manifest::for_files(&batch.files).to_json());
+        let written = retry(&RetryPolicy::SHARD_OUTPUT, checkpointer.lease_lost_token(), || {
+            shared.lake.put_json(&batch.manifest_key, manifest.clone())
+        })
+        .await;
+        match written {
+            Ok(()) => {}
+            Err(RetryError::Stopped { .. }) => return Err(Stop::LeaseLost),
+            Err(RetryError::Failed { error, .. }) => return Err(Stop::Lake(error)),
+        }
+        let error = match shared.warehouse.load(batch).await {
+            Ok(report) => {
+                let m = &shared.metrics;
+                m.count("FilesLoaded", report.files_loaded, &[]);
+                m.count("FilesSkipped", report.files_skipped, &[]);
+                m.count("RowsStaged", report.rows_staged, &[]);
+                m.count("DuplicatesInBatch", report.duplicates_in_batch, &[]);
+                m.count("DuplicatesInTable", report.duplicates_in_table, &[]);
+                m.count("RowsInserted", report.rows_inserted, &[]);
+                m.timing("LoadLatency", started.elapsed(), &[]);
+                tracing::info!(manifest = %batch.manifest_key, files = batch.files.len(), rows_inserted = report.rows_inserted,
+                    duplicates_in_batch = report.duplicates_in_batch, duplicates_in_table = report.duplicates_in_table, "batch loaded");
+                self.load.succeeded(Instant::now());
+                return Ok(Loaded::Committed);
             }
-            let error = match shared.warehouse.load(batch).await {
-                Ok(report) => {
-                    let m = &shared.metrics;
-                    m.count("FilesLoaded", report.files_loaded, &[]);
-                    m.count("FilesSkipped", report.files_skipped, &[]);
-                    m.count("RowsStaged", report.rows_staged, &[]);
-                    m.count("DuplicatesInBatch", report.duplicates_in_batch, &[]);
-                    m.count("DuplicatesInTable", report.duplicates_in_table, &[]);
-                    m.count("RowsInserted", report.rows_inserted, &[]);
-                    m.timing("LoadLatency", started.elapsed(), &[]);
-                    tracing::info!(manifest = %batch.manifest_key, files = batch.files.len(), rows_inserted = report.rows_inserted,
-                        duplicates_in_batch = report.duplicates_in_batch, duplicates_in_table = report.duplicates_in_table, "batch loaded");
-                    return Ok(Loaded::Committed);
-                }
-                Err(error) => error,
-            };
-            shared
-                .metrics
-                .count("LoadFailures", 1, &[("Kind", error.kind().as_str())]);
-            let fault = match error.file() {
-                Some(file) => Some((file.key.to_string(), file.line)),
-                None if error.kind().is_retryable() => self.missing_file(batch).await.map(|key| (key, None)),
-                None => None,
-            };
-            if let Some((key, line)) = fault {
+            Err(error) => error,
+        };
+        shared
+            .metrics
+            .count("LoadFailures", 1, &[("Kind", error.kind().as_str())]);
+        if error.kind() == ErrorKind::Fatal {
+            tracing::error!(manifest = %batch.manifest_key, %error, "load failed for good");
+            return Err(Stop::Warehouse(error));
+        }
+        let fault = match error.file() {
+            Some(file) => Some((file.key.to_string(), file.line)),
+            None => self.missing_file(batch).await.map(|key| (key, None)),
+        };
+        match fault {
+            Some((key, line)) => {
                 tracing::warn!(manifest = %batch.manifest_key, file = %key, ?line, %error, "the warehouse refused a batch file");
                 let refusal = Refusal {
                     kind: error.kind().as_str().to_string(),
                     error: error.to_string(),
                     line,
+                    attributed: true,
                 };
-                return Ok(Loaded::Refused { key, refusal });
+                Ok(Loaded::Refused { key, refusal })
             }
-            if !error.kind().is_retryable() {
-                tracing::error!(manifest = %batch.manifest_key, %error, "load failed for good");
-                return Err(Stop::Warehouse(error));
+            None => {
+                tracing::warn!(manifest = %batch.manifest_key, %error, "load failed; nothing committed");
+                Ok(Loaded::Failed(error))
             }
-            tracing::warn!(manifest = %batch.manifest_key, %error, "load failed; nothing committed, retrying");
-            self.pause(&mut backoff, checkpointer).await?;
         }
+    }
+
+    /// After a load of several files failed naming none: each is loaded alone. Files
+    /// that fail while another loads are held; `false` when none loaded (the warehouse,
+    /// not a file, is failing: the load is retried whole).
+    async fn split(&mut self, checkpointer: &Checkpointer) -> Result<bool, Stop> {
+        let bucket = self.shared.lake.bucket.clone();
+        let mut failed = Vec::new();
+        let mut any_loaded = false;
+        for pending in self.load.gathered() {
+            let batch = LoadBatch {
+                bucket: bucket.clone(),
+                files: vec![pending.pointer.clone()],
+                manifest_key: warehouse::manifest::manifest_key(
+                    pending.position.sequence.as_str(),
+                    pending.position.sequence.as_str(),
+                ),
+            };
+            match self.load_once(&batch, checkpointer).await? {
+                Loaded::Committed => {
+                    any_loaded = true;
+                    self.load.loaded_alone(&pending.pointer.key, Instant::now());
+                }
+                Loaded::Refused { key, refusal } => failed.push((key, refusal)),
+                Loaded::Failed(error) => failed.push((
+                    pending.pointer.key.clone(),
+                    Refusal {
+                        kind: error.kind().as_str().to_string(),
+                        error: error.to_string(),
+                        line: None,
+                        attributed: false,
+                    },
+                )),
+            }
+        }
+        let now = Instant::now();
+        for (key, refusal) in failed {
+            if any_loaded || refusal.attributed {
+                self.load.hold(&key, refusal, now, retry_held_in(1));
+            }
+        }
+        Ok(any_loaded)
     }
 
     /// Gives up on a held file: its pointer goes to the dead letters.
@@ -259,25 +309,31 @@ impl Loader {
             let Some(held) = self.load.held().iter().find(|h| h.file.pointer.key == key).cloned() else {
                 continue;
             };
-            match self
-                .load(&PendingLoad::held_batch(&held, &bucket), checkpointer)
+            let refusal = match self
+                .load_once(&PendingLoad::held_batch(&held, &bucket), checkpointer)
                 .await?
             {
                 Loaded::Committed => {
                     self.load.release(&key);
                     tracing::info!(file = %key, attempts = held.attempts + 1, "a held batch file loaded");
+                    continue;
                 }
-                Loaded::Refused { refusal, .. } => {
-                    let now = Instant::now();
-                    let retry_in = retry_held_in(held.attempts + 1);
-                    let window = self.shared.dead_letter_after;
-                    if let Some((held, given_up)) = self.load.refused_again(&key, refusal, now, retry_in, window)
-                        && given_up
-                    {
-                        self.load.release(&key);
-                        self.give_up(held, checkpointer).await?;
-                    }
-                }
+                Loaded::Refused { refusal, .. } => refusal,
+                Loaded::Failed(error) => Refusal {
+                    kind: error.kind().as_str().to_string(),
+                    error: error.to_string(),
+                    line: None,
+                    attributed: false,
+                },
+            };
+            let now = Instant::now();
+            let retry_in = retry_held_in(held.attempts + 1);
+            let window = self.shared.dead_letter_after;
+            if let Some((held, given_up)) = self.load.refused_again(&key, refusal, now, retry_in, window)
+                && given_up
+            {
+                self.load.release(&key);
+                self.give_up(held, checkpointer).await?;
             }
         }
         Ok(())
@@ -288,23 +344,36 @@ impl Loader {
     async fn flush(&mut self, checkpointer: &mut Checkpointer) -> Result<(), Stop> {
         self.retry_held(checkpointer).await?;
         let bucket = self.shared.lake.bucket.clone();
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
         while let Some(batch) = self.load.batch(&bucket) {
-            match self.load(&batch, checkpointer).await? {
+            match self.load_once(&batch, checkpointer).await? {
                 Loaded::Committed => break,
                 Loaded::Refused { key, refusal } => {
-                    let now = Instant::now();
-                    if !self.load.hold(&key, refusal, now, retry_held_in(1)) {
+                    if !self.load.hold(&key, refusal, Instant::now(), retry_held_in(1)) {
                         // The warehouse named a file that is not in this load: nobody's input.
                         return Err(Stop::Misattributed {
                             manifest: batch.manifest_key,
                             key,
                         });
                     }
-                    if self.shared.dead_letter_after.is_zero()
-                        && let Some(held) = self.load.release(&key)
-                    {
-                        self.give_up(held, checkpointer).await?;
+                    self.give_up_at_once(&key, checkpointer).await?;
+                }
+                Loaded::Failed(_) if batch.files.len() > 1 => {
+                    if !self.split(checkpointer).await? {
+                        self.pause(&mut backoff, checkpointer).await?;
                     }
+                }
+                Loaded::Failed(error) => {
+                    // One file failing alone: held until another load shows whether it
+                    // is the file or the warehouse.
+                    let refusal = Refusal {
+                        kind: error.kind().as_str().to_string(),
+                        error: error.to_string(),
+                        line: None,
+                        attributed: false,
+                    };
+                    let key = batch.files[0].key.clone();
+                    self.load.hold(&key, refusal, Instant::now(), retry_held_in(1));
                 }
             }
         }
@@ -312,19 +381,34 @@ impl Loader {
         let Some(position) = self.load.checkpoint().cloned() else {
             return Ok(());
         };
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
-        loop {
-            match checkpointer.checkpoint(&position).await {
-                Ok(()) => break,
-                Err(CheckpointerError::LeaseLost(_)) => return Err(Stop::LeaseLost),
-                Err(error) if error.kind().is_retryable() => {
-                    tracing::warn!(%error, "checkpoint failed; retrying");
-                    self.pause(&mut backoff, checkpointer).await?;
-                }
-                Err(error) => return Err(Stop::Checkpoint(error)),
+        let checkpointed = retry(&RetryPolicy::SHARD_OUTPUT, checkpointer.lease_lost_token(), || {
+            checkpointer.checkpoint(&position)
+        })
+        .await;
+        match checkpointed {
+            Ok(()) => {
+                self.load.checkpointed();
+                Ok(())
             }
+            Err(
+                RetryError::Stopped { .. }
+                | RetryError::Failed {
+                    error: CheckpointerError::LeaseLost(_),
+                    ..
+                },
+            ) => Err(Stop::LeaseLost),
+            Err(RetryError::Failed { error, .. }) => Err(Stop::Checkpoint(error)),
         }
-        self.load.checkpointed();
+    }
+
+    /// With no retry window (`DEAD_LETTER_AFTER_SECS=0`), a file the warehouse named goes
+    /// to the dead letters at its first refusal.
+    async fn give_up_at_once(&mut self, key: &str, checkpointer: &Checkpointer) -> Result<(), Stop> {
+        if self.shared.dead_letter_after.is_zero()
+            && let Some(held) = self.load.release(key)
+        {
+            self.give_up(held, checkpointer).await?;
+        }
         Ok(())
     }
 
@@ -356,15 +440,23 @@ impl RecordProcessor<KinesisRecord> for Loader {
             if self.load.covers(&record.position) {
                 continue;
             }
-            let pointer = match FilePointer::from_json(&record.data) {
+            let refused = match FilePointer::from_json(&record.data) {
+                Ok(pointer) if pointer.bucket == self.shared.lake.bucket => Ok(pointer),
+                Ok(pointer) => Err(format!(
+                    "the pointer names bucket {}; this connector loads only from {}",
+                    pointer.bucket, self.shared.lake.bucket
+                )),
+                Err(error) => Err(error.to_string()),
+            };
+            let pointer = match refused {
                 Ok(pointer) => Some(pointer),
-                Err(error) => {
-                    // Never a pointer, never will be: kept, with its bytes, before the
-                    // checkpoint can pass it.
+                Err(why) => {
+                    // Never a pointer to the lake, never will be: kept, with its bytes,
+                    // before the checkpoint can pass it.
                     self.shared.metrics.count("InvalidPointers", 1, &[]);
                     let letter = DeadLetter {
                         kind: ErrorKind::Permanent.as_str().to_string(),
-                        error: error.to_string(),
+                        error: why,
                         attempts: 1,
                         ..self.letter(None, Some(&record.data), &record.position)
                     };

@@ -38,6 +38,15 @@ impl ErrorKind {
         matches!(self, ErrorKind::Throttled | ErrorKind::Transient)
     }
 
+    /// The kind of a failure of a request the caller made itself, not one an input
+    /// decided: a permanent failure then cannot be skipped like a bad record, so it is fatal.
+    pub fn of_own_request(self) -> ErrorKind {
+        match self {
+            ErrorKind::Permanent => ErrorKind::Fatal,
+            kind => kind,
+        }
+    }
+
     /// For logs and metric dimensions.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -100,9 +109,7 @@ const TRANSIENT: &[&str] = &[
     "RequestTimeout",
     "RequestTimeoutException",
     "DatabaseConnectionException",
-    // Credentials or the clock were stale; the SDK refreshes both before its next attempt.
-    "ExpiredToken",
-    "ExpiredTokenException",
+    // The clock was stale; the SDK corrects its skew before its next attempt.
     "RequestExpired",
     "RequestTimeTooSkewed",
 ];
@@ -124,6 +131,10 @@ const DENIED: &[&str] = &[
 
 /// Other error codes that mean this process cannot do its work.
 const FATAL: &[&str] = &[
+    // Refreshing credentials (a task role) are renewed before they expire: an expired
+    // token means static credentials that will never work again; a restart reloads them.
+    "ExpiredToken",
+    "ExpiredTokenException",
     "KMSDisabledException",
     "KMSNotFoundException",
     "KMSInvalidStateException",
@@ -191,18 +202,21 @@ pub fn classify_transaction(
     let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error() else {
         return classify(error);
     };
-    let mut kind = ErrorKind::Transient;
+    // Without a reason that decides, re-reading is the safe answer: a failed condition
+    // only makes the caller read its state again and decide.
+    let mut kind = None;
     for reason in cancelled.cancellation_reasons() {
         let this = match reason.code() {
             Some("ValidationError" | "ItemCollectionSizeLimitExceeded") => ErrorKind::Permanent,
             Some("ConditionalCheckFailed") => ErrorKind::ConditionFailed,
             Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded") => ErrorKind::Throttled,
-            // "None" (this item was fine), "TransactionConflict", or a code added later.
-            _ => ErrorKind::Transient,
+            Some("TransactionConflict") => ErrorKind::Transient,
+            // "None": this item was fine.
+            _ => continue,
         };
-        kind = worse(kind, this);
+        kind = Some(kind.map_or(this, |k| worse(k, this)));
     }
-    kind
+    kind.unwrap_or(ErrorKind::ConditionFailed)
 }
 
 /// Of two kinds, the one that decides what the caller does.
@@ -472,6 +486,11 @@ mod tests {
             assert_eq!(
                 classify_transaction(&cancelled(&["ConditionalCheckFailed", "ValidationError"])),
                 ErrorKind::Permanent
+            );
+            assert_eq!(
+                classify_transaction(&cancelled(&["None", "None"])),
+                ErrorKind::ConditionFailed,
+                "no decisive reason: re-read"
             );
             // Without the reasons, the generic code would say "permanent": the reasons decide.
             assert_eq!(classify(&cancelled(&["ConditionalCheckFailed"])), ErrorKind::Permanent);

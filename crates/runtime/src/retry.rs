@@ -52,8 +52,8 @@ impl RetryPolicy {
         give_up_after: Some(Duration::from_secs(5)),
     };
 
-    /// A read the worker needs to go on (a lease table scan, a shard listing, a guard
-    /// item): its next timer tick tries again anyway, so a few seconds are enough.
+    /// A read the worker needs to go on (a lease table scan, a shard listing): its next
+    /// timer tick tries again anyway, so a few seconds are enough.
     pub const CONTROL_READ: RetryPolicy = RetryPolicy {
         name: "control_read",
         first_delay: Duration::from_millis(100),

@@ -9,7 +9,6 @@
 //! so reading stops instead of the buffers growing.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
 use event_model::Rules;
@@ -17,7 +16,6 @@ use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
 use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
 use pipeline_runtime::s3::Lake;
 use pipeline_runtime::{Metrics, Unit};
-use shard_consumer::backoff::Backoff;
 use shard_consumer::kinesis::KinesisRecord;
 use shard_consumer::{Batch, Checkpointer, CheckpointerError, ProcessorError, ProcessorFactory, RecordProcessor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -60,9 +58,9 @@ impl Classified for FlushError {
     fn kind(&self) -> ErrorKind {
         match self {
             FlushError::LeaseLost | FlushError::ShuttingDown => ErrorKind::Transient,
-            // Our own request, not an input: a permanent failure cannot be skipped either.
-            FlushError::Failed { .. } => ErrorKind::Fatal,
-            FlushError::Checkpoint(error) => error.kind(),
+            // Our own requests, not inputs: a permanent failure cannot be skipped either.
+            FlushError::Failed { error, .. } => error.kind.of_own_request(),
+            FlushError::Checkpoint(error) => error.kind().of_own_request(),
         }
     }
 }
@@ -157,17 +155,20 @@ impl S3Processor {
             })
             .await?;
         }
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        loop {
-            match checkpointer.checkpoint(&sealed.last).await {
-                Ok(()) => return Ok(()),
-                Err(CheckpointerError::LeaseLost(_)) => return Err(FlushError::LeaseLost),
-                Err(error) if error.kind().is_retryable() => {
-                    tracing::warn!(shard_id = %checkpointer.shard_id(), %error, "checkpoint failed; retrying");
-                    self.pause(&mut backoff, checkpointer).await?;
-                }
-                Err(error) => return Err(FlushError::Checkpoint(error)),
-            }
+        let checkpointed = retry(&RetryPolicy::SHARD_OUTPUT, checkpointer.lease_lost_token(), || {
+            checkpointer.checkpoint(&sealed.last)
+        })
+        .await;
+        match checkpointed {
+            Ok(()) => Ok(()),
+            Err(
+                RetryError::Stopped { .. }
+                | RetryError::Failed {
+                    error: CheckpointerError::LeaseLost(_),
+                    ..
+                },
+            ) => Err(FlushError::LeaseLost),
+            Err(RetryError::Failed { error, .. }) => Err(FlushError::Checkpoint(error)),
         }
     }
 
@@ -195,19 +196,6 @@ impl S3Processor {
                 Err(FlushError::Failed { operation: what, error })
             }
         }
-    }
-
-    /// Waits one backoff step. Shutdown does not interrupt it: the service's deadline
-    /// bounds how long a stopping process keeps trying to make its batch durable.
-    async fn pause(&self, backoff: &mut Backoff, checkpointer: &Checkpointer) -> Result<(), FlushError> {
-        if checkpointer.is_lease_lost() {
-            return Err(FlushError::LeaseLost);
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-        if checkpointer.is_lease_lost() {
-            return Err(FlushError::LeaseLost);
-        }
-        Ok(())
     }
 
     fn record_metrics(&self, sealed: &SealedBatch) {

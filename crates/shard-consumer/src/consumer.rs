@@ -123,6 +123,8 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
             shard_tasks_stop: CancellationToken::new(),
             events: mpsc::unbounded_channel(),
             generation: 0,
+            abandoned: false,
+            panicked: HashMap::new(),
         };
         let synced = retry(&RetryPolicy::START, &shutdown, || worker.sync_shards()).await;
         match synced {
@@ -151,28 +153,43 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
                 _ = renew.tick() => worker.renew_all().await,
                 _ = take.tick() => {
                     if let Err(error) = worker.take_leases().await {
+                        let error = table_error(error);
+                        if error.kind().of_own_request() == ErrorKind::Fatal {
+                            break Some(error);
+                        }
                         tracing::warn!(%error, "lease taking failed");
                     }
                 }
                 _ = sync.tick() => {
                     if let Err(error) = worker.sync_shards().await {
+                        if error.kind().of_own_request() == ErrorKind::Fatal {
+                            break Some(error);
+                        }
                         tracing::warn!(%error, "shard sync failed");
                     }
                 }
                 Some((shard_id, generation, outcome, error)) = worker.events.1.recv() => {
                     if let Some(error) = error {
-                        break Some(error);
+                        break Some(error.into());
                     }
                     worker.shard_finished(&shard_id, generation, outcome).await;
                 }
             }
         };
-        // A failure stops every shard as a shutdown would: flush what is durable,
-        // release the leases, then report it so the service exits and is restarted.
-        worker.stop(&mut renew).await;
         match failure {
-            Some(error) => Err(error.into()),
-            None => Ok(()),
+            None => {
+                worker.stop(&mut renew).await;
+                Ok(())
+            }
+            Some(error) => {
+                // A process that cannot work stops at once: every shard gives up what it
+                // has not made durable (the next owner reads it again) and the leases are
+                // released, so other workers take them while this one is restarted.
+                tracing::error!(application = %self.config.application, %error, "stopping the consumer");
+                worker.abandon();
+                worker.stop(&mut renew).await;
+                Err(error)
+            }
         }
     }
 }
@@ -184,6 +201,10 @@ struct Worker<'a, S, F> {
     shard_tasks_stop: CancellationToken,
     events: (mpsc::UnboundedSender<ShardEvent>, mpsc::UnboundedReceiver<ShardEvent>),
     generation: u64,
+    /// The consumer stops on a failure: shard tasks give their work up.
+    abandoned: bool,
+    /// When a shard's task last panicked on this worker.
+    panicked: HashMap<String, Instant>,
 }
 
 impl<S: Source, F: ProcessorFactory<S::Record>> Worker<'_, S, F> {
@@ -295,6 +316,15 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Worker<'_, S, F> {
             let Some(lease) = leases.iter().find(|l| &l.key == key) else {
                 continue;
             };
+            // A shard whose task panicked here is left to other workers for a while: a
+            // bug that one record triggers must not loop on one worker at every take.
+            if self
+                .panicked
+                .get(key)
+                .is_some_and(|at| at.elapsed() < config.failover * 3)
+            {
+                continue;
+            }
             match consumer.table.take(lease, &config.worker_id).await {
                 Ok(counter) => {
                     let metric = if stolen { "LeasesStolen" } else { "LeasesTaken" };
@@ -375,6 +405,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Worker<'_, S, F> {
             return;
         };
         if outcome == ShardOutcome::Panicked {
+            self.panicked.insert(shard_id.to_string(), Instant::now());
             // Not renewed with no reader behind it: give it up for any worker to take.
             let consumer = self.consumer;
             let counter = held.hold.lock().await.counter;
@@ -394,15 +425,41 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Worker<'_, S, F> {
         self.publish_held();
     }
 
+    /// Tells every shard task to stop without making anything more durable: their work
+    /// stops as on a lost lease (nothing is checkpointed), but the leases are still
+    /// this worker's to release.
+    fn abandon(&mut self) {
+        self.abandoned = true;
+        for held in self.held.values() {
+            held.lost.cancel();
+        }
+    }
+
     /// Stops every shard task (renewing meanwhile, so no lease expires during the
     /// flush), then releases the leases.
     async fn stop(mut self, renew: &mut tokio::time::Interval) {
         self.shard_tasks_stop.cancel();
         let tasks: Vec<JoinHandle<()>> = self.held.values_mut().filter_map(|held| held.task.take()).collect();
+        let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
         let mut waiting = futures::future::join_all(tasks);
+        // Abandoned work is given a failover time to notice, then cut off: a processor
+        // retrying a write must not keep a failed process alive.
+        let cutoff = self.abandoned.then_some(self.consumer.config.failover);
+        let deadline = async move {
+            match cutoff {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
         loop {
             tokio::select! {
                 _ = &mut waiting => break,
+                () = &mut deadline => {
+                    aborts.iter().for_each(tokio::task::AbortHandle::abort);
+                    tracing::warn!("shard tasks did not stop within the failover time; aborted");
+                    break;
+                }
                 _ = renew.tick() => self.renew_all().await,
             }
         }
@@ -412,6 +469,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Worker<'_, S, F> {
             if hold.lost || hold.checkpoint.is_shard_end() {
                 continue;
             }
+            // (`hold.lost` is the table's verdict; an abandoned lease is still ours.)
             match consumer
                 .table
                 .release(key, &consumer.config.worker_id, hold.counter)

@@ -31,6 +31,12 @@ impl ProcessorError {
         }
     }
 
+    /// A failure of a request the processor made itself (an output write, a read of its
+    /// own state), not one an input decided: a permanent one stops the consumer too.
+    pub fn of_own_request<E: Classified + std::error::Error + Send + Sync + 'static>(error: E) -> Self {
+        Self::new(error.kind().of_own_request(), error)
+    }
+
     /// A failure this process cannot get past: the consumer stops with it.
     pub fn fatal(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::new(ErrorKind::Fatal, source)
@@ -66,9 +72,10 @@ pub struct Batch<R> {
 /// Processes the records of one shard while this worker holds its lease.
 ///
 /// Delivery is at least once: after a crash or a lease move, records after the last
-/// checkpoint are delivered again. A call that returns an error is retried with the
-/// same records, so an error must mean "nothing was made durable that I would not
-/// make durable again the same way".
+/// checkpoint are delivered again. A call that returns a throttled or transient error
+/// is retried with the same records, so an error must mean "nothing was made durable
+/// that I would not make durable again the same way"; a permanent or fatal one stops
+/// the consumer (a record that can never be processed is the processor's to quarantine).
 pub trait RecordProcessor<R>: Send {
     /// The shard starts (after every parent shard was finished), at `checkpoint`.
     fn initialize(&mut self, _shard_id: &str, _checkpoint: &Checkpoint) -> impl Future<Output = ()> + Send {
@@ -84,8 +91,8 @@ pub trait RecordProcessor<R>: Send {
     ) -> impl Future<Output = Result<(), ProcessorError>> + Send;
 
     /// A read returned no records (called at most once per idle pause): the moment to
-    /// flush what has waited long enough on a quiet shard. An error is logged and the
-    /// next quiet read calls again.
+    /// flush what has waited long enough on a quiet shard. A passing error is logged and
+    /// the next quiet read calls again; a permanent or fatal one stops the consumer.
     fn idle(&mut self, _checkpointer: &mut Checkpointer) -> impl Future<Output = Result<(), ProcessorError>> + Send {
         async { Ok(()) }
     }
@@ -192,8 +199,10 @@ impl Checkpointer {
         self.lost.is_cancelled()
     }
 
-    /// Cancelled when this worker loses the lease: the stop token for retries of work
-    /// whose only purpose is a checkpoint.
+    /// Cancelled when this worker loses the lease, or gives it up because the consumer
+    /// stops on a failure: the stop token for retries of work whose only purpose is a
+    /// checkpoint. (A graceful shutdown does not cancel it: the flush then tries until
+    /// the service's deadline.)
     pub fn lease_lost_token(&self) -> &CancellationToken {
         &self.lost
     }
@@ -217,7 +226,7 @@ impl Checkpointer {
     }
 
     /// Records that every record up to and including `position` is durable.
-    pub async fn checkpoint(&mut self, position: &RecordPosition) -> Result<(), CheckpointerError> {
+    pub async fn checkpoint(&self, position: &RecordPosition) -> Result<(), CheckpointerError> {
         if self.delivered.as_ref().is_none_or(|delivered| position > delivered) {
             return Err(CheckpointerError::AheadOfDelivered {
                 position: position.clone(),
@@ -228,14 +237,14 @@ impl Checkpointer {
     }
 
     /// Checkpoints the last delivered record (everything handed over is durable).
-    pub async fn checkpoint_delivered(&mut self) -> Result<(), CheckpointerError> {
+    pub async fn checkpoint_delivered(&self) -> Result<(), CheckpointerError> {
         match self.delivered.clone() {
             Some(position) => self.checkpoint(&position).await,
             None => Ok(()),
         }
     }
 
-    pub(crate) async fn checkpoint_shard_end(&mut self) -> Result<(), CheckpointerError> {
+    pub(crate) async fn checkpoint_shard_end(&self) -> Result<(), CheckpointerError> {
         self.write(|current| {
             if current.is_shard_end() {
                 Err(CheckpointError::AfterShardEnd)
@@ -247,7 +256,7 @@ impl Checkpointer {
     }
 
     async fn write(
-        &mut self,
+        &self,
         next: impl Fn(&Checkpoint) -> Result<Checkpoint, CheckpointError>,
     ) -> Result<(), CheckpointerError> {
         let mut hold = self.hold.lock().await;

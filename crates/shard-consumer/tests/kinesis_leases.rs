@@ -159,11 +159,38 @@ async fn a_shard_task_that_panics_gives_up_its_lease_and_is_counted() {
         &log,
         metrics.clone(),
     );
-    // The lease is given up at once, not left renewed with no reader: the shard is read
-    // again from its checkpoint well before a failover time would have passed twice.
+    // The lease is given up at once, not left renewed with no reader: its owner is
+    // cleared well within a failover time.
+    let table = LeaseTable::new(aws.dynamodb(), &table_name);
+    let panicked = tokio::time::Instant::now() + Duration::from_secs(20);
+    while log.panic_on.lock().expect("lock").is_some() {
+        assert!(
+            tokio::time::Instant::now() < panicked,
+            "the processor never met event-7"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = tokio::time::Instant::now() + FAILOVER / 2;
+    let released = loop {
+        if owners(&table).await.values().all(Option::is_none) {
+            break true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(released, "the panicked shard's lease was released at once");
+    // The worker leaves the shard to others for a while; a second worker reads it on.
+    let other = start_kinesis(&aws, &stream, &table_name, "w2", FAILOVER, &log);
     let delivered = wait_until_delivered(&log, 20, FAILOVER * 2).await;
     assert_eq!(delivered.len(), 20, "every record after the panic too");
     assert!(!worker.task.is_finished(), "the worker lives on");
+    assert!(
+        log.deliveries().iter().any(|d| d.worker == "w2" && d.data == "event-7"),
+        "the other worker took the shard over"
+    );
+    other.stop().await;
     metrics.flush().expect("flush");
     let text = String::from_utf8(written.0.lock().expect("lock").clone()).expect("utf8");
     assert!(text.contains("ShardTaskPanics"), "the panic is counted: {text}");

@@ -246,11 +246,19 @@ impl PostgresWarehouse {
             // The download broke off; the object may well be whole.
             .map_err(|e| file_error(ErrorKind::Transient, format!("reading the object: {e}")))?
             .into_bytes();
-        let mut text = Vec::with_capacity(body.len() * 6);
-        flate2::read::MultiGzDecoder::new(&body[..])
-            .read_to_end(&mut text)
-            .map_err(|e| file_error(ErrorKind::Permanent, format!("not gzip: {e}")))?;
-        Ok(text)
+        // Gunzipping tens of MiB is CPU work: off the runtime's threads.
+        let gunzipped = tokio::task::spawn_blocking(move || {
+            let mut text = Vec::with_capacity(body.len() * 6);
+            flate2::read::MultiGzDecoder::new(&body[..])
+                .read_to_end(&mut text)
+                .map(|_| text)
+        })
+        .await;
+        match gunzipped {
+            Ok(Ok(text)) => Ok(text),
+            Ok(Err(e)) => Err(file_error(ErrorKind::Permanent, format!("not gzip: {e}"))),
+            Err(e) => Err(file_error(ErrorKind::Transient, format!("gunzip task: {e}"))),
+        }
     }
 
     pub async fn load(&self, batch: &LoadBatch) -> Result<LoadReport, WarehouseError> {

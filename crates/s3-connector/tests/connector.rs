@@ -145,10 +145,12 @@ async fn every_record_lands_in_events_or_errors_with_one_pointer_per_file() {
     let aggregated = new_events(50);
     let mut records: Vec<Vec<u8>> = plain.iter().map(|(_, data)| data.clone()).collect();
     for chunk in aggregated.chunks(10) {
+        // As the KPL does, an aggregate holds user records of its own shard: here, of
+        // the partition key `put_spread` gives the aggregate itself.
+        let key = format!("record-{}", records.len());
         let users: Vec<(String, Bytes)> = chunk
             .iter()
-            .enumerate()
-            .map(|(i, (_, data))| (format!("agg-{i}"), Bytes::from(data.clone())))
+            .map(|(_, data)| (key.clone(), Bytes::from(data.clone())))
             .collect();
         records.push(shard_consumer::kpl::aggregate(&users).to_vec());
     }

@@ -4,12 +4,16 @@
 //!   failover time as seen by this worker's own clock (no clock is shared between
 //!   workers, so expiry is judged from observed counter changes, as the Java KCL does).
 //! - Workers are the owners of live leases, plus this one. Finished leases
-//!   (SHARD_END) take no part in balancing.
-//! - Target per worker = ceil(leases / workers), capped by max leases per worker.
-//! - Below target, a worker first takes free leases; only when none are free does it
-//!   steal, from the most loaded worker, at most `max_steal` at once, and only when
-//!   that worker holds at least 2 more than it: a 1-lease imbalance is left alone so
-//!   leases do not ping-pong between workers.
+//!   (SHARD_END) take no part in balancing, nor do children waiting for a parent to
+//!   finish: they cost a poll of the parent's lease now and then, not a reader, so they
+//!   neither count toward a worker's load and its cap nor get stolen. (Counted, two
+//!   workers capped at one lease each and holding both children of an unfinished
+//!   parent would leave the parent to nobody, for ever.)
+//! - Target per worker = ceil(working leases / workers), capped by max leases per worker.
+//! - Below target, a worker first takes free leases, parents before children waiting
+//!   for them; only when none are free does it steal, from the most loaded worker, at
+//!   most `max_steal` at once, and only when that worker holds at least 2 more than it:
+//!   a 1-lease imbalance is left alone so leases do not ping-pong between workers.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -75,12 +79,25 @@ pub struct TakeInput<'a> {
     pub max_steal: usize,
 }
 
+/// Whether `lease` is a child waiting for a parent whose lease is not finished.
+pub fn is_waiting(lease: &Lease, leases: &[Lease]) -> bool {
+    lease
+        .parent_shard_ids
+        .iter()
+        .any(|parent| leases.iter().any(|l| &l.key == parent && !l.checkpoint.is_shard_end()))
+}
+
 /// Decides what to take and steal.
 pub fn plan(input: &TakeInput<'_>) -> TakePlan {
     let active: Vec<&Lease> = input.leases.iter().filter(|l| !l.checkpoint.is_shard_end()).collect();
     if active.is_empty() {
         return TakePlan::default();
     }
+    let waiting: HashSet<&str> = active
+        .iter()
+        .filter(|l| is_waiting(l, input.leases))
+        .map(|l| l.key.as_str())
+        .collect();
     let is_free = |lease: &Lease| lease.owner.is_none() || input.expired.contains(&lease.key);
     let mut load: BTreeMap<&str, usize> = BTreeMap::new();
     load.insert(input.worker_id, 0);
@@ -88,21 +105,45 @@ pub fn plan(input: &TakeInput<'_>) -> TakePlan {
         if let Some(owner) = lease.owner.as_deref()
             && !is_free(lease)
         {
-            *load.entry(owner).or_default() += 1;
+            let counted = usize::from(!waiting.contains(lease.key.as_str()));
+            *load.entry(owner).or_default() += counted;
         }
     }
-    let target = active.len().div_ceil(load.len()).min(input.max_leases);
+    let working = active.len() - waiting.len();
+    let target = working.div_ceil(load.len()).min(input.max_leases);
     let mine = load[input.worker_id];
+
+    // Free children waiting for a parent are taken whatever the load: they hold nobody
+    // back, and they must have an owner ready when the parent ends.
+    let mut free_waiting: Vec<&Lease> = active
+        .iter()
+        .copied()
+        .filter(|l| is_free(l) && waiting.contains(l.key.as_str()))
+        .collect();
+    spread(&mut free_waiting, input.worker_id);
+    let waiting_keys = free_waiting.iter().map(|l| l.key.clone());
     if mine >= target {
-        return TakePlan::default();
+        return TakePlan {
+            take: waiting_keys.collect(),
+            steal: Vec::new(),
+        };
     }
     let need = target - mine;
 
-    let mut free: Vec<&Lease> = active.iter().copied().filter(|l| is_free(l)).collect();
+    let mut free: Vec<&Lease> = active
+        .iter()
+        .copied()
+        .filter(|l| is_free(l) && !waiting.contains(l.key.as_str()))
+        .collect();
     spread(&mut free, input.worker_id);
     if !free.is_empty() {
         return TakePlan {
-            take: free.iter().take(need).map(|l| l.key.clone()).collect(),
+            take: free
+                .iter()
+                .take(need)
+                .map(|l| l.key.clone())
+                .chain(waiting_keys)
+                .collect(),
             steal: Vec::new(),
         };
     }
@@ -113,20 +154,26 @@ pub fn plan(input: &TakeInput<'_>) -> TakePlan {
         .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
         .map(|(w, n)| (*w, *n))
     else {
-        return TakePlan::default();
+        return TakePlan {
+            take: waiting_keys.collect(),
+            steal: Vec::new(),
+        };
     };
     if victim_load < mine + 2 {
-        return TakePlan::default();
+        return TakePlan {
+            take: waiting_keys.collect(),
+            steal: Vec::new(),
+        };
     }
     let count = need.min(input.max_steal).min((victim_load - mine) / 2).max(1);
     let mut theirs: Vec<&Lease> = active
         .iter()
         .copied()
-        .filter(|l| l.owner.as_deref() == Some(victim))
+        .filter(|l| l.owner.as_deref() == Some(victim) && !waiting.contains(l.key.as_str()))
         .collect();
     spread(&mut theirs, input.worker_id);
     TakePlan {
-        take: Vec::new(),
+        take: waiting_keys.collect(),
         steal: theirs.iter().take(count).map(|l| l.key.clone()).collect(),
     }
 }
@@ -252,6 +299,48 @@ mod tests {
             max_steal: 1,
         });
         assert_eq!(plan.take.len(), 3);
+    }
+
+    #[test]
+    fn waiting_children_do_not_fill_a_capped_worker_and_parents_come_first() {
+        // After a split of s0, two workers capped at one lease each took the children
+        // first: counted, they would leave the parent to nobody.
+        let mut leases = vec![
+            lease("s0", Some("dead")),
+            lease("s1", Some("a")),
+            lease("s2", Some("b")),
+        ];
+        leases[1].parent_shard_ids = vec!["s0".into()];
+        leases[2].parent_shard_ids = vec!["s0".into()];
+        let expired: HashSet<String> = HashSet::from(["s0".to_string()]);
+        let capped = |me: &str| {
+            plan(&TakeInput {
+                worker_id: me,
+                leases: &leases,
+                expired: &expired,
+                max_leases: 1,
+                max_steal: 1,
+            })
+        };
+        assert_eq!(capped("a").take, vec!["s0".to_string()]);
+        assert_eq!(capped("b").take, vec!["s0".to_string()]);
+        // A fresh worker takes the parent before the waiting children.
+        let mut free = vec![lease("s0", None), lease("s1", None), lease("s2", None)];
+        free[1].parent_shard_ids = vec!["s0".into()];
+        free[2].parent_shard_ids = vec!["s0".into()];
+        let plan = plan(&TakeInput {
+            worker_id: "c",
+            leases: &free,
+            expired: &HashSet::new(),
+            max_leases: 1,
+            max_steal: 1,
+        });
+        assert_eq!(plan.take.first().map(String::as_str), Some("s0"));
+        assert!(!plan.steal.iter().any(|k| k != "s0"));
+        // Once the parent finished, the children are working leases like any other.
+        let mut done = free.clone();
+        done[0].checkpoint = Checkpoint::ShardEnd;
+        assert!(!is_waiting(&done[1], &done));
     }
 
     #[test]

@@ -110,6 +110,7 @@ impl Source for DynamoDbStreamSource {
             for shard in description.shards() {
                 let Some(id) = shard.shard_id() else { continue };
                 shards.push(Shard {
+                    hash_range: None,
                     id: id.to_string(),
                     parent_ids: shard.parent_shard_id().map(|p| vec![p.to_string()]).unwrap_or_default(),
                     closed: shard
@@ -218,6 +219,7 @@ impl Source for DynamoDbStreamSource {
             records,
             next_iterator: output.next_shard_iterator().map(str::to_string),
             millis_behind_latest: None,
+            outside_hash_range: 0,
         })
     }
 

@@ -1,5 +1,8 @@
 //! Kinesis Data Streams as a [`Source`], with KPL de-aggregation.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::operation::get_records::GetRecordsError;
 use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError;
@@ -78,11 +81,35 @@ pub fn decode_record(
     }
 }
 
+/// Drops the KPL user records whose hash key falls outside `range` (a shard's); returns
+/// how many. A KPL with a stale shard map aggregated them here after a reshard; it sends
+/// them again to their own shard once Kinesis answers with another shard than it
+/// predicted, so processing these copies would process them twice, and out of their
+/// partition key's order (the Java KCL drops them too). Plain records are where Kinesis
+/// routed them and are never second-guessed.
+pub fn drop_outside_hash_range(records: &mut Vec<KinesisRecord>, (first, last): (u128, u128)) -> u64 {
+    let before = records.len();
+    records.retain(|record| {
+        if !record.aggregated || record.invalid.is_some() {
+            return true;
+        }
+        let hash_key = kpl::effective_hash_key(&record.partition_key, record.explicit_hash_key.as_deref());
+        let inside = first <= hash_key && hash_key <= last;
+        if !inside {
+            tracing::debug!(sequence = %record.position, hash_key, "KPL user record outside the shard's hash range");
+        }
+        inside
+    });
+    (before - records.len()) as u64
+}
+
 /// A Kinesis data stream.
 #[derive(Debug, Clone)]
 pub struct KinesisSource {
     client: Client,
     stream_name: String,
+    /// Each shard's hash key range, as last listed.
+    ranges: Arc<Mutex<HashMap<String, (u128, u128)>>>,
 }
 
 impl KinesisSource {
@@ -90,7 +117,16 @@ impl KinesisSource {
         Self {
             client,
             stream_name: stream_name.to_string(),
+            ranges: Arc::default(),
         }
+    }
+
+    fn range_of(&self, shard_id: &str) -> Option<(u128, u128)> {
+        self.ranges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(shard_id)
+            .copied()
     }
 }
 
@@ -120,7 +156,20 @@ impl Source for KinesisSource {
                     .flatten()
                     .map(str::to_string)
                     .collect();
+                let hash_range = shard.hash_key_range().and_then(|r| {
+                    Some((
+                        r.starting_hash_key().parse::<u128>().ok()?,
+                        r.ending_hash_key().parse::<u128>().ok()?,
+                    ))
+                });
+                if let Some(range) = hash_range {
+                    self.ranges
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(shard.shard_id().to_string(), range);
+                }
                 shards.push(Shard {
+                    hash_range,
                     id: shard.shard_id().to_string(),
                     parent_ids,
                     closed: shard
@@ -178,7 +227,7 @@ impl Source for KinesisSource {
         })
     }
 
-    async fn read(&self, _shard_id: &str, iterator: &str, limit: i32) -> Result<ReadResult<KinesisRecord>, ReadError> {
+    async fn read(&self, shard_id: &str, iterator: &str, limit: i32) -> Result<ReadResult<KinesisRecord>, ReadError> {
         let output = self
             .client
             .get_records()
@@ -210,10 +259,15 @@ impl Source for KinesisSource {
                 &mut records,
             );
         }
+        let outside_hash_range = match self.range_of(shard_id) {
+            Some(range) => drop_outside_hash_range(&mut records, range),
+            None => 0,
+        };
         Ok(ReadResult {
             records,
             next_iterator: output.next_shard_iterator().map(str::to_string),
             millis_behind_latest: output.millis_behind_latest(),
+            outside_hash_range,
         })
     }
 
@@ -244,6 +298,41 @@ mod tests {
         assert_eq!(positions, ["100/0", "101/0", "101/1"]);
         assert_eq!(out[2].partition_key, "b");
         assert!(out[1].aggregated && !out[0].aggregated);
+    }
+
+    #[test]
+    fn user_records_of_another_shards_hash_range_are_dropped() {
+        let aggregate = kpl::aggregate(&[
+            ("a".into(), Bytes::from_static(b"1")),
+            ("b".into(), Bytes::from_static(b"2")),
+        ]);
+        let mut out = Vec::new();
+        decode_record(SequenceNumber::parse("9").expect("digits"), "a", aggregate, 0, &mut out);
+        let hash_a = kpl::effective_hash_key("a", None);
+        let hash_b = kpl::effective_hash_key("b", None);
+        assert_ne!(hash_a, hash_b);
+        // A shard that holds "a"'s hash key only.
+        assert_eq!(drop_outside_hash_range(&mut out, (hash_a, hash_a)), 1);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].partition_key, "a");
+        assert_eq!(out[0].position.to_string(), "9/0");
+        // Plain records are Kinesis's own routing: never second-guessed.
+        let mut plain = Vec::new();
+        decode_record(
+            SequenceNumber::parse("10").expect("digits"),
+            "b",
+            Bytes::from_static(b"{}"),
+            0,
+            &mut plain,
+        );
+        assert_eq!(drop_outside_hash_range(&mut plain, (hash_a, hash_a)), 0);
+        // An explicit hash key decides over the partition key.
+        assert_eq!(kpl::effective_hash_key("a", Some("42")), 42);
+        // The MD5 of the empty partition key, read as a big-endian number.
+        assert_eq!(
+            kpl::effective_hash_key("", None),
+            0xd41d8cd98f00b204e9800998ecf8427e_u128
+        );
     }
 
     #[test]

@@ -80,6 +80,15 @@ impl AggregateError {
     }
 }
 
+/// The hash key Kinesis routes a record by: its explicit hash key when it has one,
+/// else the MD5 of its partition key as a 128-bit big-endian number.
+pub fn effective_hash_key(partition_key: &str, explicit_hash_key: Option<&str>) -> u128 {
+    if let Some(key) = explicit_hash_key.and_then(|k| k.parse::<u128>().ok()) {
+        return key;
+    }
+    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+}
+
 /// Whether `data` claims to be a KPL aggregate.
 pub fn is_aggregated(data: &[u8]) -> bool {
     data.starts_with(&MAGIC)

@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
 };
+use futures::future::BoxFuture;
 
 use crate::error::{AwsError, Classified, ErrorKind};
 use crate::lease::{
@@ -356,5 +357,44 @@ impl LeaseTable {
             }
             Err(error) => Err(AwsError::from_sdk("dynamodb:DeleteItem", error).into()),
         }
+    }
+}
+
+impl crate::lease_store::LeaseStore for LeaseTable {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn ensure_exists(&self, create: bool) -> BoxFuture<'_, Result<(), LeaseTableError>> {
+        Box::pin(LeaseTable::ensure_exists(self, create))
+    }
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Lease>, LeaseTableError>> {
+        Box::pin(LeaseTable::list(self))
+    }
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Lease>, LeaseTableError>> {
+        Box::pin(LeaseTable::get(self, key))
+    }
+    fn create<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, LeaseTableError>> {
+        Box::pin(LeaseTable::create(self, lease))
+    }
+    fn take<'a>(&'a self, lease: &'a Lease, owner: &'a str) -> BoxFuture<'a, Result<u64, LeaseTableError>> {
+        Box::pin(LeaseTable::take(self, lease, owner))
+    }
+    fn renew<'a>(&'a self, key: &'a str, owner: &'a str, counter: u64) -> BoxFuture<'a, Result<u64, LeaseTableError>> {
+        Box::pin(LeaseTable::renew(self, key, owner, counter))
+    }
+    fn checkpoint<'a>(
+        &'a self,
+        key: &'a str,
+        owner: &'a str,
+        counter: u64,
+        checkpoint: &'a Checkpoint,
+    ) -> BoxFuture<'a, Result<u64, LeaseTableError>> {
+        Box::pin(LeaseTable::checkpoint(self, key, owner, counter, checkpoint))
+    }
+    fn release<'a>(&'a self, key: &'a str, owner: &'a str, counter: u64) -> BoxFuture<'a, Result<(), LeaseTableError>> {
+        Box::pin(LeaseTable::release(self, key, owner, counter))
+    }
+    fn delete_finished<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), LeaseTableError>> {
+        Box::pin(LeaseTable::delete_finished(self, key))
     }
 }

@@ -4,11 +4,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
-use tokio::sync::Mutex;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Classified, ErrorKind};
-use crate::lease_table::{LeaseTable, LeaseTableError};
+use crate::holding::Holding;
+use crate::lease_store::{AfterCondition, LeaseStore, decide_after_condition};
+use crate::lease_table::LeaseTableError;
 use crate::position::{Checkpoint, CheckpointError, RecordPosition};
 
 /// Why a processor could not take a batch, and what the consumer should do about it:
@@ -136,13 +138,15 @@ pub enum CheckpointerError {
     },
     #[error("checkpoint write failed: {0}")]
     Table(#[from] LeaseTableError),
+    #[error("the lease of shard {0} kept moving under this worker's renewals; the checkpoint is tried again")]
+    Contended(String),
 }
 
 impl Classified for CheckpointerError {
     fn kind(&self) -> ErrorKind {
         match self {
             // The consumer sees the lost lease itself and stops the shard; retrying is harmless.
-            CheckpointerError::LeaseLost(_) => ErrorKind::Transient,
+            CheckpointerError::LeaseLost(_) | CheckpointerError::Contended(_) => ErrorKind::Transient,
             // A checkpoint that would move back or past what was delivered is a bug.
             CheckpointerError::Invalid(_) | CheckpointerError::AheadOfDelivered { .. } => ErrorKind::Fatal,
             CheckpointerError::Table(error) => match error.kind() {
@@ -154,49 +158,65 @@ impl Classified for CheckpointerError {
     }
 }
 
-/// The lease as held by this worker; renewals and checkpoints take turns on it.
-#[derive(Debug)]
-pub(crate) struct LeaseHold {
-    pub counter: u64,
-    pub checkpoint: Checkpoint,
-    pub lost: bool,
-}
-
-pub(crate) type SharedHold = Arc<Mutex<LeaseHold>>;
-
 /// Writes checkpoints for one held shard lease.
-#[derive(Debug)]
 pub struct Checkpointer {
-    table: LeaseTable,
+    store: Arc<dyn LeaseStore>,
     shard_id: String,
     owner: String,
-    hold: SharedHold,
-    lost: CancellationToken,
+    holding: Arc<Holding>,
     delivered: Option<RecordPosition>,
+    /// One checkpoint write at a time: two racing ones could land out of order.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer")
+            .field("shard_id", &self.shard_id)
+            .field("owner", &self.owner)
+            .field("delivered", &self.delivered)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one checkpoint attempt did not settle.
+#[derive(Debug, thiserror::Error)]
+enum Attempt {
+    /// The counter moved under another write of ours: try again with the new one.
+    #[error("the lease counter moved under another write of ours")]
+    CounterMoved,
+    #[error("the lease is lost")]
+    Lost,
+    #[error(transparent)]
+    Table(#[from] LeaseTableError),
+}
+
+impl Classified for Attempt {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Attempt::CounterMoved => ErrorKind::Transient,
+            Attempt::Lost => ErrorKind::ConditionFailed,
+            Attempt::Table(error) => error.kind(),
+        }
+    }
 }
 
 impl Checkpointer {
-    pub(crate) fn new(
-        table: LeaseTable,
-        shard_id: &str,
-        owner: &str,
-        hold: SharedHold,
-        lost: CancellationToken,
-    ) -> Self {
+    pub(crate) fn new(store: Arc<dyn LeaseStore>, shard_id: &str, owner: &str, holding: Arc<Holding>) -> Self {
         Self {
-            table,
+            store,
             shard_id: shard_id.to_string(),
             owner: owner.to_string(),
-            hold,
-            lost,
+            holding,
             delivered: None,
+            writing: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Whether this worker lost the lease (checkpoints fail from then on): stop retrying
     /// work whose only purpose is a checkpoint.
     pub fn is_lease_lost(&self) -> bool {
-        self.lost.is_cancelled()
+        self.holding.stop.is_cancelled()
     }
 
     /// Cancelled when this worker loses the lease, or gives it up because the consumer
@@ -204,7 +224,7 @@ impl Checkpointer {
     /// checkpoint. (A graceful shutdown does not cancel it: the flush then tries until
     /// the service's deadline.)
     pub fn lease_lost_token(&self) -> &CancellationToken {
-        &self.lost
+        &self.holding.stop
     }
 
     pub fn shard_id(&self) -> &str {
@@ -221,8 +241,8 @@ impl Checkpointer {
     }
 
     /// The checkpoint as last written.
-    pub async fn current(&self) -> Checkpoint {
-        self.hold.lock().await.checkpoint.clone()
+    pub fn current(&self) -> Checkpoint {
+        self.holding.checkpoint()
     }
 
     /// Records that every record up to and including `position` is durable.
@@ -259,32 +279,75 @@ impl Checkpointer {
         &self,
         next: impl Fn(&Checkpoint) -> Result<Checkpoint, CheckpointError>,
     ) -> Result<(), CheckpointerError> {
-        let mut hold = self.hold.lock().await;
-        if hold.lost {
+        let _one_at_a_time = self.writing.lock().await;
+        if self.holding.is_lost() {
             return Err(CheckpointerError::LeaseLost(self.shard_id.clone()));
         }
-        let checkpoint = next(&hold.checkpoint)?;
-        if checkpoint == hold.checkpoint {
+        let checkpoint = next(&self.holding.checkpoint())?;
+        if checkpoint == self.holding.checkpoint() {
             return Ok(());
         }
-        let counter = hold.counter;
-        let written = retry(&RetryPolicy::CHECKPOINT, &self.lost, || {
-            self.table.checkpoint(&self.shard_id, &self.owner, counter, &checkpoint)
+        let written = retry(&RetryPolicy::CHECKPOINT, &self.holding.stop, || {
+            self.attempt(&checkpoint)
         })
         .await;
         match written {
-            Ok(counter) => {
-                hold.counter = counter;
-                hold.checkpoint = checkpoint;
-                Ok(())
-            }
-            Err(RetryError::Failed { error, .. }) if error.is_condition_failed() => {
-                hold.lost = true;
-                self.lost.cancel();
+            Ok(()) => Ok(()),
+            Err(RetryError::Failed {
+                error: Attempt::Lost, ..
+            }) => {
+                self.holding.lose();
                 Err(CheckpointerError::LeaseLost(self.shard_id.clone()))
             }
             Err(RetryError::Stopped { .. }) => Err(CheckpointerError::LeaseLost(self.shard_id.clone())),
-            Err(RetryError::Failed { error, .. }) => Err(error.into()),
+            Err(RetryError::Failed {
+                error: Attempt::Table(error),
+                ..
+            }) => Err(error.into()),
+            Err(RetryError::Failed {
+                error: Attempt::CounterMoved,
+                ..
+            }) => Err(CheckpointerError::Contended(self.shard_id.clone())),
+        }
+    }
+
+    /// One checkpoint write. A failed condition, or an error that may hide a write that
+    /// landed, is settled by reading the lease again: ours with this checkpoint means the
+    /// write landed; ours with another means our renewal moved the counter (try again);
+    /// anyone else's means the lease is lost.
+    async fn attempt(&self, checkpoint: &Checkpoint) -> Result<(), Attempt> {
+        let sent = Instant::now();
+        let counter = self.holding.counter();
+        let error = match self
+            .store
+            .checkpoint(&self.shard_id, &self.owner, counter, checkpoint)
+            .await
+        {
+            Ok(counter) => {
+                self.holding.checkpointed(counter, checkpoint.clone(), sent);
+                return Ok(());
+            }
+            Err(error) if error.is_condition_failed() || error.is_retryable() => error,
+            Err(error) => return Err(error.into()),
+        };
+        let lease = match self.store.get(&self.shard_id).await {
+            Ok(lease) => lease,
+            // The write's own error decides how to go on.
+            Err(_) => return Err(error.into()),
+        };
+        match decide_after_condition(lease.as_ref(), &self.owner) {
+            AfterCondition::Held {
+                counter,
+                checkpoint: stored,
+            } if stored == *checkpoint => {
+                self.holding.checkpointed(counter, stored, sent);
+                Ok(())
+            }
+            AfterCondition::Held { counter, .. } => {
+                self.holding.advanced(counter);
+                Err(Attempt::CounterMoved)
+            }
+            AfterCondition::Lost => Err(Attempt::Lost),
         }
     }
 }

@@ -1,26 +1,45 @@
-//! Reads one shard for as long as this worker holds its lease.
+//! Reads one shard for as long as this worker holds its lease: a small state machine.
+//!
+//! ```text
+//! WaitingForParents ──► Starting ──► GettingIterator ◄──────────────┐
+//!                                        │ (trimmed: from the oldest) │ expired
+//!                                        ▼                            │ iterator
+//!                                     Reading ──► processor ──────────┘
+//!                                        │ no next iterator, or the shard is gone
+//!                                        ▼
+//!                                     Finishing ──► SHARD_END
+//! ```
+//!
+//! Before every step the task checks that its lease is still its own: not lost, not
+//! given up, and renewed less than a failover time ago by its own clock (a worker
+//! stalled past the failover time must not read on while a new owner does).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use pipeline_runtime::Metrics;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::{ConsumerConfig, InitialPosition};
 use crate::error::{Classified, ErrorKind, ReadError};
-use crate::lease_table::LeaseTable;
+use crate::holding::Holding;
+use crate::lease_store::LeaseStore;
 use crate::position::{Checkpoint, RecordPosition};
-use crate::processor::{Batch, Checkpointer, ProcessorError, ProcessorFactory, RecordProcessor, SharedHold};
-use crate::source::{Source, StartPosition, StreamRecord};
+use crate::processor::{Batch, Checkpointer, ProcessorError, ProcessorFactory, RecordProcessor};
+use crate::source::{ReadResult, Source, StartPosition, StreamRecord};
 
 /// How a shard task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShardOutcome {
-    /// Read to its end; SHARD_END is checkpointed.
+    /// Read to its end (or gone from the stream); SHARD_END is checkpointed.
     Ended,
     /// The lease went to another worker.
     Lost,
+    /// The lease was not renewed for a failover time by this worker's clock: others may
+    /// already read the shard.
+    Expired,
     /// The worker is stopping.
     Stopped,
     /// A failure this process cannot get past (the task's error says which): the
@@ -42,121 +61,138 @@ pub enum ShardError {
 pub(crate) struct ShardTask<S, F> {
     pub source: S,
     pub factory: Arc<F>,
-    pub table: LeaseTable,
+    pub store: Arc<dyn LeaseStore>,
     pub config: Arc<ConsumerConfig>,
     pub metrics: Metrics,
     pub shard_id: String,
     pub parent_shard_ids: Vec<String>,
-    pub hold: SharedHold,
-    pub lost: CancellationToken,
+    pub holding: Arc<Holding>,
     pub shutdown: CancellationToken,
+}
+
+/// Where a shard's reading stands.
+enum State {
+    WaitingForParents,
+    Starting,
+    GettingIterator(StartPosition),
+    Reading(String),
+    Finishing,
+    Done(ShardOutcome),
+}
+
+/// What one step of the reading carries along.
+struct Reader<P> {
+    processor: P,
+    checkpointer: Checkpointer,
+    /// The checkpoint the shard started at; records it covers are skipped.
+    start: Checkpoint,
+    last_read: Option<RecordPosition>,
+    /// Records after this were trimmed before they could be read: said once the first
+    /// record after the trim horizon is seen.
+    trimmed_after: Option<String>,
+    backoff: Backoff,
+    failure: Option<ShardError>,
 }
 
 impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
     pub async fn run(self) -> (ShardOutcome, Option<ShardError>) {
-        let mut failure = None;
-        let outcome = self.run_to_outcome(&mut failure).await;
-        (outcome, failure)
-    }
-
-    async fn run_to_outcome(&self, failure: &mut Option<ShardError>) -> ShardOutcome {
-        if let Some(outcome) = self.wait_for_parents().await {
-            return outcome;
+        let mut state = State::WaitingForParents;
+        while matches!(state, State::WaitingForParents) {
+            state = match self.interrupted() {
+                Some(outcome) => State::Done(outcome),
+                None => self.wait_for_parents().await,
+            };
         }
-        let checkpoint = self.hold.lock().await.checkpoint.clone();
-        if checkpoint.is_shard_end() {
-            return ShardOutcome::Ended;
+        if let State::Done(outcome) = state {
+            return (outcome, None);
         }
-        let mut processor = self.factory.create(&self.shard_id);
-        let mut checkpointer = Checkpointer::new(
-            self.table.clone(),
-            &self.shard_id,
-            &self.config.worker_id,
-            self.hold.clone(),
-            self.lost.clone(),
-        );
-        processor.initialize(&self.shard_id, &checkpoint).await;
-        tracing::info!(application = %self.config.application, shard_id = %self.shard_id, %checkpoint, "shard started");
-        let outcome = self
-            .read_loop(&mut processor, &mut checkpointer, checkpoint, failure)
-            .await;
-        match outcome {
-            ShardOutcome::Lost => {
-                processor.lease_lost().await;
-                self.metrics
-                    .count("LeasesLost", 1, &[("Application", &self.config.application)]);
-                tracing::warn!(application = %self.config.application, shard_id = %self.shard_id, "lease lost");
-            }
-            ShardOutcome::Stopped => {
-                if let Err(error) = processor.shutdown_requested(&mut checkpointer).await {
-                    tracing::warn!(shard_id = %self.shard_id, %error, "flush at shutdown failed; the next owner reads again from the last checkpoint");
+        let start = self.holding.checkpoint();
+        if start.is_shard_end() {
+            return (ShardOutcome::Ended, None);
+        }
+        let mut reader = Reader {
+            processor: self.factory.create(&self.shard_id),
+            checkpointer: Checkpointer::new(
+                self.store.clone(),
+                &self.shard_id,
+                &self.config.worker_id,
+                self.holding.clone(),
+            ),
+            start: start.clone(),
+            last_read: None,
+            trimmed_after: None,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
+            failure: None,
+        };
+        reader.processor.initialize(&self.shard_id, &start).await;
+        tracing::info!(application = %self.config.application, shard_id = %self.shard_id, checkpoint = %start, "shard started");
+        let outcome = loop {
+            state = match (self.interrupted(), state) {
+                (_, State::Done(outcome)) => break outcome,
+                (Some(outcome), _) => State::Done(outcome),
+                (None, State::WaitingForParents | State::Starting) => {
+                    State::GettingIterator(self.start_position(&reader.start))
                 }
-            }
-            ShardOutcome::Ended => {
-                self.metrics
-                    .count("ShardsEnded", 1, &[("Application", &self.config.application)]);
-                tracing::info!(application = %self.config.application, shard_id = %self.shard_id, "shard ended");
-            }
-            ShardOutcome::Failed | ShardOutcome::Panicked => {
-                // Nothing buffered may be made durable past a failure; the next owner re-reads.
-                processor.lease_lost().await;
-            }
-        }
-        outcome
+                (None, State::GettingIterator(start)) => self.get_iterator(&mut reader, start).await,
+                (None, State::Reading(iterator)) => self.read(&mut reader, iterator).await,
+                (None, State::Finishing) => self.finish(&mut reader).await,
+            };
+        };
+        self.ended(&mut reader, outcome).await;
+        (outcome, reader.failure)
     }
 
+    /// Why the task must stop now, if it must.
     fn interrupted(&self) -> Option<ShardOutcome> {
-        if self.lost.is_cancelled() {
+        if self.holding.stop.is_cancelled() {
             Some(ShardOutcome::Lost)
         } else if self.shutdown.is_cancelled() {
             Some(ShardOutcome::Stopped)
+        } else if !self.holding.is_current(Instant::now(), self.config.failover) {
+            Some(ShardOutcome::Expired)
         } else {
             None
         }
     }
 
+    /// Waits `duration`, or less if the task must stop.
     async fn pause(&self, duration: Duration) -> Option<ShardOutcome> {
         tokio::select! {
-            () = tokio::time::sleep(duration) => self.interrupted(),
-            () = self.lost.cancelled() => Some(ShardOutcome::Lost),
+            biased;
+            () = self.holding.stop.cancelled() => Some(ShardOutcome::Lost),
             () = self.shutdown.cancelled() => Some(ShardOutcome::Stopped),
+            () = tokio::time::sleep(duration) => self.interrupted(),
+        }
+    }
+
+    /// Waits `duration`, then goes on to `next`, unless the task must stop.
+    async fn pause_then(&self, duration: Duration, next: State) -> State {
+        match self.pause(duration).await {
+            Some(outcome) => State::Done(outcome),
+            None => next,
         }
     }
 
     /// A child shard starts only once every parent with a lease is at SHARD_END, so
     /// records of one partition key are never processed out of order across a reshard.
-    async fn wait_for_parents(&self) -> Option<ShardOutcome> {
-        let mut logged = false;
-        loop {
-            if let Some(outcome) = self.interrupted() {
-                return Some(outcome);
-            }
-            let mut waiting = Vec::new();
-            let mut failed = false;
-            for parent in &self.parent_shard_ids {
-                match self.table.get(parent).await {
-                    Ok(Some(lease)) if !lease.checkpoint.is_shard_end() => waiting.push(parent.clone()),
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(shard_id = %self.shard_id, %error, "reading parent leases failed");
-                        failed = true;
-                    }
+    async fn wait_for_parents(&self) -> State {
+        let mut waiting = Vec::new();
+        for parent in &self.parent_shard_ids {
+            match self.store.get(parent).await {
+                Ok(Some(lease)) if !lease.checkpoint.is_shard_end() => waiting.push(parent.clone()),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(shard_id = %self.shard_id, %error, "reading parent leases failed");
+                    waiting.push(parent.clone());
                 }
             }
-            if waiting.is_empty() && !failed {
-                return None;
-            }
-            if !logged && !waiting.is_empty() {
-                tracing::info!(shard_id = %self.shard_id, parents = ?waiting, "waiting for parent shards to end");
-                logged = true;
-            }
-            if let Some(outcome) = self
-                .pause(self.config.idle_between_reads.max(self.config.taker_interval / 2))
-                .await
-            {
-                return Some(outcome);
-            }
         }
+        if waiting.is_empty() {
+            return State::Starting;
+        }
+        tracing::debug!(shard_id = %self.shard_id, parents = ?waiting, "waiting for parent shards to end");
+        let poll = self.config.idle_between_reads.max(self.config.taker_interval / 2);
+        self.pause_then(poll, State::WaitingForParents).await
     }
 
     fn start_position(&self, checkpoint: &Checkpoint) -> StartPosition {
@@ -173,146 +209,124 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
         }
     }
 
-    /// After a failed read: for throttling and transient failures, waits a backoff step
-    /// and says retry (`Ok(None)`), or how the wait was interrupted; any other error is
-    /// handed back.
-    async fn after_failure(&self, backoff: &mut Backoff, error: ReadError) -> Result<Option<ShardOutcome>, ReadError> {
-        if !error.kind().is_retryable() || matches!(error, ReadError::IteratorExpired) {
-            return Err(error);
+    /// Where reading goes on after an iterator expired.
+    fn resume_position(&self, reader: &Reader<F::Processor>) -> StartPosition {
+        match &reader.last_read {
+            Some(position) => StartPosition::AfterSequence(position.sequence.clone()),
+            None => self.start_position(&reader.start),
         }
-        if error.kind() == ErrorKind::Throttled {
-            self.metrics
-                .count("Throttles", 1, &[("Application", &self.config.application)]);
-        }
-        tracing::debug!(shard_id = %self.shard_id, %error, "retrying");
-        Ok(self.pause(backoff.next_delay()).await)
     }
 
-    /// A read error this process cannot get past ends the task (and the consumer).
-    fn fail_read(&self, error: ReadError, failure: &mut Option<ShardError>) -> Option<ShardOutcome> {
-        if error.kind() != ErrorKind::Fatal {
-            return None;
+    async fn get_iterator(&self, reader: &mut Reader<F::Processor>, start: StartPosition) -> State {
+        match self.source.shard_iterator(&self.shard_id, &start).await {
+            Ok(iterator) => {
+                reader.backoff.reset();
+                State::Reading(iterator)
+            }
+            Err(error) => {
+                self.after_read_error(reader, error, State::GettingIterator(start))
+                    .await
+            }
         }
-        tracing::error!(shard_id = %self.shard_id, %error, "cannot read the shard; stopping");
-        *failure = Some(ShardError::Read {
-            shard_id: self.shard_id.clone(),
-            error,
-        });
-        Some(ShardOutcome::Failed)
     }
 
-    async fn read_loop(
-        &self,
-        processor: &mut F::Processor,
-        checkpointer: &mut Checkpointer,
-        checkpoint: Checkpoint,
-        failure: &mut Option<ShardError>,
-    ) -> ShardOutcome {
-        let application = self.config.application.as_str();
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        let mut last_read: Option<RecordPosition> = None;
-        let mut iterator: Option<String> = None;
-        loop {
-            if let Some(outcome) = self.interrupted() {
-                return outcome;
+    /// What a failed iterator request or read leads to; `again` repeats the failed step.
+    async fn after_read_error(&self, reader: &mut Reader<F::Processor>, error: ReadError, again: State) -> State {
+        match error {
+            ReadError::IteratorExpired => {
+                tracing::info!(shard_id = %self.shard_id, "shard iterator expired; getting a new one");
+                State::GettingIterator(self.resume_position(reader))
             }
-            let current_iterator = match iterator.take() {
-                Some(it) => it,
-                None => {
-                    let start = match &last_read {
-                        Some(position) => StartPosition::AfterSequence(position.sequence.clone()),
-                        None => self.start_position(&checkpoint),
-                    };
-                    match self.source.shard_iterator(&self.shard_id, &start).await {
-                        Ok(it) => {
-                            backoff.reset();
-                            it
-                        }
-                        Err(error) => match self.after_failure(&mut backoff, error).await {
-                            Ok(None) => continue,
-                            Ok(Some(outcome)) => return outcome,
-                            Err(error) => {
-                                tracing::error!(shard_id = %self.shard_id, %error, "cannot get a shard iterator");
-                                if let Some(outcome) = self.fail_read(error, failure) {
-                                    return outcome;
-                                }
-                                if let Some(outcome) = self.pause(backoff.next_delay()).await {
-                                    return outcome;
-                                }
-                                continue;
-                            }
-                        },
-                    }
-                }
-            };
-            let limit = self.config.max_records_per_read.min(self.source.max_read_limit());
-            let answer = match self.source.read(&self.shard_id, &current_iterator, limit).await {
-                Ok(read) => {
-                    backoff.reset();
-                    Ok(read)
-                }
-                Err(error) => match self.after_failure(&mut backoff, error).await {
-                    Ok(None) => {
-                        iterator = Some(current_iterator);
-                        continue;
-                    }
-                    Ok(Some(outcome)) => return outcome,
-                    Err(error) => Err(error),
-                },
-            };
-            let read = match answer {
-                Ok(read) => read,
-                Err(ReadError::IteratorExpired) => {
-                    tracing::info!(shard_id = %self.shard_id, "shard iterator expired; getting a new one");
-                    continue;
-                }
-                Err(error @ ReadError::Trimmed(_)) => {
-                    // Records between the checkpoint and the trim horizon are gone from
-                    // the stream; say so loudly and carry on from what is left.
-                    self.metrics.count("TrimmedReads", 1, &[("Application", application)]);
-                    tracing::error!(shard_id = %self.shard_id, %error, "records past retention were trimmed before they were read");
-                    last_read = None;
-                    iterator = self
-                        .source
-                        .shard_iterator(&self.shard_id, &StartPosition::TrimHorizon)
-                        .await
-                        .ok();
-                    continue;
-                }
-                Err(error) => {
-                    tracing::error!(shard_id = %self.shard_id, %error, "read failed");
-                    if let Some(outcome) = self.fail_read(error, failure) {
-                        return outcome;
-                    }
-                    if let Some(outcome) = self.pause(backoff.next_delay()).await {
-                        return outcome;
-                    }
-                    continue;
-                }
-            };
-            if let Some(lag) = read.millis_behind_latest {
-                self.metrics.gauge(
-                    "MillisBehindLatest",
-                    lag as f64,
-                    pipeline_runtime::Unit::Milliseconds,
-                    &[("Application", application), ("Shard", &self.shard_id)],
-                );
-                // Per application as well: one series to alarm and scale on, whatever the shards.
-                self.metrics.sample(
-                    "MillisBehindLatest",
-                    lag as f64,
-                    pipeline_runtime::Unit::Milliseconds,
-                    &[("Application", application)],
-                );
+            ReadError::Trimmed(error) => {
+                // The records between where this shard stood and the trim horizon are
+                // gone from the stream: say so loudly and carry on from the oldest left.
+                let after = reader
+                    .last_read
+                    .as_ref()
+                    .map_or_else(|| reader.start.to_string(), ToString::to_string);
+                self.metrics
+                    .count("TrimmedReads", 1, &[("Application", &self.config.application)]);
+                tracing::error!(application = %self.config.application, shard_id = %self.shard_id, %after, %error,
+                    "records were trimmed before they were read; going on from the oldest left");
+                reader.trimmed_after = Some(after);
+                reader.last_read = None;
+                reader.start = Checkpoint::TrimHorizon;
+                State::GettingIterator(StartPosition::TrimHorizon)
             }
-            let records: Vec<S::Record> = read
-                .records
-                .into_iter()
-                .filter(|r| !checkpoint.covers(r.position()))
-                .collect();
-            if let Some(last) = records.last() {
-                last_read = Some(last.position().clone());
-                checkpointer.delivered(last.position().clone());
+            ReadError::ShardNotFound(error) => match self.source.list_shards().await {
+                Ok(shards) if !shards.iter().any(|s| s.id == self.shard_id) => {
+                    // Gone from the stream (past retention): it will never have more
+                    // records, and its children must not wait for it.
+                    tracing::warn!(application = %self.config.application, shard_id = %self.shard_id, %error,
+                        "the shard left the stream; finishing it as ended");
+                    self.metrics
+                        .count("ShardsVanished", 1, &[("Application", &self.config.application)]);
+                    State::Finishing
+                }
+                // Still listed (a new shard not yet readable): try again.
+                _ => self.pause_then(reader.backoff.next_delay(), again).await,
+            },
+            ReadError::Aws(error) if error.kind.is_retryable() => {
+                if error.kind == ErrorKind::Throttled {
+                    self.metrics
+                        .count("Throttles", 1, &[("Application", &self.config.application)]);
+                }
+                tracing::debug!(shard_id = %self.shard_id, %error, "retrying");
+                self.pause_then(reader.backoff.next_delay(), again).await
+            }
+            ReadError::Aws(error) => {
+                // Our own request, failing for good: nothing to skip past, and retrying
+                // would stall the shard unseen.
+                tracing::error!(shard_id = %self.shard_id, %error, "cannot read the shard; stopping");
+                reader.failure = Some(ShardError::Read {
+                    shard_id: self.shard_id.clone(),
+                    error: ReadError::Aws(error),
+                });
+                State::Done(ShardOutcome::Failed)
+            }
+        }
+    }
+
+    async fn read(&self, reader: &mut Reader<F::Processor>, iterator: String) -> State {
+        let limit = self.config.max_records_per_read.min(self.source.max_read_limit());
+        let read = match self.source.read(&self.shard_id, &iterator, limit).await {
+            Ok(read) => {
+                reader.backoff.reset();
+                read
+            }
+            Err(error) => return self.after_read_error(reader, error, State::Reading(iterator)).await,
+        };
+        self.observe_lag(&read);
+        let ReadResult {
+            records,
+            next_iterator,
+            millis_behind_latest,
+            outside_hash_range,
+        } = read;
+        if outside_hash_range > 0 {
+            self.metrics.count(
+                "RecordsOutsideHashRange",
+                outside_hash_range,
+                &[("Application", &self.config.application)],
+            );
+            tracing::warn!(shard_id = %self.shard_id, records = outside_hash_range,
+                "KPL user records with another shard's hash key dropped (their producer sends them there)");
+        }
+        let records: Vec<S::Record> = records
+            .into_iter()
+            .filter(|r| !reader.start.covers(r.position()))
+            .collect();
+        if let Some(first) = records.first()
+            && let Some(after) = reader.trimmed_after.take()
+        {
+            tracing::error!(application = %self.config.application, shard_id = %self.shard_id,
+                lost_after = %after, lost_before = %first.position(), "records of this range were trimmed unread");
+        }
+        let delivered = match records.last() {
+            Some(last) => {
+                reader.last_read = Some(last.position().clone());
+                reader.checkpointer.delivered(last.position().clone());
+                let application = self.config.application.as_str();
                 let bytes: usize = records.iter().map(StreamRecord::size_bytes).sum();
                 self.metrics
                     .count("RecordsRead", records.len() as u64, &[("Application", application)]);
@@ -321,31 +335,74 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                 let batch = Batch {
                     shard_id: self.shard_id.clone(),
                     records,
-                    millis_behind_latest: read.millis_behind_latest,
+                    millis_behind_latest,
                 };
-                if let Some(outcome) = self.process(processor, checkpointer, batch, failure).await {
-                    return outcome;
-                }
-            } else if let Err(error) = processor.idle(checkpointer).await {
-                if self.lost.is_cancelled() {
-                    return ShardOutcome::Lost;
-                }
-                if let Some(outcome) = self.fail_processing(error, failure) {
-                    return outcome;
-                }
+                self.process(reader, batch).await
             }
-            match read.next_iterator {
-                Some(next) => iterator = Some(next),
-                None => return self.finish(processor, checkpointer, failure).await,
+            None => match reader.processor.idle(&mut reader.checkpointer).await {
+                Ok(()) => None,
+                Err(error) => self.processing_failed(reader, error),
+            },
+        };
+        if let Some(outcome) = delivered {
+            return State::Done(outcome);
+        }
+        match next_iterator {
+            Some(next) => {
+                self.pause_then(self.config.idle_between_reads, State::Reading(next))
+                    .await
             }
-            if let Some(outcome) = self.pause(self.config.idle_between_reads).await {
-                return outcome;
+            None => State::Finishing,
+        }
+    }
+
+    fn observe_lag(&self, read: &ReadResult<S::Record>) {
+        let Some(lag) = read.millis_behind_latest else {
+            return;
+        };
+        let application = self.config.application.as_str();
+        self.metrics.gauge(
+            "MillisBehindLatest",
+            lag as f64,
+            pipeline_runtime::Unit::Milliseconds,
+            &[("Application", application), ("Shard", &self.shard_id)],
+        );
+        // Per application as well: one series to alarm and scale on, whatever the shards.
+        self.metrics.sample(
+            "MillisBehindLatest",
+            lag as f64,
+            pipeline_runtime::Unit::Milliseconds,
+            &[("Application", application)],
+        );
+    }
+
+    /// Hands a batch to the processor, retrying passing failures with the same records.
+    async fn process(&self, reader: &mut Reader<F::Processor>, batch: Batch<S::Record>) -> Option<ShardOutcome> {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        loop {
+            // The lease must still be ours now, not only when the records were read.
+            if let Some(outcome) = self.interrupted() {
+                return Some(outcome);
+            }
+            match reader.processor.process(&batch, &mut reader.checkpointer).await {
+                Ok(()) => return None,
+                Err(error) => {
+                    if let Some(outcome) = self.processing_failed(reader, error) {
+                        return Some(outcome);
+                    }
+                    if let Some(outcome) = self.pause(backoff.next_delay()).await {
+                        return Some(outcome);
+                    }
+                }
             }
         }
     }
 
-    /// A processor error that stops the consumer ends the task; others are retried.
-    fn fail_processing(&self, error: ProcessorError, failure: &mut Option<ShardError>) -> Option<ShardOutcome> {
+    /// A processor error: the lease is gone, the consumer must stop, or retry (`None`).
+    fn processing_failed(&self, reader: &mut Reader<F::Processor>, error: ProcessorError) -> Option<ShardOutcome> {
+        if self.holding.stop.is_cancelled() {
+            return Some(ShardOutcome::Lost);
+        }
         self.metrics
             .count("ProcessorErrors", 1, &[("Application", &self.config.application)]);
         if !error.stops_the_consumer() {
@@ -353,75 +410,70 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
             return None;
         }
         tracing::error!(shard_id = %self.shard_id, %error, kind = %error.kind(), "processing failed for good; stopping");
-        *failure = Some(ShardError::Processor {
+        reader.failure = Some(ShardError::Processor {
             shard_id: self.shard_id.clone(),
             error,
         });
         Some(ShardOutcome::Failed)
     }
 
-    async fn process(
-        &self,
-        processor: &mut F::Processor,
-        checkpointer: &mut Checkpointer,
-        batch: Batch<S::Record>,
-        failure: &mut Option<ShardError>,
-    ) -> Option<ShardOutcome> {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-        loop {
-            match processor.process(&batch, checkpointer).await {
-                Ok(()) => return None,
-                Err(error) => {
-                    if self.lost.is_cancelled() {
-                        return Some(ShardOutcome::Lost);
-                    }
-                    if let Some(outcome) = self.fail_processing(error, failure) {
-                        return Some(outcome);
-                    }
-                    if let Some(outcome) = self.pause(backoff.next_delay()).await {
-                        return Some(outcome);
-                    }
-                }
+    /// Every record was delivered: the processor makes everything durable, then SHARD_END.
+    async fn finish(&self, reader: &mut Reader<F::Processor>) -> State {
+        match reader.processor.shard_ended(&mut reader.checkpointer).await {
+            Ok(()) => {}
+            Err(error) => {
+                return match self.processing_failed(reader, error) {
+                    Some(outcome) => State::Done(outcome),
+                    None => self.pause_then(reader.backoff.next_delay(), State::Finishing).await,
+                };
             }
+        }
+        match reader.checkpointer.checkpoint_shard_end().await {
+            Ok(()) => State::Done(ShardOutcome::Ended),
+            Err(crate::processor::CheckpointerError::LeaseLost(_)) => State::Done(ShardOutcome::Lost),
+            Err(error) => match self.processing_failed(reader, error.into()) {
+                Some(outcome) => State::Done(outcome),
+                None => self.pause_then(reader.backoff.next_delay(), State::Finishing).await,
+            },
         }
     }
 
-    async fn finish(
-        &self,
-        processor: &mut F::Processor,
-        checkpointer: &mut Checkpointer,
-        failure: &mut Option<ShardError>,
-    ) -> ShardOutcome {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-        loop {
-            match processor.shard_ended(checkpointer).await {
-                Ok(()) => break,
-                Err(error) => {
-                    if self.lost.is_cancelled() {
-                        return ShardOutcome::Lost;
-                    }
-                    if let Some(outcome) = self.fail_processing(error, failure) {
-                        return outcome;
-                    }
-                    if let Some(outcome) = self.pause(backoff.next_delay()).await {
-                        return outcome;
-                    }
+    /// Tells the processor how the shard ended.
+    async fn ended(&self, reader: &mut Reader<F::Processor>, outcome: ShardOutcome) {
+        let application = self.config.application.as_str();
+        match outcome {
+            ShardOutcome::Lost | ShardOutcome::Expired => {
+                reader.processor.lease_lost().await;
+                let metric = if outcome == ShardOutcome::Lost {
+                    "LeasesLost"
+                } else {
+                    "LeasesExpired"
+                };
+                self.metrics.count(metric, 1, &[("Application", application)]);
+                tracing::warn!(%application, shard_id = %self.shard_id, ?outcome, "stopped reading the shard: the lease is no longer ours");
+            }
+            ShardOutcome::Stopped => {
+                if let Err(error) = reader.processor.shutdown_requested(&mut reader.checkpointer).await {
+                    tracing::warn!(shard_id = %self.shard_id, %error, "flush at shutdown failed; the next owner reads again from the last checkpoint");
                 }
+            }
+            ShardOutcome::Ended => {
+                self.metrics.count("ShardsEnded", 1, &[("Application", application)]);
+                tracing::info!(%application, shard_id = %self.shard_id, "shard ended");
+            }
+            ShardOutcome::Failed | ShardOutcome::Panicked => {
+                // Nothing buffered may be made durable past a failure; the next owner re-reads.
+                reader.processor.lease_lost().await;
             }
         }
-        loop {
-            match checkpointer.checkpoint_shard_end().await {
-                Ok(()) => return ShardOutcome::Ended,
-                Err(crate::processor::CheckpointerError::LeaseLost(_)) => return ShardOutcome::Lost,
-                Err(error) => {
-                    if let Some(outcome) = self.fail_processing(error.into(), failure) {
-                        return outcome;
-                    }
-                    if let Some(outcome) = self.pause(backoff.next_delay()).await {
-                        return outcome;
-                    }
-                }
-            }
+    }
+}
+
+impl Classified for ShardError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ShardError::Read { error, .. } => error.kind(),
+            ShardError::Processor { error, .. } => error.kind(),
         }
     }
 }

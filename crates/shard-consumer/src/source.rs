@@ -13,6 +13,8 @@ pub struct Shard {
     pub parent_ids: Vec<String>,
     /// The shard was closed by a reshard: it will end.
     pub closed: bool,
+    /// The partition hash keys it holds, first and last (Kinesis; `None` elsewhere).
+    pub hash_range: Option<(u128, u128)>,
 }
 
 /// Where to start reading a shard.
@@ -36,6 +38,9 @@ pub struct ReadResult<R> {
     pub next_iterator: Option<String>,
     /// How far behind the tip of the stream the read was (Kinesis only).
     pub millis_behind_latest: Option<i64>,
+    /// KPL user records dropped from `records` because their hash key is another
+    /// shard's (after a reshard, a producer with a stale shard map put them here).
+    pub outside_hash_range: u64,
 }
 
 /// A record a consumer can checkpoint.

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use pipeline_runtime::config::parse_resource_name;
 
-use producer::{Producer, Record, Sink};
+use producer::{Producer, Record, Sent, Sink};
 use workload::Simulator;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -199,7 +199,7 @@ pub async fn run(kinesis: Option<aws_sdk_kinesis::Client>, args: &GenerateArgs) 
             })?))
         }
         None => match kinesis {
-            Some(kinesis) => Sink::Stream(Producer::new(kinesis, &args.telemetry_stream)),
+            Some(kinesis) => Sink::Stream(Producer::aggregating(kinesis, &args.telemetry_stream, args.kpl)),
             None => anyhow::bail!("no Kinesis client and no GENERATE_OUTPUT_FILE"),
         },
     };
@@ -218,7 +218,6 @@ pub async fn run(kinesis: Option<aws_sdk_kinesis::Client>, args: &GenerateArgs) 
     let mut simulator = Simulator::new(args.seed, args.players, args.levels);
     let mut rng = fastrand::Rng::with_seed(args.seed ^ 0x5eed);
     let mut held: VecDeque<(Record, u32)> = VecDeque::new();
-    let mut aggregate: Vec<(String, Bytes)> = Vec::new();
     let mut summary = Summary::default();
     let mut shift = None;
     let started = Instant::now();
@@ -272,10 +271,7 @@ pub async fn run(kinesis: Option<aws_sdk_kinesis::Client>, args: &GenerateArgs) 
             } else {
                 data
             };
-            let record = Record {
-                partition_key: key,
-                data: Bytes::from(data),
-            };
+            let record = Record::plain(key, Bytes::from(data));
             if rng.f64() < args.duplicates {
                 summary.duplicates += 1;
                 summary.malformed_records += u64::from(is_malformed);
@@ -285,13 +281,13 @@ pub async fn run(kinesis: Option<aws_sdk_kinesis::Client>, args: &GenerateArgs) 
                 summary.out_of_order += 1;
                 held.push_back((record, rng.u32(1..20)));
             } else {
-                emit(&mut sink, &mut aggregate, args.kpl, record, &mut summary).await?;
+                emit(&mut sink, record, &mut summary).await?;
             }
             // Held records go out after the number of events they wait for.
             let mut waiting = VecDeque::new();
             while let Some((record, wait)) = held.pop_front() {
                 if wait == 0 {
-                    emit(&mut sink, &mut aggregate, args.kpl, record, &mut summary).await?;
+                    emit(&mut sink, record, &mut summary).await?;
                 } else {
                     waiting.push_back((record, wait - 1));
                 }
@@ -305,12 +301,10 @@ pub async fn run(kinesis: Option<aws_sdk_kinesis::Client>, args: &GenerateArgs) 
         ));
     }
     for (record, _) in held.drain(..) {
-        emit(&mut sink, &mut aggregate, args.kpl, record, &mut summary).await?;
+        emit(&mut sink, record, &mut summary).await?;
     }
-    flush_aggregate(&mut sink, &mut aggregate, &mut summary).await?;
     let sent = sink.flush().await?;
-    summary.records_put += sent.records;
-    summary.retried_entries += sent.retried;
+    count(&mut summary, sent);
     progress.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     let destination = match &args.output_file {
@@ -333,46 +327,16 @@ pub async fn run(kinesis: Option<aws_sdk_kinesis::Client>, args: &GenerateArgs) 
     Ok(summary)
 }
 
-async fn emit(
-    sink: &mut Sink,
-    aggregate: &mut Vec<(String, Bytes)>,
-    kpl: usize,
-    record: Record,
-    summary: &mut Summary,
-) -> anyhow::Result<()> {
-    if kpl > 1 {
-        aggregate.push((record.partition_key, record.data));
-        if aggregate.len() >= kpl {
-            flush_aggregate(sink, aggregate, summary).await?;
-        }
-        return Ok(());
-    }
+/// One event's record to the sink (the producer aggregates when asked to).
+async fn emit(sink: &mut Sink, record: Record, summary: &mut Summary) -> anyhow::Result<()> {
     let sent = sink.push(record).await?;
-    summary.records_put += sent.records;
-    summary.retried_entries += sent.retried;
+    count(summary, sent);
     Ok(())
 }
 
-async fn flush_aggregate(
-    sink: &mut Sink,
-    aggregate: &mut Vec<(String, Bytes)>,
-    summary: &mut Summary,
-) -> anyhow::Result<()> {
-    if aggregate.is_empty() {
-        return Ok(());
-    }
-    let key = aggregate[0].0.clone();
-    let data = shard_consumer::kpl::aggregate(aggregate);
-    aggregate.clear();
-    let sent = sink
-        .push(Record {
-            partition_key: key,
-            data,
-        })
-        .await?;
+fn count(summary: &mut Summary, sent: Sent) {
     summary.records_put += sent.records;
     summary.retried_entries += sent.retried;
-    Ok(())
 }
 
 #[cfg(test)]

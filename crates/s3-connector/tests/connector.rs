@@ -117,6 +117,28 @@ async fn pointers(aws: &AwsClients, stream: &str) -> Vec<FilePointer> {
         .collect()
 }
 
+/// The ids of the events behind the pointers on `files`, once they cover `ids` or at
+/// `timeout`.
+async fn wait_for_pointers(
+    aws: &AwsClients,
+    bucket: &str,
+    files: &str,
+    ids: &HashSet<String>,
+    timeout: Duration,
+) -> HashSet<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let mut covered = HashSet::new();
+        for pointer in pointers(aws, files).await {
+            covered.extend(event_ids(&objects(aws, bucket, &pointer.key).await));
+        }
+        if ids.is_subset(&covered) || tokio::time::Instant::now() > deadline {
+            return covered;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn start(resources: &Resources, extra: &[(&str, &str)]) -> ServiceProcess {
     let mut env = resources.env();
     env.extend_from_slice(&[
@@ -287,9 +309,17 @@ async fn a_kill_between_the_s3_write_and_the_checkpoint_loses_nothing() {
     .await;
     let before_ids: HashSet<String> = before.iter().map(|(id, _)| id.clone()).collect();
     assert!(wait_for_events(&aws, bucket, &before_ids, Duration::from_secs(60)).await);
+    // The stream goes only once every earlier batch is published: a pointer still in
+    // flight would meet the missing stream, which stops the connector for good.
+    let covered = wait_for_pointers(&aws, bucket, files, &before_ids, Duration::from_secs(60)).await;
+    assert!(
+        before_ids.is_subset(&covered),
+        "every batch published before the stream goes"
+    );
 
-    // Without its files stream the connector writes to S3 but cannot publish, so it
-    // cannot checkpoint: it is killed in exactly that window.
+    // Without its files stream the connector writes to S3 but cannot publish: the
+    // missing stream is fatal, so it stops after the S3 write and before the
+    // checkpoint, and is killed in exactly that window.
     stack::delete_stream(&aws, files).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while aws
@@ -311,28 +341,23 @@ async fn a_kill_between_the_s3_write_and_the_checkpoint_loses_nothing() {
     )
     .await;
     let after_ids: HashSet<String> = after.iter().map(|(id, _)| id.clone()).collect();
+    let stopped = first.wait_exit(Duration::from_secs(60));
     assert!(
-        wait_for_events(&aws, bucket, &after_ids, Duration::from_secs(60)).await,
-        "written to S3 before the pointer could be published"
+        stopped.is_some_and(|status| !status.success()),
+        "a missing files stream stops the connector with an error: {stopped:?}"
     );
     first.kill();
+    let in_lake: HashSet<String> = event_ids(&objects(&aws, bucket, "events/").await).into_iter().collect();
+    assert!(
+        !after_ids.is_disjoint(&in_lake),
+        "some batch was written to S3 without its pointer"
+    );
 
     stack::create_stream(&aws, files, 1).await;
     let mut second = start(&resources, &[("WORKER_ID", "second")]);
     // The second worker takes the expired leases, re-reads from the checkpoint and
     // publishes pointers that cover every event of the unfinished batches.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let covered = loop {
-        let mut covered = HashSet::new();
-        for pointer in pointers(&aws, files).await {
-            let objects = objects(&aws, bucket, &pointer.key).await;
-            covered.extend(event_ids(&objects));
-        }
-        if after_ids.is_subset(&covered) || tokio::time::Instant::now() > deadline {
-            break covered;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let covered = wait_for_pointers(&aws, bucket, files, &after_ids, Duration::from_secs(60)).await;
     let missing: Vec<&String> = after_ids.difference(&covered).collect();
     assert!(
         missing.is_empty(),

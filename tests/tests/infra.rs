@@ -118,7 +118,8 @@ async fn the_data_plane_template_makes_what_the_services_expect() {
         "{text}{}",
         String::from_utf8_lossy(&verify.stderr)
     );
-    assert!(text.contains("all 12 resources are present"), "{text}");
+    // One per output, and the worker tables beside the four shard consumers' lease tables.
+    assert!(text.contains("all 16 resources are present"), "{text}");
 
     // A service checks its own resources at start and becomes ready on them.
     let mut service = ServiceProcess::start(&workspace_binary("player-state-worker"), &env);

@@ -118,10 +118,14 @@ impl SetupArgs {
                 TableSpec::level_state(&self.level_state_table),
                 TableSpec::transitions(&self.transitions_table),
                 TableSpec::lease_table(&self.s3_connector_lease_table),
+                TableSpec::worker_table(&self.s3_connector_lease_table),
                 TableSpec::lease_table(&self.redshift_connector_lease_table),
+                TableSpec::worker_table(&self.redshift_connector_lease_table),
                 TableSpec::lease_table(&self.cron_connector_lease_table),
                 TableSpec::lease_table(&self.player_state_lease_table),
+                TableSpec::worker_table(&self.player_state_lease_table),
                 TableSpec::lease_table(&self.level_state_lease_table),
+                TableSpec::worker_table(&self.level_state_lease_table),
                 TableSpec::lease_table(&self.pruner_lease_table),
             ],
         }
@@ -236,7 +240,9 @@ mod tests {
     fn default_plan_has_every_resource_once() {
         let plan = plan(&[]);
         plan.check_names().expect("distinct names");
-        assert_eq!(plan.resources().len(), 2 + 1 + 9);
+        // 2 streams, the bucket, 3 state tables, 6 lease tables and the worker tables of
+        // the 4 shard consumers.
+        assert_eq!(plan.resources().len(), 2 + 1 + 3 + 6 + 4);
         assert!(plan.tables.iter().any(|t| t.name == "PlayerState" && t.stream));
         assert!(
             plan.tables

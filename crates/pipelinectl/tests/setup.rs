@@ -26,27 +26,27 @@ fn pipelinectl(env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
     (output.status.success(), text)
 }
 
+/// Every resource setup makes: one per variable, and the worker tables beside the four
+/// shard consumers' lease tables.
+const RESOURCES: usize = RESOURCE_VARS.len() + 4;
+
 #[tokio::test]
 async fn setup_twice_creates_once_and_verify_finds_everything() {
     let resources = Resources::unique();
     let env = resources.env();
     let (ok, before) = pipelinectl(&env, &["setup", "--verify"]);
     assert!(!ok, "nothing exists yet, verify must fail:\n{before}");
-    assert_eq!(
-        before.matches("missing or wrong").count(),
-        RESOURCE_VARS.len(),
-        "{before}"
-    );
+    assert_eq!(before.matches("missing or wrong").count(), RESOURCES, "{before}");
 
     let (ok, first) = pipelinectl(&env, &["setup", "--telemetry-shards", "3"]);
     assert!(ok, "first setup:\n{first}");
-    assert_eq!(first.matches("created").count(), RESOURCE_VARS.len(), "{first}");
+    assert_eq!(first.matches("created").count(), RESOURCES, "{first}");
     assert!(first.contains("TTL on expiresAt"), "{first}");
     assert!(first.contains("warehouse schema at version"), "{first}");
 
     let (ok, second) = pipelinectl(&env, &["setup", "--telemetry-shards", "3"]);
     assert!(ok, "second setup:\n{second}");
-    assert_eq!(second.matches("exists").count(), RESOURCE_VARS.len(), "{second}");
+    assert_eq!(second.matches("exists").count(), RESOURCES, "{second}");
     assert!(
         !second.contains("created") && !second.contains("updated"),
         "the second run changed something:\n{second}"

@@ -94,6 +94,21 @@ impl TableSpec {
         }
     }
 
+    /// The worker table beside a shard consumer's lease table (hash key `workerId`):
+    /// one entry per live worker, its heartbeat.
+    pub fn worker_table(lease_table: &str) -> Self {
+        Self {
+            name: worker_table_name(lease_table),
+            hash_key: KeyAttribute {
+                name: "workerId",
+                kind: KeyKind::String,
+            },
+            range_key: None,
+            stream: false,
+            ttl_attribute: None,
+        }
+    }
+
     /// A lease table in the Java KCL 2.x layout (hash key `leaseKey`).
     pub fn lease_table(name: &str) -> Self {
         Self {
@@ -107,6 +122,11 @@ impl TableSpec {
             ttl_attribute: None,
         }
     }
+}
+
+/// The worker table that goes with a shard consumer's lease table.
+pub fn worker_table_name(lease_table: &str) -> String {
+    format!("{lease_table}-workers")
 }
 
 /// One resource of the pipeline.

@@ -166,8 +166,10 @@ where
             tracing::debug!(policy = policy.name, attempts, %kind, %error, "retrying");
         }
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
+            // Fixed order (not tokio's random one), so a simulation replays exactly.
+            biased;
             () = stop.cancelled() => return Err(RetryError::Stopped { last: error, attempts }),
+            () = tokio::time::sleep(delay) => {}
         }
     }
 }

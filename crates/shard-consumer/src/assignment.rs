@@ -1,8 +1,13 @@
-//! Which leases a worker takes or steals: a pure function of a lease-table snapshot.
+//! Which leases a worker takes, or asks their holders for: a pure function of a
+//! lease-table snapshot.
 //!
-//! - A lease is free when it has no owner, or when its counter has not moved for the
-//!   failover time as seen by this worker's own clock (no clock is shared between
-//!   workers, so expiry is judged from observed counter changes, as the Java KCL does).
+//! - A lease is free when it has no owner, or when its owner is dead: its heartbeat
+//!   stood still for the failover time ([`crate::membership`]), or, for an owner with
+//!   no entry in the worker table (a worker of another kind, such as a Java KCL one),
+//!   the lease's own counter did, as seen by this worker's clock (no clock is shared
+//!   between workers, so expiry is judged from observed changes, as the Java KCL does).
+//! - A free lease nobody took for a taker pass beyond its expiry is orphaned: any worker
+//!   with room takes it, whatever the balance (balance comes back through hand-offs).
 //! - Workers are the owners of live leases, plus this one. Finished leases
 //!   (SHARD_END) take no part in balancing, nor do children waiting for a parent to
 //!   finish: they cost a poll of the parent's lease now and then, not a reader, so they
@@ -11,9 +16,10 @@
 //!   parent would leave the parent to nobody, for ever.)
 //! - Target per worker = ceil(working leases / workers), capped by max leases per worker.
 //! - Below target, a worker first takes free leases, parents before children waiting
-//!   for them; only when none are free does it steal, from the most loaded worker, at
-//!   most `max_steal` at once, and only when that worker holds at least 2 more than it:
-//!   a 1-lease imbalance is left alone so leases do not ping-pong between workers.
+//!   for them; only when none are free does it ask for leases of the most loaded
+//!   worker (`steal`: the holder flushes and hands them over), at most `max_steal` at
+//!   once, and only when that worker holds at least 2 more than it: a 1-lease imbalance
+//!   is left alone so leases do not ping-pong between workers.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -51,6 +57,13 @@ impl ExpiryTracker {
         self.last_change.retain(|key, _| present.contains(key));
         expired
     }
+
+    /// How long the lease's counter has stood still as of `now`, if it was seen.
+    pub fn still_for(&self, key: &str, now: Instant) -> Option<Duration> {
+        self.last_change
+            .get(key)
+            .map(|(_, since)| now.saturating_duration_since(*since))
+    }
 }
 
 /// Whether a holder whose renewals keep failing must give its lease up now: before
@@ -65,7 +78,7 @@ pub fn renewal_overdue(last_renewed: Instant, renewal_interval: Duration, failov
 pub struct TakePlan {
     /// Free (unowned or expired) leases to take.
     pub take: Vec<String>,
-    /// Live leases of the most loaded worker to steal.
+    /// Live leases of the most loaded worker to ask for.
     pub steal: Vec<String>,
 }
 
@@ -74,7 +87,10 @@ pub struct TakePlan {
 pub struct TakeInput<'a> {
     pub worker_id: &'a str,
     pub leases: &'a [Lease],
+    /// Owned leases whose owner is dead.
     pub expired: &'a HashSet<String>,
+    /// Free leases nobody took for a taker pass beyond their expiry.
+    pub orphaned: &'a HashSet<String>,
     pub max_leases: usize,
     pub max_steal: usize,
 }
@@ -112,6 +128,14 @@ pub fn plan(input: &TakeInput<'_>) -> TakePlan {
     let working = active.len() - waiting.len();
     let target = working.div_ceil(load.len()).min(input.max_leases);
     let mine = load[input.worker_id];
+    let room = input.max_leases.saturating_sub(mine);
+    // Orphans are taken by anyone with room: a free lease nobody below target took.
+    let mut orphans: Vec<&Lease> = active
+        .iter()
+        .copied()
+        .filter(|l| is_free(l) && !waiting.contains(l.key.as_str()) && input.orphaned.contains(&l.key))
+        .collect();
+    spread(&mut orphans, input.worker_id);
 
     // Free children waiting for a parent are taken whatever the load: they hold nobody
     // back, and they must have an owner ready when the parent ends.
@@ -124,7 +148,12 @@ pub fn plan(input: &TakeInput<'_>) -> TakePlan {
     let waiting_keys = free_waiting.iter().map(|l| l.key.clone());
     if mine >= target {
         return TakePlan {
-            take: waiting_keys.collect(),
+            take: orphans
+                .iter()
+                .take(room)
+                .map(|l| l.key.clone())
+                .chain(waiting_keys)
+                .collect(),
             steal: Vec::new(),
         };
     }
@@ -137,13 +166,16 @@ pub fn plan(input: &TakeInput<'_>) -> TakePlan {
         .collect();
     spread(&mut free, input.worker_id);
     if !free.is_empty() {
+        let mut take: Vec<String> = free.iter().take(need).map(|l| l.key.clone()).collect();
+        let extra: Vec<String> = orphans
+            .iter()
+            .filter(|l| !take.contains(&l.key))
+            .take(room.saturating_sub(take.len()))
+            .map(|l| l.key.clone())
+            .collect();
+        take.extend(extra);
         return TakePlan {
-            take: free
-                .iter()
-                .take(need)
-                .map(|l| l.key.clone())
-                .chain(waiting_keys)
-                .collect(),
+            take: take.into_iter().chain(waiting_keys).collect(),
             steal: Vec::new(),
         };
     }
@@ -208,6 +240,7 @@ mod tests {
             worker_id: me,
             leases,
             expired: &expired,
+            orphaned: &HashSet::new(),
             max_leases: usize::MAX,
             max_steal: 1,
         })
@@ -279,6 +312,32 @@ mod tests {
     }
 
     #[test]
+    fn orphans_are_taken_by_anyone_with_room_whatever_the_balance() {
+        // b holds its share (ceil(5 / 2)); a dead worker's lease sat free for a pass
+        // beyond its expiry, left to a, below its share, which did not take it.
+        let leases = shards(&[Some("dead"), Some("b"), Some("b"), Some("b"), Some("a")]);
+        let expired = HashSet::from(["shard-0".to_string()]);
+        let at = |orphaned: &HashSet<String>, max_leases: usize| {
+            plan(&TakeInput {
+                worker_id: "b",
+                leases: &leases,
+                expired: &expired,
+                orphaned,
+                max_leases,
+                max_steal: 1,
+            })
+        };
+        assert_eq!(
+            at(&HashSet::new(), usize::MAX).take,
+            Vec::<String>::new(),
+            "at target, a fresh expiry is left to others"
+        );
+        let orphaned = HashSet::from(["shard-0".to_string()]);
+        assert_eq!(at(&orphaned, usize::MAX).take, vec!["shard-0".to_string()]);
+        assert_eq!(at(&orphaned, 3).take, Vec::<String>::new(), "but not past the cap");
+    }
+
+    #[test]
     fn finished_shards_do_not_count() {
         let mut leases = shards(&[Some("a"), Some("a"), None]);
         leases[0].checkpoint = Checkpoint::ShardEnd;
@@ -295,6 +354,7 @@ mod tests {
             worker_id: "a",
             leases: &leases,
             expired: &expired,
+            orphaned: &HashSet::new(),
             max_leases: 3,
             max_steal: 1,
         });
@@ -318,6 +378,7 @@ mod tests {
                 worker_id: me,
                 leases: &leases,
                 expired: &expired,
+                orphaned: &HashSet::new(),
                 max_leases: 1,
                 max_steal: 1,
             })
@@ -332,6 +393,7 @@ mod tests {
             worker_id: "c",
             leases: &free,
             expired: &HashSet::new(),
+            orphaned: &HashSet::new(),
             max_leases: 1,
             max_steal: 1,
         });

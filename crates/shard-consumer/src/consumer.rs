@@ -1,11 +1,24 @@
-//! The worker, in the Java KCL's shape: a shard syncer keeps the lease table in step
-//! with the stream's shards ([`crate::shard_sync`] decides), a taker takes leases
-//! toward balance ([`crate::assignment`] decides), a renewer keeps the held ones alive
-//! on a task of its own ([`crate::renewer`]), and each held shard is read by a task of
-//! its own ([`crate::shard`]). On stop every shard flushes and every lease is released.
+//! The worker. A heartbeat task keeps this worker's entry in the worker table fresh
+//! ([`crate::heartbeat`]): that one write a renewal interval keeps every lease it holds.
+//! At each taker pass the worker reads the worker table ([`crate::membership`] judges
+//! who is alive), hands over leases others asked for, collects those it asked for, and
+//! scans the lease table only when there may be something to take: a worker died or
+//! left, leases were made for others, it is below its share, or a safety interval
+//! passed ([`crate::assignment`] decides what to take). The live worker with the
+//! smallest id keeps the lease table in step with the stream's shards
+//! ([`crate::shard_sync`] decides); a worker that reads a shard to its end makes the
+//! children's leases and takes them. Each held shard is read by a task of its own
+//! ([`crate::shard`]). On stop every shard flushes, every lease is released and the
+//! worker's entry deleted, so others take the leases at their next pass.
+//!
+//! Stealing is a hand-over: a worker below its share asks (in its entry) for a lease of
+//! the busiest worker, which flushes that shard, checkpoints and writes the new owner
+//! itself. A shard never has two readers, even for a moment, and nothing checkpointed
+//! is read twice.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::FutureExt;
 use pipeline_runtime::Metrics;
@@ -14,16 +27,18 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::assignment::{self, ExpiryTracker, TakeInput};
 use crate::config::{ConfigError, ConsumerConfig};
 use crate::error::{AwsError, Classified, ErrorKind};
-use crate::holding::{Holding, Holdings, lock};
+use crate::heartbeat::Heartbeat;
+use crate::holding::{Holding, Holdings, Liveness, lock};
 use crate::lease::Lease;
 use crate::lease_store::{AfterCondition, LeaseStore, decide_after_condition};
 use crate::lease_table::LeaseTableError;
+use crate::membership::{Membership, View, WorkerEntry};
 use crate::processor::ProcessorFactory;
-use crate::renewer::Renewer;
 use crate::shard::{ShardError, ShardOutcome, ShardTask};
 use crate::shard_sync::plan_shard_leases;
 use crate::source::Source;
@@ -62,6 +77,18 @@ impl ConsumerError {
 /// A shard task's end: its shard, the holding's generation, how it ended and, when it
 /// stopped the consumer, why.
 type ShardEvent = (String, u64, ShardOutcome, Option<ShardError>);
+
+/// Without any event, each worker scans the lease table this often (give or take a
+/// fifth, so a fleet does not scan together): a safety net for leases nobody announced.
+const SAFETY_SCAN: Duration = Duration::from_secs(300);
+
+/// A worker entry whose heartbeat stood still this many failover times past its death
+/// is deleted by the leader (its leases were taken long before).
+const FORGET_DEAD_AFTER: u32 = 10;
+
+/// A lease asked for and not handed over within this many failover times is asked for
+/// no more (its holder may be busy flushing, or have other plans).
+const WANT_PATIENCE: u32 = 2;
 
 /// A lease-based consumer of one stream, for one application.
 pub struct Consumer<S, F> {
@@ -102,9 +129,9 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
     }
 
     /// Runs until `shutdown`: then every shard task flushes through its processor,
-    /// and every held lease is released so other workers take it at once. Returns an
-    /// error when the consumer cannot go on (a failure no retry fixes), after stopping
-    /// every shard and releasing the leases the same way.
+    /// every held lease is released so other workers take it at once, and this worker's
+    /// entry is deleted. Returns an error when the consumer cannot go on (a failure no
+    /// retry fixes), after stopping every shard and releasing the leases the same way.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ConsumerError> {
         self.config.validate()?;
         // Start-up steps retry passing failures for a while; anything else stops the start.
@@ -120,10 +147,43 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
             Err(RetryError::Failed { error, .. }) => return Err(error),
         }
         let mut worker = Worker::new(&self);
-        match retry(&RetryPolicy::START, &shutdown, || worker.sync_shards()).await {
+        let heartbeat = Heartbeat {
+            store: self.store.clone(),
+            application: self.config.application.clone(),
+            entry: worker.entry.clone(),
+            liveness: worker.liveness.clone(),
+            interval: self.config.renewal_interval,
+            metrics: self.metrics.clone(),
+        };
+        // Known alive before anything is taken: a lease is only as good as its holder's heartbeat.
+        match retry(&RetryPolicy::START, &shutdown, || {
+            heartbeat.beat().map(|r| r.map_err(self.table_error()))
+        })
+        .await
+        {
             Ok(()) => {}
             Err(RetryError::Stopped { .. }) => return Ok(()),
             Err(RetryError::Failed { error, .. }) => return Err(error),
+        }
+        let created = Mutex::new(0);
+        let synced = retry(&RetryPolicy::START, &shutdown, || async {
+            let mut made = Vec::new();
+            let synced = worker.sync_shards(&mut made).await;
+            *lock(&created) += made.len();
+            synced
+        })
+        .await;
+        worker.announce(created.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
+        match synced {
+            Ok(()) => {}
+            Err(RetryError::Stopped { .. }) => {
+                worker.leave().await;
+                return Ok(());
+            }
+            Err(RetryError::Failed { error, .. }) => {
+                worker.leave().await;
+                return Err(error);
+            }
         }
         tracing::info!(
             application = %self.config.application,
@@ -132,19 +192,9 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
             lease_table = %self.store.name(),
             "consumer started"
         );
-        let renewer_stop = CancellationToken::new();
-        let renewer = AbortOnDrop(tokio::spawn(
-            Renewer {
-                store: self.store.clone(),
-                owner: self.config.worker_id.clone(),
-                application: self.config.application.clone(),
-                held: worker.held.clone(),
-                interval: self.config.renewal_interval,
-                failover: self.config.failover,
-                metrics: self.metrics.clone(),
-            }
-            .run(renewer_stop.clone()),
-        ));
+        let heartbeat_stop = CancellationToken::new();
+        // Spawned tasks log inside the caller's span (a service's, a simulated worker's).
+        let heartbeat = AbortOnDrop(tokio::spawn(heartbeat.run(heartbeat_stop.clone()).in_current_span()));
 
         let mut take = tokio::time::interval(self.config.taker_interval);
         let mut sync = tokio::time::interval(self.config.shard_sync_interval);
@@ -164,7 +214,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
                     worker.shard_finished(&shard_id, generation, outcome).await;
                 }
                 _ = take.tick() => {
-                    if let Err(error) = worker.take_leases().await {
+                    if let Err(error) = worker.pass().await {
                         let error = (self.table_error())(error);
                         if error.kind().of_own_request() == ErrorKind::Fatal {
                             break Some(error);
@@ -173,11 +223,15 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
                     }
                 }
                 _ = sync.tick() => {
-                    if let Err(error) = worker.sync_shards().await {
-                        if error.kind().of_own_request() == ErrorKind::Fatal {
-                            break Some(error);
+                    if worker.is_leader() {
+                        let mut created = Vec::new();
+                        let synced = worker.sync_shards(&mut created).await;
+                        worker.announce(created.len());
+                        match synced {
+                            Ok(()) => {}
+                            Err(error) if error.kind().of_own_request() == ErrorKind::Fatal => break Some(error),
+                            Err(error) => tracing::warn!(%error, "shard sync failed"),
                         }
-                        tracing::warn!(%error, "shard sync failed");
                     }
                 }
             }
@@ -190,9 +244,10 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
             worker.abandon();
         }
         worker.stop_shards().await;
-        renewer_stop.cancel();
-        let _ = renewer.join().await;
         worker.release_all().await;
+        heartbeat_stop.cancel();
+        let _ = heartbeat.join().await;
+        worker.leave().await;
         match failure {
             Some(error) => Err(error),
             None => Ok(()),
@@ -201,8 +256,8 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
 }
 
 /// A task that dies with its owner: a worker dropped without stopping (a killed process,
-/// an aborted task) must leave no renewer or reader behind, or its leases would live on
-/// with nobody reading.
+/// an aborted task) must leave no heartbeat or reader behind, or its leases would live
+/// on with nobody reading.
 struct AbortOnDrop(JoinHandle<()>);
 
 impl AbortOnDrop {
@@ -217,11 +272,17 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A lease this worker asked another for.
+#[derive(Debug, Clone)]
+struct Want {
+    holder: String,
+    since: Instant,
+}
+
 struct Worker<'a, S, F> {
     consumer: &'a Consumer<S, F>,
     held: Holdings,
     tasks: BTreeMap<String, (u64, AbortOnDrop)>,
-    tracker: ExpiryTracker,
     shard_tasks_stop: CancellationToken,
     events: (mpsc::UnboundedSender<ShardEvent>, mpsc::UnboundedReceiver<ShardEvent>),
     generation: u64,
@@ -229,6 +290,22 @@ struct Worker<'a, S, F> {
     abandoned: bool,
     /// When a shard's task last panicked on this worker.
     panicked: BTreeMap<String, Instant>,
+    liveness: Arc<Liveness>,
+    /// This worker's entry, as the heartbeat writes it.
+    entry: Arc<Mutex<WorkerEntry>>,
+    membership: Membership,
+    view: View,
+    /// Lease counters, for owners without a worker entry.
+    tracker: ExpiryTracker,
+    last_scan: Option<Instant>,
+    next_safety_scan: Instant,
+    /// Leases whose owner has no entry were seen: scan again a failover time later.
+    recheck_at: Option<Instant>,
+    /// Free leases the last scan found.
+    free_seen: u64,
+    /// Something happened that calls for a scan, not done yet (kept until a scan succeeds).
+    scan_wanted: bool,
+    wants: BTreeMap<String, Want>,
 }
 
 impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
@@ -237,12 +314,25 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
             consumer,
             held: Holdings::default(),
             tasks: BTreeMap::new(),
-            tracker: ExpiryTracker::default(),
             shard_tasks_stop: CancellationToken::new(),
             events: mpsc::unbounded_channel(),
             generation: 0,
             abandoned: false,
             panicked: BTreeMap::new(),
+            liveness: Arc::new(Liveness::new(consumer.config.failover)),
+            entry: Arc::new(Mutex::new(WorkerEntry {
+                worker_id: consumer.config.worker_id.clone(),
+                ..WorkerEntry::default()
+            })),
+            membership: Membership::default(),
+            view: View::default(),
+            tracker: ExpiryTracker::default(),
+            last_scan: None,
+            next_safety_scan: Instant::now(),
+            recheck_at: None,
+            free_seen: 0,
+            scan_wanted: true,
+            wants: BTreeMap::new(),
         }
     }
 
@@ -250,9 +340,47 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
         &self.consumer.config.application
     }
 
+    fn me(&self) -> &str {
+        &self.consumer.config.worker_id
+    }
+
+    fn count(&self, metric: &str) {
+        self.consumer
+            .metrics
+            .count(metric, 1, &[("Application", self.application())]);
+    }
+
+    /// The shards this worker reads (not waiting for a parent, not being handed over).
+    fn load(&self) -> u64 {
+        lock(&self.held).values().filter(|h| h.is_working()).count() as u64
+    }
+
+    /// Brings this worker's entry up to date for the next heartbeat.
+    fn publish(&self) {
+        let load = self.load();
+        let mut entry = lock(&self.entry);
+        entry.leases = load;
+        entry.wants = self.wants.keys().cloned().collect();
+    }
+
+    /// Leases were made, or freed, that nobody took: others are told to look (through
+    /// the entry), and this worker looks too.
+    fn announce(&mut self, untaken: usize) {
+        if untaken > 0 {
+            lock(&self.entry).lease_epoch += 1;
+            self.scan_wanted = true;
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.view.leader().is_none_or(|leader| leader == self.me())
+    }
+
     /// Creates leases for shards that have none, and deletes finished leases that
-    /// nothing needs any more ([`plan_shard_leases`] decides).
-    async fn sync_shards(&self) -> Result<(), ConsumerError> {
+    /// nothing needs any more ([`plan_shard_leases`] decides); adds the leases it made
+    /// to `created` (also those made before a failure, and those another worker made
+    /// meanwhile: a create whose answer was lost looks like one).
+    async fn sync_shards(&self, created: &mut Vec<Lease>) -> Result<(), ConsumerError> {
         let consumer = self.consumer;
         let shards = consumer
             .source
@@ -262,55 +390,240 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
                 stream: consumer.source.describe(),
                 source,
             })?;
-        let leases = consumer.store.list().await.map_err(consumer.table_error())?;
+        let leases = retry(&RetryPolicy::CONTROL_READ, &self.shard_tasks_stop, || {
+            consumer.store.list()
+        })
+        .await
+        .map_err(|e| (consumer.table_error())(e.into_error()))?;
         let plan = plan_shard_leases(&shards, &leases, consumer.config.initial_position);
-        for lease in &plan.create {
-            if consumer.store.create(lease).await.map_err(consumer.table_error())? {
+        let stop = &self.shard_tasks_stop;
+        for lease in plan.create {
+            let made = retry(&RetryPolicy::CONTROL_READ, stop, || consumer.store.create(&lease))
+                .await
+                .map_err(|e| (consumer.table_error())(e.into_error()))?;
+            if made {
                 tracing::info!(application = %self.application(), shard_id = %lease.key, checkpoint = %lease.checkpoint, parents = ?lease.parent_shard_ids, "lease created");
             }
+            created.push(lease);
         }
         for key in &plan.delete {
-            consumer
-                .store
-                .delete_finished(key)
+            retry(&RetryPolicy::CONTROL_READ, stop, || consumer.store.delete_finished(key))
                 .await
-                .map_err(consumer.table_error())?;
+                .map_err(|e| (consumer.table_error())(e.into_error()))?;
             tracing::info!(application = %self.application(), shard_id = %key, "finished lease deleted");
         }
         Ok(())
     }
 
-    async fn take_leases(&mut self) -> Result<(), LeaseTableError> {
+    /// One taker pass: read who is alive, hand over and collect asked-for leases, and
+    /// scan to take when there may be something to take.
+    async fn pass(&mut self) -> Result<(), LeaseTableError> {
         let consumer = self.consumer;
         let config = &consumer.config;
-        let leases = consumer.store.list().await?;
-        let expired = self.tracker.observe(&leases, Instant::now(), config.failover);
-        // Leases we still hold count as ours whatever the snapshot says about their age.
-        let held: HashSet<String> = lock(&self.held)
+        let entries = retry(&RetryPolicy::CONTROL_READ, &self.shard_tasks_stop, || {
+            consumer.store.workers()
+        })
+        .await
+        .map_err(RetryError::into_error)?;
+        self.publish();
+        let me = lock(&self.entry).clone();
+        self.view = self.membership.observe(&me, entries, Instant::now(), config.failover);
+        self.scan_wanted |= self.view.changed;
+        if !self.liveness.is_current(Instant::now()) {
+            // Not alive in others' eyes: whatever this worker held may be theirs now.
+            self.scan_wanted = true;
+            return Ok(());
+        }
+        self.hand_over_asked();
+        self.collect_wanted().await;
+        if self.scan_due() {
+            self.scan_and_take().await?;
+        }
+        if self.is_leader() {
+            self.forget_the_long_dead().await;
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// Hands over leases live workers asked for, while it still evens the load out.
+    fn hand_over_asked(&mut self) {
+        let held: BTreeSet<String> = lock(&self.held)
             .values()
-            .filter(|h| !h.is_lost())
+            .filter(|h| h.is_working() && self.tasks.contains_key(&h.key))
             .map(|h| h.key.clone())
             .collect();
-        let expired: HashSet<String> = expired.into_iter().filter(|key| !held.contains(key)).collect();
+        let mut load = self.load();
+        for (key, asker, asker_load) in self.view.requests_for(&held) {
+            if load <= asker_load + 1 {
+                continue;
+            }
+            if let Some(holding) = lock(&self.held).get(&key) {
+                tracing::info!(application = %self.application(), shard_id = %key, to = %asker, "handing the lease over on request");
+                holding.hand_off(&asker);
+                load -= 1;
+            }
+        }
+    }
+
+    /// Leases asked for: handed over (start reading), free (take), or given up on. A
+    /// failed read keeps the request for the next pass.
+    async fn collect_wanted(&mut self) {
+        let consumer = self.consumer;
+        let failover = consumer.config.failover;
+        for (key, want) in self.wants.clone() {
+            if self.tasks.contains_key(&key) {
+                self.wants.remove(&key);
+                continue;
+            }
+            let era = self.liveness.era();
+            let lease = match consumer.store.get(&key).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => {
+                    self.wants.remove(&key);
+                    continue;
+                }
+                Err(error) => {
+                    tracing::debug!(shard_id = %key, %error, "reading a lease asked for failed; next pass");
+                    continue;
+                }
+            };
+            match lease.owner.as_deref() {
+                Some(owner) if owner == self.me() => {
+                    self.wants.remove(&key);
+                    self.count("LeasesStolen");
+                    tracing::info!(application = %self.application(), shard_id = %key, from = %want.holder, "lease handed over to this worker");
+                    self.start_shard(&lease, lease.counter, era);
+                }
+                None => {
+                    self.wants.remove(&key);
+                    if let Err(error) = self.take(&lease).await {
+                        tracing::debug!(shard_id = %key, %error, "taking a released lease failed; next scan");
+                        self.scan_wanted = true;
+                    }
+                }
+                // Not ours yet: its holder (or whoever it went to meanwhile) may still
+                // hand it over, from an older copy of this worker's entry.
+                Some(_) if want.since.elapsed() < failover * WANT_PATIENCE => {}
+                Some(_) => {
+                    self.wants.remove(&key);
+                    // A hand-over that comes after this is found by the scan (a lease of
+                    // this worker's that it does not read).
+                    self.scan_wanted = true;
+                }
+            }
+        }
+    }
+
+    /// Whether the lease table is worth a scan now.
+    fn scan_due(&self) -> bool {
+        let config = &self.consumer.config;
+        let now = Instant::now();
+        let Some(last) = self.last_scan else {
+            return true;
+        };
+        if self.scan_wanted || now >= self.next_safety_scan || self.recheck_at.is_some_and(|at| now >= at) {
+            return true;
+        }
+        let since = now.saturating_duration_since(last);
+        // Free leases seen and not taken (a take failed, others were slower, or all were
+        // at their share): look again, and take them as orphans if they are still free.
+        if self.free_seen > 0 && since >= config.taker_interval / 2 {
+            return true;
+        }
+        let mine = self.load();
+        let target = self.view.target(self.free_seen, config.max_leases_per_worker);
+        mine < target
+            && self.wants.is_empty()
+            && since >= config.failover
+            && self.view.busiest_other(self.me()).is_some_and(|(_, n)| n >= mine + 2)
+    }
+
+    async fn scan_and_take(&mut self) -> Result<(), LeaseTableError> {
+        let consumer = self.consumer;
+        let config = &consumer.config;
+        // A failed scan costs a whole pass, and free leases wait for it: retried at once.
+        let leases = retry(&RetryPolicy::CONTROL_READ, &self.shard_tasks_stop, || {
+            consumer.store.list()
+        })
+        .await
+        .map_err(RetryError::into_error)?;
+        let now = Instant::now();
+        self.last_scan = Some(now);
+        self.scan_wanted = false;
+        let jitter = SAFETY_SCAN.as_millis() as u64 / 5;
+        self.next_safety_scan =
+            now + SAFETY_SCAN - Duration::from_millis(jitter) + Duration::from_millis(fastrand::u64(..=2 * jitter));
+        let counters_still = self.tracker.observe(&leases, now, config.failover);
+        let grace = config.taker_interval;
+        let mut expired = HashSet::new();
+        let mut orphaned = HashSet::new();
+        let mut unknown_owner = false;
+        for lease in leases.iter().filter(|l| !l.checkpoint.is_shard_end()) {
+            let key = lease.key.clone();
+            match lease.owner.as_deref() {
+                None => {
+                    if self.tracker.still_for(&key, now).is_some_and(|still| still >= grace) {
+                        orphaned.insert(key);
+                    }
+                }
+                // Ours in the table but not read here (a task that ended without releasing):
+                // nobody else takes it while this worker lives, so take it back.
+                Some(owner) if owner == self.me() => {
+                    if !self.tasks.contains_key(&key) {
+                        expired.insert(key.clone());
+                        orphaned.insert(key);
+                    }
+                }
+                Some(owner) if self.view.is_live(owner) => {}
+                Some(owner) => {
+                    let dead_for = self.view.dead.get(owner).map(|(_, beyond)| *beyond);
+                    let dead_for = match dead_for.or_else(|| self.view.departed.get(owner).copied()) {
+                        Some(beyond) => Some(beyond),
+                        None => {
+                            // No entry: a worker of another kind, or one whose entry is
+                            // not visible yet. Judged by the lease's own counter.
+                            unknown_owner = true;
+                            counters_still.contains(&key).then(|| {
+                                self.tracker
+                                    .still_for(&key, now)
+                                    .map_or(Duration::ZERO, |still| still.saturating_sub(config.failover))
+                            })
+                        }
+                    };
+                    if let Some(beyond) = dead_for {
+                        if beyond >= grace {
+                            orphaned.insert(key.clone());
+                        }
+                        expired.insert(key);
+                    }
+                }
+            }
+        }
+        self.recheck_at = unknown_owner.then_some(now + config.failover);
+        let held: HashSet<String> = lock(&self.held).keys().cloned().collect();
         let plan = assignment::plan(&TakeInput {
-            worker_id: &config.worker_id,
+            worker_id: self.me(),
             leases: &leases,
             expired: &expired,
+            orphaned: &orphaned,
             max_leases: config.max_leases_per_worker,
             max_steal: config.max_leases_to_steal,
         });
-        for (key, stolen) in plan
-            .take
+        self.free_seen = leases
             .iter()
-            .map(|k| (k, false))
-            .chain(plan.steal.iter().map(|k| (k, true)))
-        {
+            .filter(|l| !l.checkpoint.is_shard_end() && (l.owner.is_none() || expired.contains(&l.key)))
+            .count() as u64;
+        for key in &plan.take {
             let Some(lease) = leases.iter().find(|l| &l.key == key) else {
                 continue;
             };
             // A shard whose task panicked here is left to other workers for a while: a
             // bug that one record triggers must not loop on one worker at every take.
+            // One task per shard: a lease lost here is taken again only once its old
+            // task ended (its in-flight checkpoint could otherwise land on the new take).
             if held.contains(key)
+                || self.tasks.contains_key(key)
                 || self
                     .panicked
                     .get(key)
@@ -318,46 +631,102 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
             {
                 continue;
             }
-            let sent = Instant::now();
-            let taken = match consumer.store.take(lease, &config.worker_id).await {
-                Ok(counter) => Some((counter, lease.checkpoint.clone())),
-                // The take may have landed before its answer was lost: the table decides.
-                Err(error) if error.is_condition_failed() || error.is_retryable() => {
-                    match consumer.store.get(key).await {
-                        Ok(now) => match decide_after_condition(now.as_ref(), &config.worker_id) {
-                            AfterCondition::Held { counter, checkpoint } => Some((counter, checkpoint)),
-                            AfterCondition::Lost => None,
-                        },
-                        Err(reread) => {
-                            tracing::debug!(shard_id = %key, %error, %reread, "lease take unsettled; next pass");
-                            None
-                        }
-                    }
-                }
-                Err(error) => return Err(error),
-            };
-            match taken {
-                Some((counter, checkpoint)) => {
-                    let metric = if stolen { "LeasesStolen" } else { "LeasesTaken" };
-                    consumer
-                        .metrics
-                        .count(metric, 1, &[("Application", self.application())]);
-                    tracing::info!(application = %self.application(), shard_id = %key, from = ?lease.owner, stolen, "lease taken");
-                    let mut taken = lease.clone();
-                    taken.checkpoint = checkpoint;
-                    self.start_shard(&taken, counter, sent);
-                }
-                None => tracing::debug!(shard_id = %key, "another worker took the lease first"),
+            if self.take(lease).await? {
+                self.free_seen = self.free_seen.saturating_sub(1);
+            }
+        }
+        for key in plan.steal {
+            if self.wants.len() >= config.max_leases_to_steal {
+                break;
+            }
+            if let Some(holder) = leases.iter().find(|l| l.key == key).and_then(|l| l.owner.clone()) {
+                tracing::info!(application = %self.application(), shard_id = %key, from = %holder, "asking for a lease, toward balance");
+                self.wants.insert(key, Want { holder, since: now });
             }
         }
         Ok(())
     }
 
-    fn start_shard(&mut self, lease: &Lease, counter: u64, sent: Instant) {
+    /// Takes `lease` (as last read) and starts reading it; returns whether it was taken.
+    async fn take(&mut self, lease: &Lease) -> Result<bool, LeaseTableError> {
+        /// A take that failed before it reached the table is tried again at once (the
+        /// lease waits otherwise for the next scan), a few times.
+        const ATTEMPTS: u32 = 3;
+        let consumer = self.consumer;
+        let me = consumer.config.worker_id.clone();
+        let era = self.liveness.era();
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
+        let mut taken = None;
+        for attempt in 1..=ATTEMPTS {
+            let error = match consumer.store.take(lease, &me).await {
+                Ok(counter) => {
+                    taken = Some((counter, lease.checkpoint.clone()));
+                    break;
+                }
+                Err(error) if error.is_condition_failed() || error.is_retryable() => error,
+                Err(error) => return Err(error),
+            };
+            // The take may have landed before its answer was lost: the table decides.
+            match consumer.store.get(&lease.key).await {
+                Ok(now) => match (decide_after_condition(now.as_ref(), &me), &now) {
+                    // Ours at the counter our take wrote: it landed.
+                    (AfterCondition::Held { counter, checkpoint }, _) if counter == lease.counter + 1 => {
+                        taken = Some((counter, checkpoint));
+                        break;
+                    }
+                    // Untouched: the take never reached the table.
+                    (_, Some(now)) if now.counter == lease.counter && error.is_retryable() && attempt < ATTEMPTS => {}
+                    // Someone else's now, or ours at another counter (an older holding
+                    // of ours): not taken now.
+                    _ => break,
+                },
+                Err(reread) => {
+                    tracing::debug!(shard_id = %lease.key, %error, %reread, "lease take unsettled; next scan");
+                    break;
+                }
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+        let Some((counter, checkpoint)) = taken else {
+            tracing::debug!(shard_id = %lease.key, "lease not taken (another worker was first, or the table did not answer)");
+            return Ok(false);
+        };
+        self.count("LeasesTaken");
+        tracing::info!(application = %self.application(), shard_id = %lease.key, from = ?lease.owner, "lease taken");
+        let mut taken = lease.clone();
+        taken.checkpoint = checkpoint;
+        self.start_shard(&taken, counter, era);
+        Ok(true)
+    }
+
+    /// The leader deletes entries of workers dead for long; their leases went long ago.
+    async fn forget_the_long_dead(&self) {
+        let failover = self.consumer.config.failover;
+        for (id, (entry, beyond)) in &self.view.dead {
+            if *beyond >= failover * FORGET_DEAD_AFTER {
+                match self.consumer.store.remove_worker(id, Some(entry.heartbeat)).await {
+                    Ok(()) => {
+                        tracing::info!(application = %self.application(), worker_id = %id, "entry of a dead worker deleted")
+                    }
+                    Err(error) => tracing::debug!(worker_id = %id, %error, "deleting a dead worker's entry failed"),
+                }
+            }
+        }
+    }
+
+    /// Starts reading a lease this worker got at `counter` by a request sent in
+    /// liveness era `era`.
+    fn start_shard(&mut self, lease: &Lease, counter: u64, era: u64) {
         let consumer = self.consumer;
         self.generation += 1;
         let generation = self.generation;
-        let holding = Holding::new(&lease.key, counter, lease.checkpoint.clone(), sent);
+        let holding = Holding::new(
+            &lease.key,
+            counter,
+            lease.checkpoint.clone(),
+            self.liveness.clone(),
+            era,
+        );
         let task = ShardTask {
             source: consumer.source.clone(),
             factory: consumer.factory.clone(),
@@ -373,20 +742,23 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
         let shard_id = lease.key.clone();
         let metrics = consumer.metrics.clone();
         let application = consumer.config.application.clone();
-        let handle = tokio::spawn(async move {
-            let ran = std::panic::AssertUnwindSafe(task.run()).catch_unwind().await;
-            let (outcome, error) = ran.unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                metrics.count("ShardTaskPanics", 1, &[("Application", &application)]);
-                tracing::error!(%application, %shard_id, panic = %message, "shard task panicked; its lease is given up");
-                (ShardOutcome::Panicked, None)
-            });
-            let _ = events.send((shard_id, generation, outcome, error));
-        });
+        let handle = tokio::spawn(
+            async move {
+                let ran = std::panic::AssertUnwindSafe(task.run()).catch_unwind().await;
+                let (outcome, error) = ran.unwrap_or_else(|panic| {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    metrics.count("ShardTaskPanics", 1, &[("Application", &application)]);
+                    tracing::error!(%application, %shard_id, panic = %message, "shard task panicked; its lease is given up");
+                    (ShardOutcome::Panicked, None)
+                });
+                let _ = events.send((shard_id, generation, outcome, error));
+            }
+            .in_current_span(),
+        );
         if let Some(previous) = lock(&self.held).insert(lease.key.clone(), holding) {
             previous.abandon();
         }
@@ -407,15 +779,64 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
                 if outcome == ShardOutcome::Panicked {
                     self.panicked.insert(shard_id.to_string(), Instant::now());
                 }
-                // Not renewed with no reader behind it: give it up for any worker to take.
-                self.release(&holding).await;
+                // Not read by anyone here: give it up for any worker to take, and say so.
+                if self.release(&holding).await {
+                    self.announce(1);
+                }
+                self.scan_wanted = true;
             }
-            ShardOutcome::Ended => {
-                if let Err(error) = self.sync_shards().await {
-                    tracing::warn!(%error, "shard sync after SHARD_END failed");
+            ShardOutcome::HandedOff => self.hand_over(&holding).await,
+            ShardOutcome::Ended => self.take_children_of(shard_id).await,
+            ShardOutcome::Lost | ShardOutcome::Stopped | ShardOutcome::Failed => {}
+        }
+        self.publish();
+    }
+
+    /// A shard was read to its end: its children's leases are made now, and this
+    /// worker takes them (it just freed a reader); others hear of what it leaves.
+    async fn take_children_of(&mut self, shard_id: &str) {
+        let mut created = Vec::new();
+        if let Err(error) = self.sync_shards(&mut created).await {
+            // The leader's next sync makes what is missing.
+            tracing::warn!(%error, "shard sync after SHARD_END failed");
+        }
+        let mut untaken = 0;
+        for lease in &created {
+            let child = lease.parent_shard_ids.iter().any(|p| p == shard_id);
+            let taken = child && matches!(self.take(lease).await, Ok(true));
+            untaken += usize::from(!taken);
+        }
+        self.announce(untaken);
+    }
+
+    /// Writes the new owner of a lease handed over on request; if that fails, releases it.
+    async fn hand_over(&mut self, holding: &Holding) {
+        let Some(to) = holding.hand_to() else {
+            return;
+        };
+        let store = &self.consumer.store;
+        let me = self.me().to_string();
+        let error = match store.hand_off(&holding.key, &me, holding.counter(), &to).await {
+            Ok(_) => {
+                self.count("LeasesHandedOff");
+                tracing::info!(application = %self.application(), shard_id = %holding.key, %to, "lease handed over");
+                return;
+            }
+            Err(error) => error,
+        };
+        // The write may have landed before its answer was lost: the table decides.
+        match store.get(&holding.key).await {
+            Ok(Some(lease)) if lease.owner.as_deref() == Some(to.as_str()) => {
+                self.count("LeasesHandedOff");
+            }
+            Ok(Some(lease)) if lease.owner.as_deref() == Some(me.as_str()) => {
+                tracing::warn!(shard_id = %holding.key, %error, "hand-over failed; releasing the lease instead");
+                holding.advanced(lease.counter);
+                if self.release(holding).await {
+                    self.announce(1);
                 }
             }
-            ShardOutcome::Lost | ShardOutcome::Stopped | ShardOutcome::Failed => {}
+            _ => tracing::warn!(shard_id = %holding.key, %error, "hand-over failed; the lease moved on"),
         }
     }
 
@@ -429,7 +850,7 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
         }
     }
 
-    /// Stops every shard task: each flushes and checkpoints what it can (the renewer
+    /// Stops every shard task: each flushes and checkpoints what it can (the heartbeat
     /// keeps the leases alive meanwhile). Abandoned work is given a failover time to
     /// notice, then cut off: a processor retrying a write must not keep a failed
     /// process alive.
@@ -455,10 +876,11 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
         }
     }
 
-    /// Gives a lease up so another worker takes it at its next pass, not a failover later.
-    async fn release(&self, holding: &Holding) {
+    /// Gives a lease up so another worker takes it at its next scan, not a failover
+    /// later; returns whether it was released.
+    async fn release(&self, holding: &Holding) -> bool {
         if holding.is_lost() || holding.checkpoint().is_shard_end() {
-            return;
+            return false;
         }
         let consumer = self.consumer;
         match consumer
@@ -466,18 +888,47 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
             .release(&holding.key, &consumer.config.worker_id, holding.counter())
             .await
         {
-            Ok(()) => tracing::info!(application = %self.application(), shard_id = %holding.key, "lease released"),
+            Ok(()) => {
+                tracing::info!(application = %self.application(), shard_id = %holding.key, "lease released");
+                true
+            }
             Err(error) => {
-                tracing::warn!(shard_id = %holding.key, %error, "lease release failed; it expires after the failover time")
+                tracing::warn!(shard_id = %holding.key, %error, "lease release failed; this worker takes it back at its next scan");
+                false
             }
         }
     }
 
-    /// Releases every lease still held (after the shard tasks stopped).
+    /// Releases every lease still held (after the shard tasks stopped), and those handed
+    /// over to this worker that it did not start reading yet.
     async fn release_all(&mut self) {
         let holdings: Vec<Arc<Holding>> = std::mem::take(&mut *lock(&self.held)).into_values().collect();
         for holding in &holdings {
             self.release(holding).await;
+        }
+        let store = &self.consumer.store;
+        for key in std::mem::take(&mut self.wants).into_keys() {
+            if let Ok(Some(lease)) = store.get(&key).await
+                && lease.owner.as_deref() == Some(self.me())
+            {
+                match store.release(&key, self.me(), lease.counter).await {
+                    Ok(()) => {
+                        tracing::info!(application = %self.application(), shard_id = %key, "lease handed over here released")
+                    }
+                    Err(error) => {
+                        tracing::warn!(shard_id = %key, %error, "lease handed over here not released; free once this worker's entry is gone")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes this worker's entry: others see it gone at their next pass and take the
+    /// released leases then.
+    async fn leave(&self) {
+        let consumer = self.consumer;
+        if let Err(error) = consumer.store.remove_worker(self.me(), None).await {
+            tracing::warn!(%error, "deleting this worker's entry failed; others judge it dead after the failover time");
         }
         tracing::info!(application = %self.application(), "consumer stopped");
     }

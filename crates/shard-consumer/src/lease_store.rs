@@ -1,6 +1,7 @@
-//! What the consumer needs from a lease table: one call per operation, each write
-//! conditional on the counter read before it. [`crate::LeaseTable`] is the DynamoDB one;
-//! the deterministic simulation (`crates/consumer-sim`) has an in-memory one.
+//! What the consumer needs from a lease table: one call per operation, each lease write
+//! conditional on the counter read before it, plus the worker table beside it (one
+//! entry per worker: its heartbeat, [`crate::membership`]). [`crate::LeaseTable`] is the
+//! DynamoDB one; the deterministic simulation (`crates/consumer-sim`) has an in-memory one.
 //!
 //! A conditional failure never says by itself who won: the write may have been ours,
 //! applied before its answer was lost and then retried. The callers re-read the lease
@@ -10,6 +11,7 @@ use futures::future::BoxFuture;
 
 use crate::lease::Lease;
 use crate::lease_table::LeaseTableError;
+use crate::membership::WorkerEntry;
 use crate::position::Checkpoint;
 
 /// A lease table.
@@ -17,7 +19,8 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// The table's name, for messages.
     fn name(&self) -> &str;
 
-    /// Checks that the table exists; creates it when it is missing and `create` allows it.
+    /// Checks that the lease and worker tables exist; creates them when missing and
+    /// `create` allows it.
     fn ensure_exists(&self, create: bool) -> BoxFuture<'_, Result<(), LeaseTableError>>;
 
     /// Every lease, read with strong consistency.
@@ -32,9 +35,6 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// Takes `lease` (as last read) for `owner`; returns the new counter.
     fn take<'a>(&'a self, lease: &'a Lease, owner: &'a str) -> BoxFuture<'a, Result<u64, LeaseTableError>>;
 
-    /// Renews a lease `owner` holds at `counter`; returns the new counter.
-    fn renew<'a>(&'a self, key: &'a str, owner: &'a str, counter: u64) -> BoxFuture<'a, Result<u64, LeaseTableError>>;
-
     /// Writes a checkpoint of a lease `owner` holds at `counter`; returns the new counter.
     fn checkpoint<'a>(
         &'a self,
@@ -44,11 +44,34 @@ pub trait LeaseStore: Send + Sync + 'static {
         checkpoint: &'a Checkpoint,
     ) -> BoxFuture<'a, Result<u64, LeaseTableError>>;
 
+    /// Hands a lease `owner` holds at `counter` to the worker `to`; returns the new counter.
+    fn hand_off<'a>(
+        &'a self,
+        key: &'a str,
+        owner: &'a str,
+        counter: u64,
+        to: &'a str,
+    ) -> BoxFuture<'a, Result<u64, LeaseTableError>>;
+
     /// Gives a held lease up so another worker takes it at its next pass.
     fn release<'a>(&'a self, key: &'a str, owner: &'a str, counter: u64) -> BoxFuture<'a, Result<(), LeaseTableError>>;
 
     /// Deletes a finished lease (only while it is still at SHARD_END).
     fn delete_finished<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), LeaseTableError>>;
+
+    /// Every worker's entry, read with strong consistency.
+    fn workers(&self) -> BoxFuture<'_, Result<Vec<WorkerEntry>, LeaseTableError>>;
+
+    /// Writes this worker's entry (its heartbeat).
+    fn heartbeat<'a>(&'a self, entry: &'a WorkerEntry) -> BoxFuture<'a, Result<(), LeaseTableError>>;
+
+    /// Deletes a worker's entry: one's own at a graceful stop, or a long-dead worker's,
+    /// then only while its heartbeat still is `heartbeat`.
+    fn remove_worker<'a>(
+        &'a self,
+        worker_id: &'a str,
+        heartbeat: Option<u64>,
+    ) -> BoxFuture<'a, Result<(), LeaseTableError>>;
 }
 
 /// What a re-read lease says about a write of `owner`'s that failed its condition or

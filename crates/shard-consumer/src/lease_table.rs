@@ -1,8 +1,11 @@
-//! The lease table's DynamoDB calls, one function per operation.
+//! The lease table's DynamoDB calls, one function per operation, and those of the
+//! worker table beside it (`<lease table>-workers`, hash key `workerId`: one entry per
+//! live worker, its heartbeat; [`crate::membership`]).
 //!
 //! Every write that changes a lease is conditional on the counter read before it
 //! (and on the owner, for the holder's own writes), and bumps the counter: whoever
 //! wrote last wins, anyone with a stale view fails with [`ErrorKind::ConditionFailed`].
+//! Leases are not renewed one by one: a worker's heartbeat keeps all of its leases.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,7 +20,17 @@ use crate::error::{AwsError, Classified, ErrorKind};
 use crate::lease::{
     CHECKPOINT, CHECKPOINT_SUBSEQUENCE, LEASE_COUNTER, LEASE_KEY, LEASE_OWNER, Lease, LeaseFormatError, OWNER_SWITCHES,
 };
+use crate::membership::WorkerEntry;
 use crate::position::Checkpoint;
+
+/// The worker table's attributes.
+pub const WORKER_ID: &str = "workerId";
+pub const HEARTBEAT: &str = "heartbeat";
+pub const WORKER_LEASES: &str = "leases";
+pub const WANTS: &str = "wants";
+pub const LEASE_EPOCH: &str = "leaseEpoch";
+
+pub use pipeline_runtime::resources::worker_table_name;
 
 /// Failure of a lease-table call.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -57,11 +70,12 @@ impl LeaseTableError {
     }
 }
 
-/// A lease table.
+/// A lease table, and its worker table.
 #[derive(Debug, Clone)]
 pub struct LeaseTable {
     client: Client,
     name: String,
+    workers: String,
 }
 
 fn n(value: u64) -> AttributeValue {
@@ -77,6 +91,7 @@ impl LeaseTable {
         Self {
             client,
             name: name.to_string(),
+            workers: worker_table_name(name),
         }
     }
 
@@ -84,80 +99,19 @@ impl LeaseTable {
         &self.name
     }
 
-    /// Checks that the table exists (DescribeTable, which every role may call); when it
-    /// does not and `create` allows it, creates it (on-demand billing, hash key
-    /// `leaseKey`). Waits until it is active either way.
-    pub async fn ensure_exists(&self, create: bool) -> Result<(), LeaseTableError> {
-        let described = self.client.describe_table().table_name(&self.name).send().await;
-        let missing = match &described {
-            Err(error) => matches!(
-                error.as_service_error(),
-                Some(aws_sdk_dynamodb::operation::describe_table::DescribeTableError::ResourceNotFoundException(_))
-            ),
-            Ok(_) => false,
-        };
-        match described {
-            Ok(_) => {}
-            Err(_) if missing && !create => return Err(LeaseTableError::Missing(self.name.clone())),
-            Err(_) if missing => self.create_table().await?,
-            Err(error) => return Err(AwsError::from_sdk("dynamodb:DescribeTable", error).into()),
-        }
-        for _ in 0..240 {
-            let output = self
-                .client
-                .describe_table()
-                .table_name(&self.name)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("dynamodb:DescribeTable", e))?;
-            if output.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        Err(LeaseTableError::NotActive(self.name.clone()))
+    /// Checks that the lease table and its worker table exist, creating what is missing
+    /// when `create` allows it.
+    pub async fn ensure_both_exist(&self, create: bool) -> Result<(), LeaseTableError> {
+        self.ensure_exists(create).await?;
+        ensure_table(&self.client, &self.workers, WORKER_ID, create).await
     }
 
-    async fn create_table(&self) -> Result<(), LeaseTableError> {
-        let invalid = |e: aws_sdk_dynamodb::error::BuildError| {
-            AwsError::new("dynamodb:CreateTable", ErrorKind::Fatal, e.to_string())
-        };
-        let created = self
-            .client
-            .create_table()
-            .table_name(&self.name)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(LEASE_KEY)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .map_err(invalid)?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(LEASE_KEY)
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(invalid)?,
-            )
-            .send()
-            .await;
-        match created {
-            Ok(_) => {
-                tracing::info!(table = %self.name, "lease table created");
-                Ok(())
-            }
-            // Another worker created it first.
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(AwsError::from_sdk("dynamodb:CreateTable", error).into()),
-        }
+    /// Checks that the lease table exists (DescribeTable, which every role may call);
+    /// when it does not and `create` allows it, creates it (on-demand billing, hash key
+    /// `leaseKey`). Waits until it is active either way. The singleton lease needs no
+    /// worker table: [`LeaseTable::ensure_both_exist`] is the shard consumer's.
+    pub async fn ensure_exists(&self, create: bool) -> Result<(), LeaseTableError> {
+        ensure_table(&self.client, &self.name, LEASE_KEY, create).await
     }
 
     /// Every lease, read with strong consistency (a stale view makes bad decisions).
@@ -325,6 +279,23 @@ impl LeaseTable {
         Ok(counter + 1)
     }
 
+    /// Hands a held lease to the worker `to` (which asked for it); returns the new counter.
+    pub async fn hand_off(&self, key: &str, owner: &str, counter: u64, to: &str) -> Result<u64, LeaseTableError> {
+        self.holder_update(
+            key,
+            owner,
+            counter,
+            "SET #counter = :new, #owner = :to, #switches = #switches + :one",
+        )
+        .expression_attribute_names("#switches", OWNER_SWITCHES)
+        .expression_attribute_values(":to", s(to))
+        .expression_attribute_values(":one", n(1))
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("dynamodb:UpdateItem", e))?;
+        Ok(counter + 1)
+    }
+
     /// Gives a held lease up so another worker takes it at its next pass.
     pub async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseTableError> {
         self.holder_update(key, owner, counter, "REMOVE #owner SET #counter = :new")
@@ -332,6 +303,89 @@ impl LeaseTable {
             .await
             .map_err(|e| AwsError::from_sdk("dynamodb:UpdateItem", e))?;
         Ok(())
+    }
+
+    /// Every worker's entry in the worker table, read with strong consistency.
+    pub async fn workers(&self) -> Result<Vec<WorkerEntry>, LeaseTableError> {
+        let mut entries = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.workers)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
+            for item in output.items() {
+                entries.push(worker_from_item(item).map_err(|source| {
+                    LeaseTableError::Format {
+                        key: item
+                            .get(WORKER_ID)
+                            .and_then(|v| v.as_s().ok())
+                            .cloned()
+                            .unwrap_or_default(),
+                        source,
+                    }
+                })?);
+            }
+            match output.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        entries.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+        Ok(entries)
+    }
+
+    /// Writes this worker's entry (a whole item: nobody else writes it).
+    pub async fn heartbeat(&self, entry: &WorkerEntry) -> Result<(), LeaseTableError> {
+        let mut item = HashMap::from([
+            (WORKER_ID.to_string(), s(&entry.worker_id)),
+            (HEARTBEAT.to_string(), n(entry.heartbeat)),
+            (WORKER_LEASES.to_string(), n(entry.leases)),
+            (LEASE_EPOCH.to_string(), n(entry.lease_epoch)),
+        ]);
+        if !entry.wants.is_empty() {
+            item.insert(WANTS.to_string(), AttributeValue::Ss(entry.wants.clone()));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.workers)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb:PutItem", e))?;
+        Ok(())
+    }
+
+    /// Deletes a worker's entry; with `heartbeat`, only while it still is that (a
+    /// long-dead worker's, which must not be a worker that came back).
+    pub async fn remove_worker(&self, worker_id: &str, heartbeat: Option<u64>) -> Result<(), LeaseTableError> {
+        let mut request = self
+            .client
+            .delete_item()
+            .table_name(&self.workers)
+            .key(WORKER_ID, s(worker_id));
+        if let Some(heartbeat) = heartbeat {
+            request = request
+                .condition_expression("#heartbeat = :heartbeat")
+                .expression_attribute_names("#heartbeat", HEARTBEAT)
+                .expression_attribute_values(":heartbeat", n(heartbeat));
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(AwsError::from_sdk("dynamodb:DeleteItem", error).into()),
+        }
     }
 
     /// Deletes a finished lease (only while it is still at SHARD_END).
@@ -360,12 +414,109 @@ impl LeaseTable {
     }
 }
 
+/// Reads a worker table item.
+fn worker_from_item(item: &HashMap<String, AttributeValue>) -> Result<WorkerEntry, LeaseFormatError> {
+    let number = |name: &'static str| match item.get(name) {
+        Some(AttributeValue::N(n)) => n.parse::<u64>().map_err(|_| LeaseFormatError::NotANumber(name)),
+        None => Ok(0),
+        Some(_) => Err(LeaseFormatError::NotANumber(name)),
+    };
+    let worker_id = match item.get(WORKER_ID) {
+        Some(AttributeValue::S(id)) => id.clone(),
+        _ => return Err(LeaseFormatError::Missing(WORKER_ID)),
+    };
+    let mut wants = match item.get(WANTS) {
+        Some(AttributeValue::Ss(keys)) => keys.clone(),
+        _ => Vec::new(),
+    };
+    wants.sort();
+    Ok(WorkerEntry {
+        worker_id,
+        heartbeat: number(HEARTBEAT)?,
+        leases: number(WORKER_LEASES)?,
+        wants,
+        lease_epoch: number(LEASE_EPOCH)?,
+    })
+}
+
+/// Checks that a table exists; when it does not and `create` allows it, creates it
+/// (on-demand billing, hash key `key`). Waits until it is active either way.
+async fn ensure_table(client: &Client, name: &str, key: &str, create: bool) -> Result<(), LeaseTableError> {
+    let described = client.describe_table().table_name(name).send().await;
+    let missing = match &described {
+        Err(error) => matches!(
+            error.as_service_error(),
+            Some(aws_sdk_dynamodb::operation::describe_table::DescribeTableError::ResourceNotFoundException(_))
+        ),
+        Ok(_) => false,
+    };
+    match described {
+        Ok(_) => {}
+        Err(_) if missing && !create => return Err(LeaseTableError::Missing(name.to_string())),
+        Err(_) if missing => create_table(client, name, key).await?,
+        Err(error) => return Err(AwsError::from_sdk("dynamodb:DescribeTable", error).into()),
+    }
+    for _ in 0..240 {
+        let output = client
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb:DescribeTable", e))?;
+        if output.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(LeaseTableError::NotActive(name.to_string()))
+}
+
+async fn create_table(client: &Client, name: &str, key: &str) -> Result<(), LeaseTableError> {
+    let invalid =
+        |e: aws_sdk_dynamodb::error::BuildError| AwsError::new("dynamodb:CreateTable", ErrorKind::Fatal, e.to_string());
+    let created = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(key)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(invalid)?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(key)
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(invalid)?,
+        )
+        .send()
+        .await;
+    match created {
+        Ok(_) => {
+            tracing::info!(table = %name, "table created");
+            Ok(())
+        }
+        // Another worker created it first.
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            Ok(())
+        }
+        Err(error) => Err(AwsError::from_sdk("dynamodb:CreateTable", error).into()),
+    }
+}
+
 impl crate::lease_store::LeaseStore for LeaseTable {
     fn name(&self) -> &str {
         &self.name
     }
     fn ensure_exists(&self, create: bool) -> BoxFuture<'_, Result<(), LeaseTableError>> {
-        Box::pin(LeaseTable::ensure_exists(self, create))
+        Box::pin(LeaseTable::ensure_both_exist(self, create))
     }
     fn list(&self) -> BoxFuture<'_, Result<Vec<Lease>, LeaseTableError>> {
         Box::pin(LeaseTable::list(self))
@@ -379,9 +530,6 @@ impl crate::lease_store::LeaseStore for LeaseTable {
     fn take<'a>(&'a self, lease: &'a Lease, owner: &'a str) -> BoxFuture<'a, Result<u64, LeaseTableError>> {
         Box::pin(LeaseTable::take(self, lease, owner))
     }
-    fn renew<'a>(&'a self, key: &'a str, owner: &'a str, counter: u64) -> BoxFuture<'a, Result<u64, LeaseTableError>> {
-        Box::pin(LeaseTable::renew(self, key, owner, counter))
-    }
     fn checkpoint<'a>(
         &'a self,
         key: &'a str,
@@ -394,7 +542,29 @@ impl crate::lease_store::LeaseStore for LeaseTable {
     fn release<'a>(&'a self, key: &'a str, owner: &'a str, counter: u64) -> BoxFuture<'a, Result<(), LeaseTableError>> {
         Box::pin(LeaseTable::release(self, key, owner, counter))
     }
+    fn hand_off<'a>(
+        &'a self,
+        key: &'a str,
+        owner: &'a str,
+        counter: u64,
+        to: &'a str,
+    ) -> BoxFuture<'a, Result<u64, LeaseTableError>> {
+        Box::pin(LeaseTable::hand_off(self, key, owner, counter, to))
+    }
     fn delete_finished<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), LeaseTableError>> {
         Box::pin(LeaseTable::delete_finished(self, key))
+    }
+    fn workers(&self) -> BoxFuture<'_, Result<Vec<WorkerEntry>, LeaseTableError>> {
+        Box::pin(LeaseTable::workers(self))
+    }
+    fn heartbeat<'a>(&'a self, entry: &'a WorkerEntry) -> BoxFuture<'a, Result<(), LeaseTableError>> {
+        Box::pin(LeaseTable::heartbeat(self, entry))
+    }
+    fn remove_worker<'a>(
+        &'a self,
+        worker_id: &'a str,
+        heartbeat: Option<u64>,
+    ) -> BoxFuture<'a, Result<(), LeaseTableError>> {
+        Box::pin(LeaseTable::remove_worker(self, worker_id, heartbeat))
     }
 }

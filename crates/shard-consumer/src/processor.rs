@@ -4,7 +4,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Classified, ErrorKind};
@@ -253,6 +252,11 @@ impl Checkpointer {
                 delivered: self.delivered.clone(),
             });
         }
+        // Already covered: an earlier write of ours landed though its answer was lost,
+        // and the processor, retrying the same records, asks again for less.
+        if self.holding.checkpoint().covers(position) {
+            return Ok(());
+        }
         self.write(|current| current.advanced_to(position.clone())).await
     }
 
@@ -316,7 +320,6 @@ impl Checkpointer {
     /// write landed; ours with another means our renewal moved the counter (try again);
     /// anyone else's means the lease is lost.
     async fn attempt(&self, checkpoint: &Checkpoint) -> Result<(), Attempt> {
-        let sent = Instant::now();
         let counter = self.holding.counter();
         let error = match self
             .store
@@ -324,7 +327,7 @@ impl Checkpointer {
             .await
         {
             Ok(counter) => {
-                self.holding.checkpointed(counter, checkpoint.clone(), sent);
+                self.holding.checkpointed(counter, checkpoint.clone());
                 return Ok(());
             }
             Err(error) if error.is_condition_failed() || error.is_retryable() => error,
@@ -335,17 +338,22 @@ impl Checkpointer {
             // The write's own error decides how to go on.
             Err(_) => return Err(error.into()),
         };
+        if self.holding.stop.is_cancelled() {
+            return Err(Attempt::Lost);
+        }
         match decide_after_condition(lease.as_ref(), &self.owner) {
+            // Still ours: what the lease holds we wrote, maybe by an earlier attempt whose
+            // answer was lost. Never write behind it; done if it covers this checkpoint.
             AfterCondition::Held {
                 counter,
                 checkpoint: stored,
-            } if stored == *checkpoint => {
-                self.holding.checkpointed(counter, stored, sent);
-                Ok(())
-            }
-            AfterCondition::Held { counter, .. } => {
-                self.holding.advanced(counter);
-                Err(Attempt::CounterMoved)
+            } => {
+                let done = match checkpoint {
+                    Checkpoint::At(position) => stored.covers(position),
+                    other => stored == *other,
+                };
+                self.holding.checkpointed(counter, stored);
+                if done { Ok(()) } else { Err(Attempt::CounterMoved) }
             }
             AfterCondition::Lost => Err(Attempt::Lost),
         }

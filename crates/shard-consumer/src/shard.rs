@@ -11,7 +11,8 @@
 //! ```
 //!
 //! Before every step the task checks that its lease is still its own: not lost, not
-//! given up, and renewed less than a failover time ago by its own clock (a worker
+//! given up, not being handed to a worker that asked for it, and this worker's last
+//! heartbeat that landed sent less than a failover time ago by its own clock (a worker
 //! stalled past the failover time must not read on while a new owner does).
 
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub enum ShardOutcome {
     Expired,
     /// The worker is stopping.
     Stopped,
+    /// Another worker asked for the lease: flushed and checkpointed, it is handed over.
+    HandedOff,
     /// A failure this process cannot get past (the task's error says which): the
     /// consumer stops and the service exits with it.
     Failed,
@@ -97,12 +100,14 @@ struct Reader<P> {
 impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
     pub async fn run(self) -> (ShardOutcome, Option<ShardError>) {
         let mut state = State::WaitingForParents;
+        self.holding.set_waiting(!self.parent_shard_ids.is_empty());
         while matches!(state, State::WaitingForParents) {
             state = match self.interrupted() {
                 Some(outcome) => State::Done(outcome),
                 None => self.wait_for_parents().await,
             };
         }
+        self.holding.set_waiting(false);
         if let State::Done(outcome) = state {
             return (outcome, None);
         }
@@ -148,7 +153,9 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
             Some(ShardOutcome::Lost)
         } else if self.shutdown.is_cancelled() {
             Some(ShardOutcome::Stopped)
-        } else if !self.holding.is_current(Instant::now(), self.config.failover) {
+        } else if self.holding.handing.is_cancelled() {
+            Some(ShardOutcome::HandedOff)
+        } else if !self.holding.is_current(Instant::now()) {
             Some(ShardOutcome::Expired)
         } else {
             None
@@ -161,6 +168,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
             biased;
             () = self.holding.stop.cancelled() => Some(ShardOutcome::Lost),
             () = self.shutdown.cancelled() => Some(ShardOutcome::Stopped),
+            () = self.holding.handing.cancelled() => Some(ShardOutcome::HandedOff),
             () = tokio::time::sleep(duration) => self.interrupted(),
         }
     }
@@ -325,7 +333,6 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
         let delivered = match records.last() {
             Some(last) => {
                 reader.last_read = Some(last.position().clone());
-                reader.checkpointer.delivered(last.position().clone());
                 let application = self.config.application.as_str();
                 let bytes: usize = records.iter().map(StreamRecord::size_bytes).sum();
                 self.metrics
@@ -383,6 +390,11 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
             // The lease must still be ours now, not only when the records were read.
             if let Some(outcome) = self.interrupted() {
                 return Some(outcome);
+            }
+            // Delivered only once the processor has them: a flush at shutdown must not
+            // checkpoint records it was never given.
+            if let Some(last) = batch.records.last() {
+                reader.checkpointer.delivered(last.position().clone());
             }
             match reader.processor.process(&batch, &mut reader.checkpointer).await {
                 Ok(()) => return None,
@@ -452,9 +464,9 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                 self.metrics.count(metric, 1, &[("Application", application)]);
                 tracing::warn!(%application, shard_id = %self.shard_id, ?outcome, "stopped reading the shard: the lease is no longer ours");
             }
-            ShardOutcome::Stopped => {
+            ShardOutcome::Stopped | ShardOutcome::HandedOff => {
                 if let Err(error) = reader.processor.shutdown_requested(&mut reader.checkpointer).await {
-                    tracing::warn!(shard_id = %self.shard_id, %error, "flush at shutdown failed; the next owner reads again from the last checkpoint");
+                    tracing::warn!(shard_id = %self.shard_id, %error, "flush before handing the lease on failed; the next owner reads again from the last checkpoint");
                 }
             }
             ShardOutcome::Ended => {

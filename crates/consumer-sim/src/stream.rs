@@ -125,6 +125,9 @@ pub struct StreamModel {
     by_id: BTreeMap<String, usize>,
     next_seq: u64,
     next_reshard: Duration,
+    /// The time of the next put, reshard or rollover, once known: reads far outnumber
+    /// them, and finding the next one looks at every open shard.
+    next_due: Option<Duration>,
     counts: StreamCounts,
 }
 
@@ -161,6 +164,7 @@ impl StreamModel {
             by_id: BTreeMap::new(),
             next_seq: 49_000_000_000,
             next_reshard: Duration::ZERO,
+            next_due: None,
             counts: StreamCounts::default(),
         };
         let n = model.settings.shards.max(1) as u128;
@@ -195,6 +199,7 @@ impl StreamModel {
     }
 
     fn open_shard(&mut self, at: Duration, parents: Vec<String>, hash_range: Option<(u128, u128)>) -> usize {
+        self.next_due = None;
         let number = self.shards.len();
         let id = match self.settings.flavor {
             Flavor::Kinesis => format!("shardId-{number:012}"),
@@ -238,6 +243,9 @@ impl StreamModel {
     /// Plays every put, reshard and rollover due by `now`, in time order.
     pub fn advance(&mut self, now: Duration) {
         let until = now.min(self.settings.active_until);
+        if self.next_due.is_some_and(|due| until < due) {
+            return;
+        }
         loop {
             let open = self.open();
             let next_put = open.iter().map(|&i| (self.shards[i].next_put, i)).min();
@@ -247,6 +255,7 @@ impl StreamModel {
                 _ => None,
             };
             let mut due: Option<(Duration, u8, usize)> = None;
+            let mut earliest: Option<Duration> = None;
             for (at, kind, shard) in [
                 next_put.map(|(at, i)| (at, 0u8, i)),
                 next_rollover.map(|(at, i)| (at, 1u8, i)),
@@ -255,11 +264,13 @@ impl StreamModel {
             .into_iter()
             .flatten()
             {
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
                 if at <= until && due.is_none_or(|(best, _, _)| at < best) {
                     due = Some((at, kind, shard));
                 }
             }
             let Some((at, kind, shard)) = due else {
+                self.next_due = Some(earliest.unwrap_or(Duration::MAX));
                 return;
             };
             match kind {
@@ -290,6 +301,7 @@ impl StreamModel {
     }
 
     fn close(&mut self, shard: usize, at: Duration) {
+        self.next_due = None;
         self.shards[shard].closed = Some(at);
     }
 

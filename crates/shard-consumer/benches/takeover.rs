@@ -1,8 +1,9 @@
-//! Lease takeover after a worker dies without a word (what SIGKILL leaves: no release,
-//! no more renewals): the time from the death until the survivor holds every lease, and
-//! until every record put after the death has been delivered, the dead worker's shards
-//! included. Needs the local stack (`deploy/local/up`, then
-//! `eval "$(deploy/local/env)"`):
+//! Lease takeover when a worker goes: killed without a word (what SIGKILL leaves: no
+//! release, no more heartbeats), or stopped gracefully (SIGTERM: flush, checkpoint,
+//! release, leave the worker table). The time from the kill or the stop until the
+//! survivor holds every lease, and until every record put after it has been
+//! delivered, the gone worker's shards included. Needs the local stack
+//! (`deploy/local/up`, then `eval "$(deploy/local/env)"`):
 //!
 //!   cargo bench -p shard-consumer --bench takeover
 
@@ -35,8 +36,14 @@ async fn wait_owners(
     false
 }
 
-/// One death: seconds to every lease held by the survivor, and to every new record delivered.
-async fn one_run(aws: &pipeline_runtime::AwsClients, failover: Duration) -> (f64, f64) {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    Killed,
+    Stopped,
+}
+
+/// One exit: seconds to every lease held by the survivor, and to every new record delivered.
+async fn one_run(aws: &pipeline_runtime::AwsClients, failover: Duration, exit: Exit) -> (f64, f64) {
     let stream = stack::unique_name("bench-takeover");
     let table_name = stack::unique_name("bench-takeover-leases");
     stack::create_stream(aws, &stream, SHARDS).await;
@@ -55,9 +62,15 @@ async fn one_run(aws: &pipeline_runtime::AwsClients, failover: Duration) -> (f64
         wait_owners(&table, failover * 6, |o| held("victim")(o) && held("survivor")(o)).await,
         "the two workers share the shards"
     );
-    // Killed at a random point of the renewal and taker cycles, not right after a take.
+    // At a random point of the heartbeat and taker cycles, not right after a take.
     tokio::time::sleep(failover.mul_f64(fastrand::f64())).await;
-    victim.task.abort();
+    let stopper = match exit {
+        Exit::Killed => {
+            victim.task.abort();
+            None
+        }
+        Exit::Stopped => Some(tokio::spawn(victim.stop())),
+    };
     let killed = Instant::now();
     put(aws, &stream, 0..40, 40).await;
     assert!(
@@ -74,6 +87,9 @@ async fn one_run(aws: &pipeline_runtime::AwsClients, failover: Duration) -> (f64
         "every new record is delivered"
     );
     let delivered = killed.elapsed().as_secs_f64();
+    if let Some(stopper) = stopper {
+        stopper.await.expect("the victim stops");
+    }
     survivor.stop().await;
     stack::delete_stream(aws, &stream).await;
     stack::delete_table(aws, &table_name).await;
@@ -97,17 +113,25 @@ async fn main() {
         return;
     }
     let aws = stack::aws().await;
-    for failover_secs in [10, 3] {
+    for (exit, failover_secs) in [(Exit::Killed, 10), (Exit::Killed, 3), (Exit::Stopped, 10)] {
         let failover = Duration::from_secs(failover_secs);
         let mut taken = Vec::new();
         let mut delivered = Vec::new();
         for _ in 0..RUNS {
-            let (t, d) = one_run(&aws, failover).await;
+            let (t, d) = one_run(&aws, failover, exit).await;
             taken.push(t);
             delivered.push(d);
         }
+        let what = match exit {
+            Exit::Killed => "takeover",
+            Exit::Stopped => "graceful hand-off",
+        };
+        let after = match exit {
+            Exit::Killed => "the kill",
+            Exit::Stopped => "the stop",
+        };
         println!(
-            "takeover with LEASE_FAILOVER_SECS={failover_secs}: every lease held by the survivor after {}; every record put after the kill delivered after {} ({RUNS} runs, {SHARDS} shards)",
+            "{what} with LEASE_FAILOVER_SECS={failover_secs}: every lease held by the survivor after {}; every record put after {after} delivered after {} ({RUNS} runs, {SHARDS} shards)",
             summary(taken),
             summary(delivered)
         );

@@ -12,8 +12,9 @@ use crate::config::{ConsumerConfig, InitialPosition};
 /// Lease and read settings of a stream consumer.
 #[derive(Debug, Clone, Args)]
 pub struct ConsumerArgs {
-    /// Seconds a shard lease may go unrenewed before another worker takes it; leases are
-    /// renewed every third of it. Lower means faster takeover and more DynamoDB writes.
+    /// Seconds a worker's heartbeat may stand still before others take its leases; the
+    /// heartbeat is written every third of it. Lower means faster takeover after a
+    /// crash and more DynamoDB traffic (a graceful stop hands its leases over at once).
     #[arg(long, env = "LEASE_FAILOVER_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(3..=600))]
     pub lease_failover_secs: u64,
@@ -22,8 +23,10 @@ pub struct ConsumerArgs {
     #[arg(long, env = "MAX_LEASES_PER_WORKER", default_value_t = 0)]
     pub max_leases_per_worker: usize,
 
-    /// Most leases taken from busier workers in one pass (KCL's maxLeasesToStealAtOneTime).
-    #[arg(long, env = "MAX_LEASES_TO_STEAL", default_value_t = 1,
+    /// Most leases asked of busier workers in one pass, one per worker (KCL's
+    /// maxLeasesToStealAtOneTime, whose default is 1): the holder checkpoints and hands
+    /// each over, so asking several at once costs no duplicate reads.
+    #[arg(long, env = "MAX_LEASES_TO_STEAL", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=100))]
     pub max_leases_to_steal: u64,
 
@@ -48,7 +51,8 @@ pub struct ConsumerArgs {
     #[arg(long, env = "INITIAL_POSITION", default_value = "TRIM_HORIZON", value_parser = parse_initial_position)]
     pub initial_position: InitialPosition,
 
-    /// Create a missing lease table at start (needs `dynamodb:CreateTable`). Set `false`
+    /// Create a missing lease table and its worker table (`<lease table>-workers`) at
+    /// start (needs `dynamodb:CreateTable`). Set `false`
     /// where the templates create the tables and the task roles may not: a missing
     /// table then stops the service at start with its name.
     #[arg(long, env = "CREATE_LEASE_TABLES", default_value_t = true, action = clap::ArgAction::Set)]
@@ -70,7 +74,7 @@ impl ConsumerArgs {
             0 => usize::MAX,
             n => n,
         };
-        config.max_leases_to_steal = usize::try_from(self.max_leases_to_steal).unwrap_or(1);
+        config.max_leases_to_steal = usize::try_from(self.max_leases_to_steal).unwrap_or(10);
         config.idle_between_reads = Duration::from_millis(self.idle_between_reads_ms);
         config.max_records_per_read = i32::try_from(self.max_records_per_read).unwrap_or(10_000);
         config.shard_sync_interval = Duration::from_secs(self.shard_sync_interval_secs);
@@ -132,7 +136,7 @@ mod tests {
         config.validate().expect("valid");
         assert_eq!(config.failover, Duration::from_secs(10));
         assert_eq!(config.idle_between_reads, Duration::from_secs(1));
-        assert_eq!(config.max_leases_to_steal, 1);
+        assert_eq!(config.max_leases_to_steal, 10);
         assert_eq!(config.max_leases_per_worker, usize::MAX);
         assert_eq!(config.initial_position, InitialPosition::TrimHorizon);
         assert!(!config.worker_id.is_empty());

@@ -8,7 +8,9 @@
 //!   between workers, so expiry is judged from observed changes, as the Java KCL does).
 //! - A free lease nobody took for a taker pass beyond its expiry is orphaned: any worker
 //!   with room takes it, whatever the balance (balance comes back through hand-offs).
-//! - Workers are the owners of live leases, plus this one. Finished leases
+//! - Workers are the live ones of the worker table, the owners of live leases, and
+//!   this one: a fleet that starts together shares the leases out from the first pass,
+//!   instead of the first worker to scan taking them all. Finished leases
 //!   (SHARD_END) take no part in balancing, nor do children waiting for a parent to
 //!   finish: they cost a poll of the parent's lease now and then, not a reader, so they
 //!   neither count toward a worker's load and its cap nor get stolen. (Counted, two
@@ -16,10 +18,10 @@
 //!   parent would leave the parent to nobody, for ever.)
 //! - Target per worker = ceil(working leases / workers), capped by max leases per worker.
 //! - Below target, a worker first takes free leases, parents before children waiting
-//!   for them; only when none are free does it ask for leases of the most loaded
-//!   worker (`steal`: the holder flushes and hands them over), at most `max_steal` at
-//!   once, and only when that worker holds at least 2 more than it: a 1-lease imbalance
-//!   is left alone so leases do not ping-pong between workers.
+//!   for them; only when none are free does it ask for leases of busier workers
+//!   (`steal`: the holder flushes, checkpoints and hands them over): one from each
+//!   worker holding at least 2 more than it, the busiest first, at most `max_steal` in
+//!   all. A 1-lease imbalance is left alone so leases do not ping-pong between workers.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -58,6 +60,11 @@ impl ExpiryTracker {
         expired
     }
 
+    /// The lease's counter was `counter` at `at` (this worker wrote it).
+    pub fn saw(&mut self, key: &str, counter: u64, at: Instant) {
+        self.last_change.insert(key.to_string(), (counter, at));
+    }
+
     /// How long the lease's counter has stood still as of `now`, if it was seen.
     pub fn still_for(&self, key: &str, now: Instant) -> Option<Duration> {
         self.last_change
@@ -86,6 +93,8 @@ pub struct TakePlan {
 #[derive(Debug, Clone)]
 pub struct TakeInput<'a> {
     pub worker_id: &'a str,
+    /// Other workers known to be alive (from the worker table), with or without leases.
+    pub live_workers: &'a [&'a str],
     pub leases: &'a [Lease],
     /// Owned leases whose owner is dead.
     pub expired: &'a HashSet<String>,
@@ -117,6 +126,9 @@ pub fn plan(input: &TakeInput<'_>) -> TakePlan {
     let is_free = |lease: &Lease| lease.owner.is_none() || input.expired.contains(&lease.key);
     let mut load: BTreeMap<&str, usize> = BTreeMap::new();
     load.insert(input.worker_id, 0);
+    for worker in input.live_workers {
+        load.insert(worker, 0);
+    }
     for lease in &active {
         if let Some(owner) = lease.owner.as_deref()
             && !is_free(lease)
@@ -180,33 +192,34 @@ pub fn plan(input: &TakeInput<'_>) -> TakePlan {
         };
     }
 
-    let Some((victim, victim_load)) = load
+    // One lease from each worker at least 2 ahead of this one, the busiest first: a
+    // newcomer fills up from many holders at once, and none drops below the asker.
+    let mut victims: Vec<(&str, usize)> = load
         .iter()
-        .filter(|(worker, _)| **worker != input.worker_id)
-        .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+        .filter(|(worker, n)| **worker != input.worker_id && **n >= mine + 2)
         .map(|(w, n)| (*w, *n))
-    else {
-        return TakePlan {
-            take: waiting_keys.collect(),
-            steal: Vec::new(),
-        };
-    };
-    if victim_load < mine + 2 {
-        return TakePlan {
-            take: waiting_keys.collect(),
-            steal: Vec::new(),
-        };
-    }
-    let count = need.min(input.max_steal).min((victim_load - mine) / 2).max(1);
-    let mut theirs: Vec<&Lease> = active
-        .iter()
-        .copied()
-        .filter(|l| l.owner.as_deref() == Some(victim) && !waiting.contains(l.key.as_str()))
         .collect();
-    spread(&mut theirs, input.worker_id);
+    // Among equally busy workers, each asker starts at a different one: newcomers that
+    // ask together spread their requests instead of all draining the same holder.
+    let rank = |victim: &str| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (input.worker_id, victim).hash(&mut hasher);
+        hasher.finish()
+    };
+    victims.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| rank(a.0).cmp(&rank(b.0))));
+    let mut steal = Vec::new();
+    for (victim, _) in victims.into_iter().take(need.min(input.max_steal)) {
+        let mut theirs: Vec<&Lease> = active
+            .iter()
+            .copied()
+            .filter(|l| l.owner.as_deref() == Some(victim) && !waiting.contains(l.key.as_str()))
+            .collect();
+        spread(&mut theirs, input.worker_id);
+        steal.extend(theirs.first().map(|l| l.key.clone()));
+    }
     TakePlan {
         take: waiting_keys.collect(),
-        steal: theirs.iter().take(count).map(|l| l.key.clone()).collect(),
+        steal,
     }
 }
 
@@ -238,6 +251,7 @@ mod tests {
         let expired: HashSet<String> = expired.iter().map(|s| s.to_string()).collect();
         plan(&TakeInput {
             worker_id: me,
+            live_workers: &[],
             leases,
             expired: &expired,
             orphaned: &HashSet::new(),
@@ -261,11 +275,58 @@ mod tests {
     }
 
     #[test]
+    fn workers_that_start_together_share_the_free_leases_from_the_first_pass() {
+        let leases = shards(&[None; 6]);
+        let plan = plan(&TakeInput {
+            worker_id: "a",
+            live_workers: &["b", "c"],
+            leases: &leases,
+            expired: &HashSet::new(),
+            orphaned: &HashSet::new(),
+            max_leases: usize::MAX,
+            max_steal: 1,
+        });
+        assert_eq!(plan.take.len(), 2, "{plan:?}");
+    }
+
+    #[test]
     fn a_new_worker_steals_one_at_a_time_from_the_most_loaded() {
         let leases = shards(&[Some("a"), Some("a"), Some("a"), Some("b"), Some("b"), Some("b")]);
         let plan = decide("c", &leases, &[]);
         assert!(plan.take.is_empty());
         assert_eq!(plan.steal.len(), 1);
+    }
+
+    #[test]
+    fn a_newcomer_asks_one_lease_of_each_busier_worker_at_once() {
+        let leases = shards(&[
+            Some("a"),
+            Some("a"),
+            Some("a"),
+            Some("a"),
+            Some("b"),
+            Some("b"),
+            Some("b"),
+            Some("b"),
+            Some("c"),
+            Some("c"),
+        ]);
+        let plan = plan(&TakeInput {
+            worker_id: "d",
+            live_workers: &[],
+            leases: &leases,
+            expired: &HashSet::new(),
+            orphaned: &HashSet::new(),
+            max_leases: usize::MAX,
+            max_steal: 5,
+        });
+        let mut holders: Vec<Option<&str>> = plan
+            .steal
+            .iter()
+            .map(|k| leases.iter().find(|l| &l.key == k).and_then(|l| l.owner.as_deref()))
+            .collect();
+        holders.sort();
+        assert_eq!(holders, vec![Some("a"), Some("b"), Some("c")], "{plan:?}");
     }
 
     #[test]
@@ -320,6 +381,7 @@ mod tests {
         let at = |orphaned: &HashSet<String>, max_leases: usize| {
             plan(&TakeInput {
                 worker_id: "b",
+                live_workers: &[],
                 leases: &leases,
                 expired: &expired,
                 orphaned,
@@ -352,6 +414,7 @@ mod tests {
         let expired = HashSet::new();
         let plan = plan(&TakeInput {
             worker_id: "a",
+            live_workers: &[],
             leases: &leases,
             expired: &expired,
             orphaned: &HashSet::new(),
@@ -376,6 +439,7 @@ mod tests {
         let capped = |me: &str| {
             plan(&TakeInput {
                 worker_id: me,
+                live_workers: &[],
                 leases: &leases,
                 expired: &expired,
                 orphaned: &HashSet::new(),
@@ -391,6 +455,7 @@ mod tests {
         free[2].parent_shard_ids = vec!["s0".into()];
         let plan = plan(&TakeInput {
             worker_id: "c",
+            live_workers: &[],
             leases: &free,
             expired: &HashSet::new(),
             orphaned: &HashSet::new(),

@@ -22,11 +22,12 @@ pub struct ConsumerConfig {
     pub application: String,
     /// This worker's id in `leaseOwner`; unique per process.
     pub worker_id: String,
-    /// A lease whose counter stands still this long is free to take.
+    /// A worker whose heartbeat stands still this long has lost its leases.
     pub failover: Duration,
-    /// How often held leases are renewed (default failover / 3).
+    /// How often this worker's heartbeat is written, keeping all its leases (default failover / 3).
     pub renewal_interval: Duration,
-    /// How often the lease table is scanned to take or steal (default failover / 2).
+    /// How often the worker table is read, to hand over, take or ask for leases; the
+    /// lease table is scanned only when something may have changed (default failover / 2).
     pub taker_interval: Duration,
     /// How often shards are listed to find new ones (also done at start and SHARD_END).
     pub shard_sync_interval: Duration,
@@ -46,7 +47,7 @@ pub struct ConsumerConfig {
 pub struct ConfigError(pub String);
 
 impl ConsumerConfig {
-    /// The defaults: failover 10 s, renewal every 3.3 s, one steal at a time, 1 s between reads.
+    /// The defaults: failover 10 s, renewal every 3.3 s, up to 10 leases asked of busier workers at a time, 1 s between reads.
     pub fn new(application: &str, worker_id: &str) -> Self {
         let failover = Duration::from_secs(10);
         Self {
@@ -57,7 +58,7 @@ impl ConsumerConfig {
             taker_interval: failover / 2,
             shard_sync_interval: Duration::from_secs(60),
             max_leases_per_worker: usize::MAX,
-            max_leases_to_steal: 1,
+            max_leases_to_steal: 10,
             idle_between_reads: Duration::from_secs(1),
             max_records_per_read: 10_000,
             initial_position: InitialPosition::TrimHorizon,

@@ -454,8 +454,11 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
             .map(|h| h.key.clone())
             .collect();
         let mut load = self.load();
+        let floor = self.view.floor_share();
         for (key, asker, asker_load) in self.view.requests_for(&held) {
-            if load <= asker_load + 1 {
+            // Never below the asker's load plus one (no ping-pong), nor below the
+            // floor share (several newcomers asking at once must not drain one holder).
+            if load <= asker_load + 1 || load <= floor {
                 continue;
             }
             if let Some(holding) = lock(&self.held).get(&key) {
@@ -555,6 +558,8 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
         self.next_safety_scan =
             now + SAFETY_SCAN - Duration::from_millis(jitter) + Duration::from_millis(fastrand::u64(..=2 * jitter));
         let counters_still = self.tracker.observe(&leases, now, config.failover);
+        // A free lease is an orphan once a pass went by without a worker below its share
+        // taking it; a dead worker's lease once a pass went by after others saw it dead.
         let grace = config.taker_interval;
         let mut expired = HashSet::new();
         let mut orphaned = HashSet::new();
@@ -602,8 +607,10 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
         }
         self.recheck_at = unknown_owner.then_some(now + config.failover);
         let held: HashSet<String> = lock(&self.held).keys().cloned().collect();
+        let live_workers: Vec<&str> = self.view.live.keys().map(String::as_str).collect();
         let plan = assignment::plan(&TakeInput {
             worker_id: self.me(),
+            live_workers: &live_workers,
             leases: &leases,
             expired: &expired,
             orphaned: &orphaned,
@@ -878,18 +885,32 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
 
     /// Gives a lease up so another worker takes it at its next scan, not a failover
     /// later; returns whether it was released.
-    async fn release(&self, holding: &Holding) -> bool {
+    async fn release(&mut self, holding: &Holding) -> bool {
         if holding.is_lost() || holding.checkpoint().is_shard_end() {
             return false;
         }
         let consumer = self.consumer;
-        match consumer
+        let released = match consumer
             .store
             .release(&holding.key, &consumer.config.worker_id, holding.counter())
             .await
         {
+            // The release may have landed before its answer was lost: the table decides.
+            Err(error) if error.is_condition_failed() || error.is_retryable() => {
+                match consumer.store.get(&holding.key).await {
+                    Ok(Some(lease)) if lease.owner.is_none() && lease.counter == holding.counter() + 1 => Ok(()),
+                    _ => Err(error),
+                }
+            }
+            other => other,
+        };
+        match released {
             Ok(()) => {
                 tracing::info!(application = %self.application(), shard_id = %holding.key, "lease released");
+                // Free since now: if nobody takes it within a pass, it is an orphan that
+                // this worker takes too, whatever its share (its first scan would
+                // otherwise start that clock only when it sees the new counter).
+                self.tracker.saw(&holding.key, holding.counter() + 1, Instant::now());
                 true
             }
             Err(error) => {

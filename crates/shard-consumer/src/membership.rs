@@ -152,6 +152,13 @@ impl View {
         leases.div_ceil(workers).min(max_leases as u64)
     }
 
+    /// The share every live worker holds at least once balanced: floor(leases read by
+    /// live workers / live workers). A holder hands over no lease below it.
+    pub fn floor_share(&self) -> u64 {
+        let leases: u64 = self.live.values().map(|e| e.leases).sum();
+        leases / self.live.len().max(1) as u64
+    }
+
     /// Requests from live workers for leases in `held`: per lease, the asker with the
     /// fewest leases (ties: the smallest id), as (lease, asker, asker's leases).
     pub fn requests_for(&self, held: &BTreeSet<String>) -> Vec<(String, String, u64)> {
@@ -247,6 +254,7 @@ mod tests {
         assert_eq!(view.target(0, usize::MAX), 3);
         assert_eq!(view.target(3, usize::MAX), 4);
         assert_eq!(view.target(0, 2), 2);
+        assert_eq!(view.floor_share(), 3);
         assert_eq!(view.busiest_other("c"), Some(("a", 6)));
         view.live.get_mut("b").expect("b").wants = vec!["s1".into()];
         view.live.get_mut("c").expect("c").wants = vec!["s1".into(), "s9".into()];

@@ -55,23 +55,102 @@ pub struct LeaseMeta {
     pub released_by: Option<String>,
 }
 
-/// DynamoDB's bill for the calls made, in request units.
+/// The kinds of request a worker makes of the two tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Request {
+    LeaseScan,
+    LeaseGet,
+    /// Create, take, hand-off, release, delete.
+    LeaseWrite,
+    Checkpoint,
+    WorkerScan,
+    Heartbeat,
+    WorkerDelete,
+}
+
+impl Request {
+    pub const ALL: [Request; 7] = [
+        Request::LeaseScan,
+        Request::LeaseGet,
+        Request::LeaseWrite,
+        Request::Checkpoint,
+        Request::WorkerScan,
+        Request::Heartbeat,
+        Request::WorkerDelete,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Request::LeaseScan => "lease table scans",
+            Request::LeaseGet => "lease reads",
+            Request::LeaseWrite => "lease writes (create, take, hand-off, release, delete)",
+            Request::Checkpoint => "checkpoints",
+            Request::WorkerScan => "worker table scans",
+            Request::Heartbeat => "heartbeats",
+            Request::WorkerDelete => "worker entry deletes",
+        }
+    }
+}
+
+/// Requests of one kind and what DynamoDB bills for them.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Usage {
-    pub scans: u64,
-    pub gets: u64,
-    pub writes: u64,
+pub struct Units {
+    pub requests: u64,
     pub read_units: f64,
     pub write_units: f64,
 }
 
-impl Usage {
-    pub fn add(&mut self, other: &Usage) {
-        self.scans += other.scans;
-        self.gets += other.gets;
-        self.writes += other.writes;
+impl Units {
+    fn add(&mut self, other: &Units) {
+        self.requests += other.requests;
         self.read_units += other.read_units;
         self.write_units += other.write_units;
+    }
+}
+
+/// DynamoDB's bill for the calls made, in request units, by kind of request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    by_request: BTreeMap<Request, Units>,
+}
+
+impl Usage {
+    fn charge(&mut self, request: Request, read_units: f64, write_units: f64) {
+        self.by_request.entry(request).or_default().add(&Units {
+            requests: 1,
+            read_units,
+            write_units,
+        });
+    }
+
+    pub fn of(&self, request: Request) -> Units {
+        self.by_request.get(&request).copied().unwrap_or_default()
+    }
+
+    pub fn total(&self) -> Units {
+        let mut total = Units::default();
+        for units in self.by_request.values() {
+            total.add(units);
+        }
+        total
+    }
+
+    pub fn add(&mut self, other: &Usage) {
+        for (request, units) in &other.by_request {
+            self.by_request.entry(*request).or_default().add(units);
+        }
+    }
+
+    /// What was billed since `earlier` (a copy of this usage taken then).
+    pub fn since(&self, earlier: &Usage) -> Usage {
+        let mut by_request = self.by_request.clone();
+        for (request, before) in &earlier.by_request {
+            let units = by_request.entry(*request).or_default();
+            units.requests -= before.requests;
+            units.read_units -= before.read_units;
+            units.write_units -= before.write_units;
+        }
+        Usage { by_request }
     }
 }
 
@@ -91,8 +170,9 @@ pub fn item_size(lease: &Lease) -> usize {
     let number = number_size;
     let (checkpoint, sub) = lease.checkpoint.to_kcl();
     let checkpoint = match lease.checkpoint {
-        Checkpoint::At(_) => checkpoint.len().max(REAL_SEQUENCE_BYTES),
-        _ => checkpoint.len(),
+        // A busy shard's lease soon holds a sequence number: count it so from the start.
+        Checkpoint::ShardEnd => checkpoint.len(),
+        _ => checkpoint.len().max(REAL_SEQUENCE_BYTES),
     };
     let mut size = "leaseKey".len() + lease.key.len();
     size += "leaseCounter".len() + number(lease.counter);
@@ -211,33 +291,38 @@ impl TableModel {
     }
 
     pub fn usage(&self) -> Usage {
-        self.usage
+        self.usage.clone()
     }
 
-    fn charge_write(&mut self, lease: Option<&Lease>) {
-        self.usage.writes += 1;
-        self.usage.write_units += lease.map_or(1, |l| item_size(l).div_ceil(1024).max(1)) as f64;
+    /// A write is billed 1 unit per KB of the larger of the item before and after;
+    /// lease items stay well under 1 KB.
+    fn charge_write(&mut self, request: Request, lease: Option<&Lease>) {
+        let units = lease.map_or(1, |l| item_size(l).div_ceil(1024).max(1)) as f64;
+        self.usage.charge(request, 0.0, units);
     }
 
     /// Scan with strong consistency: 1 unit per 4 KB read, per 1 MB page.
     pub fn list(&mut self) -> Vec<Lease> {
         let leases: Vec<Lease> = self.leases.values().map(|(l, _)| l.clone()).collect();
-        self.usage.scans += 1;
-        self.usage.read_units += scan_units(leases.iter().map(item_size));
+        self.usage
+            .charge(Request::LeaseScan, scan_units(leases.iter().map(item_size)), 0.0);
         leases
     }
 
     /// Scan of the worker table, with strong consistency.
     pub fn list_workers(&mut self) -> Vec<WorkerEntry> {
         let entries: Vec<WorkerEntry> = self.workers.values().map(|w| w.entry.clone()).collect();
-        self.usage.scans += 1;
-        self.usage.read_units += scan_units(entries.iter().map(worker_item_size));
+        self.usage.charge(
+            Request::WorkerScan,
+            scan_units(entries.iter().map(worker_item_size)),
+            0.0,
+        );
         entries
     }
 
     pub fn heartbeat(&mut self, entry: &WorkerEntry, now: Duration) {
-        self.usage.writes += 1;
-        self.usage.write_units += worker_item_size(entry).div_ceil(1024).max(1) as f64;
+        let units = worker_item_size(entry).div_ceil(1024).max(1) as f64;
+        self.usage.charge(Request::Heartbeat, 0.0, units);
         let moved = self
             .workers
             .get(&entry.worker_id)
@@ -267,8 +352,7 @@ impl TableModel {
     }
 
     pub fn remove_worker(&mut self, worker_id: &str, heartbeat: Option<u64>, now: Duration) {
-        self.usage.writes += 1;
-        self.usage.write_units += 1.0;
+        self.usage.charge(Request::WorkerDelete, 0.0, 1.0);
         let matches = self
             .workers
             .get(worker_id)
@@ -280,13 +364,12 @@ impl TableModel {
     }
 
     pub fn get(&mut self, key: &str) -> Option<Lease> {
-        self.usage.gets += 1;
-        self.usage.read_units += 1.0;
+        self.usage.charge(Request::LeaseGet, 1.0, 0.0);
         self.leases.get(key).map(|(l, _)| l.clone())
     }
 
     pub fn create(&mut self, lease: &Lease, now: Duration) -> bool {
-        self.charge_write(Some(lease));
+        self.charge_write(Request::LeaseWrite, Some(lease));
         if self.leases.contains_key(&lease.key) {
             return false;
         }
@@ -311,7 +394,7 @@ impl TableModel {
 
     pub fn take(&mut self, read: &Lease, owner: &str, now: Duration) -> Result<u64, LeaseTableError> {
         let stored = self.leases.get(&read.key).cloned();
-        self.charge_write(stored.as_ref().map(|(l, _)| l));
+        self.charge_write(Request::LeaseWrite, stored.as_ref().map(|(l, _)| l));
         let Some((stored, stored_meta)) = stored else {
             return Err(condition_failed("dynamodb:UpdateItem"));
         };
@@ -358,6 +441,7 @@ impl TableModel {
     /// A write of the holder's: applies only while `owner` holds the lease at `counter`.
     fn holder_write(
         &mut self,
+        request: Request,
         key: &str,
         owner: &str,
         counter: u64,
@@ -365,7 +449,7 @@ impl TableModel {
         update: impl FnOnce(&mut Lease, &mut LeaseMeta),
     ) -> Result<u64, LeaseTableError> {
         let stored = self.leases.get(key).map(|(l, _)| l.clone());
-        self.charge_write(stored.as_ref());
+        self.charge_write(request, stored.as_ref());
         let Some((lease, meta)) = self.leases.get_mut(key) else {
             return Err(condition_failed("dynamodb:UpdateItem"));
         };
@@ -386,7 +470,7 @@ impl TableModel {
         to: &str,
         now: Duration,
     ) -> Result<u64, LeaseTableError> {
-        self.holder_write(key, owner, counter, now, |lease, meta| {
+        self.holder_write(Request::LeaseWrite, key, owner, counter, now, |lease, meta| {
             lease.owner = Some(to.to_string());
             lease.owner_switches_since_checkpoint += 1;
             meta.free_since = None;
@@ -408,7 +492,7 @@ impl TableModel {
         now: Duration,
     ) -> Result<u64, LeaseTableError> {
         let before = self.leases.get(key).map(|(l, _)| l.checkpoint.clone());
-        let written = self.holder_write(key, owner, counter, now, |lease, _| {
+        let written = self.holder_write(Request::Checkpoint, key, owner, counter, now, |lease, _| {
             lease.checkpoint = checkpoint.clone();
             lease.owner_switches_since_checkpoint = 0;
         })?;
@@ -431,7 +515,7 @@ impl TableModel {
     }
 
     pub fn release(&mut self, key: &str, owner: &str, counter: u64, now: Duration) -> Result<(), LeaseTableError> {
-        self.holder_write(key, owner, counter, now, |lease, meta| {
+        self.holder_write(Request::LeaseWrite, key, owner, counter, now, |lease, meta| {
             lease.owner = None;
             meta.free_since = Some(now);
             meta.released_by = Some(owner.to_string());
@@ -441,7 +525,7 @@ impl TableModel {
 
     pub fn delete_finished(&mut self, key: &str) {
         let stored = self.leases.get(key).map(|(l, _)| l.clone());
-        self.charge_write(stored.as_ref());
+        self.charge_write(Request::LeaseWrite, stored.as_ref());
         if stored.is_some_and(|l| l.checkpoint.is_shard_end()) {
             self.leases.remove(key);
         }

@@ -12,14 +12,17 @@
 //! ([`observer`]), against the models' ground truth.
 //!
 //! Where the models' behaviour could drift from the real services, the contract test
-//! (`tests/tests/simulation_contract.rs`) runs the same operations against them and
+//! (`tests/contract.rs`) runs the same operations against them and
 //! against kinesalite and moto.
 
 pub mod faults;
+pub mod fleet;
 pub mod lease_table;
+pub mod log;
 pub mod observer;
 pub mod processor;
 pub mod report;
+pub mod scale;
 pub mod scenario;
 pub mod stream;
 pub mod world;

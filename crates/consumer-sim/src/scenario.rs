@@ -7,19 +7,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pipeline_runtime::Metrics;
 use shard_consumer::assignment::is_waiting;
 use shard_consumer::lease::Lease;
-use shard_consumer::{Consumer, ConsumerConfig, ConsumerError, InitialPosition};
-use tokio::task::{AbortHandle, JoinHandle};
-use tokio_util::sync::CancellationToken;
+use shard_consumer::{ConsumerConfig, InitialPosition};
+use tokio::task::JoinHandle;
 
-use crate::faults::{FaultRates, Faults, Gate};
-use crate::lease_table::{SimLeaseStore, TableModel};
+use crate::faults::{FaultRates, Faults};
+use crate::fleet::{Worker, spawn_worker};
+use crate::lease_table::TableModel;
 use crate::observer::Observer;
-use crate::processor::{Shared, SimProcessorFactory};
+use crate::processor::Shared;
 use crate::report::{Report, WorkerEvents, sum_counters};
-use crate::stream::{Flavor, SimSource, StreamModel, StreamSettings};
+use crate::stream::{Flavor, StreamModel, StreamSettings};
 use crate::world::{World, lock};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -120,16 +119,10 @@ enum SlotState {
 
 /// A place for one worker process; a restart puts a new worker (a new id) in it.
 struct Slot {
-    id: String,
-    gate: Gate,
+    worker: Worker,
     state: SlotState,
     started_at: Duration,
-    shutdown: CancellationToken,
-    handle: Option<JoinHandle<Result<(), ConsumerError>>>,
-    /// Kills the worker whatever holds its handle (a graceful stop awaits it).
-    abort: AbortHandle,
     stopper: Option<JoinHandle<()>>,
-    metrics: Metrics,
 }
 
 struct Run {
@@ -191,7 +184,6 @@ impl Run {
     fn start_worker(&mut self, index: Option<usize>) {
         self.workers_made += 1;
         let id = format!("w{}", self.workers_made);
-        let gate = Gate::default();
         let mut config = ConsumerConfig::new("sim", &id).with_failover(self.scenario.failover);
         config.idle_between_reads = self.scenario.idle_between_reads;
         config.max_records_per_read = 500;
@@ -199,39 +191,11 @@ impl Run {
         if let Some(max) = self.scenario.max_leases {
             config.max_leases_per_worker = max;
         }
-        let source = SimSource {
-            stream: self.stream.clone(),
-            world: self.world.clone(),
-            faults: self.faults.clone(),
-            gate: gate.clone(),
-        };
-        let store = SimLeaseStore {
-            table: self.table.clone(),
-            world: self.world.clone(),
-            faults: self.faults.clone(),
-            gate: gate.clone(),
-        };
-        let factory = SimProcessorFactory {
-            shared: self.shared(),
-            worker: id.clone(),
-            gate: gate.clone(),
-        };
-        let metrics = Metrics::with_sink("Simulation", "sim", Box::new(std::io::sink()));
-        let consumer = Consumer::new(source, store, factory, config, metrics.clone());
-        let shutdown = CancellationToken::new();
-        let span = tracing::info_span!("worker", id = %id);
-        let handle = tokio::spawn(tracing::Instrument::instrument(consumer.run(shutdown.clone()), span));
-        self.observer.trace(&format!("start {id}"));
         let slot = Slot {
-            id,
-            gate,
+            worker: spawn_worker(&self.shared(), &self.faults, config),
             state: SlotState::Running,
             started_at: self.world.now(),
-            shutdown,
-            abort: handle.abort_handle(),
-            handle: Some(handle),
             stopper: None,
-            metrics,
         };
         match index {
             Some(i) => {
@@ -243,7 +207,7 @@ impl Run {
     }
 
     fn collect_metrics(&mut self, index: usize) {
-        let documents = self.slots[index].metrics.take_documents(0);
+        let documents = self.slots[index].worker.metrics.take_documents(0);
         sum_counters(&documents, &mut self.counters);
     }
 
@@ -251,9 +215,9 @@ impl Run {
     fn reap(&mut self) {
         let now = self.world.now();
         for slot in &mut self.slots {
-            let finished = slot.handle.as_ref().is_some_and(JoinHandle::is_finished);
+            let finished = slot.worker.handle.as_ref().is_some_and(JoinHandle::is_finished);
             if finished && matches!(slot.state, SlotState::Running) {
-                let handle = slot.handle.take();
+                let handle = slot.worker.handle.take();
                 slot.state = SlotState::Dead {
                     restart_at: Some(now + Duration::from_secs(30)),
                 };
@@ -261,7 +225,7 @@ impl Run {
                     let outcome = futures::FutureExt::now_or_never(handle);
                     if let Some(Ok(Err(error))) = outcome {
                         self.observer
-                            .violation(now, format!("worker {} stopped with an error: {error}", slot.id));
+                            .violation(now, format!("worker {} stopped with an error: {error}", slot.worker.id));
                     }
                 }
             }
@@ -270,23 +234,23 @@ impl Run {
 
     fn kill(&mut self, index: usize, restart_at: Option<Duration>) {
         let slot = &mut self.slots[index];
-        slot.abort.abort();
-        slot.handle = None;
+        slot.worker.abort.abort();
+        slot.worker.handle = None;
         slot.state = SlotState::Dead { restart_at };
-        self.killed.insert(slot.id.clone());
-        self.observer.trace(&format!("kill {}", slot.id));
+        self.killed.insert(slot.worker.id.clone());
+        self.observer.trace(&format!("kill {}", slot.worker.id));
     }
 
     /// SIGTERM: the worker flushes and releases; after the shutdown deadline it is killed.
     fn stop_gracefully(&mut self, index: usize) {
         let slot = &mut self.slots[index];
-        slot.shutdown.cancel();
+        slot.worker.shutdown.cancel();
         slot.state = SlotState::Stopping;
-        self.observer.trace(&format!("stop {}", slot.id));
-        if let Some(mut handle) = slot.handle.take() {
+        self.observer.trace(&format!("stop {}", slot.worker.id));
+        if let Some(mut handle) = slot.worker.handle.take() {
             let world = self.world.clone();
             let observer = self.observer.clone();
-            let id = slot.id.clone();
+            let id = slot.worker.id.clone();
             slot.stopper = Some(tokio::spawn(async move {
                 match tokio::time::timeout(Duration::from_secs(25), &mut handle).await {
                     Ok(Ok(Err(error))) => {
@@ -326,8 +290,8 @@ impl Run {
                     let failover = self.scenario.failover;
                     let stall = self.world.between(failover * 3 / 2, failover * 6);
                     let slot = &self.slots[index];
-                    slot.gate.close_until(self.world.instant(now + stall));
-                    self.observer.trace(&format!("stall {} {stall:?}", slot.id));
+                    slot.worker.gate.close_until(self.world.instant(now + stall));
+                    self.observer.trace(&format!("stall {} {stall:?}", slot.worker.id));
                 }
             },
         }
@@ -366,9 +330,9 @@ impl Run {
         };
         let able = self.slots.iter().any(|slot| {
             matches!(slot.state, SlotState::Running)
-                && !slot.gate.is_closed()
+                && !slot.worker.gate.is_closed()
                 && now.saturating_sub(slot.started_at) >= failover
-                && self.scenario.max_leases.is_none_or(|max| load(&slot.id) < max)
+                && self.scenario.max_leases.is_none_or(|max| load(&slot.worker.id) < max)
         });
         self.able_since = if able {
             Some(self.able_since.unwrap_or(now))

@@ -22,32 +22,6 @@ fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
 }
 
 /// Runs the seeds on every core, each on its own paused current-thread runtime.
-/// Simulated time since the first log line.
-struct SimulatedTime;
-
-impl tracing_subscriber::fmt::time::FormatTime for SimulatedTime {
-    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
-        static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
-        let at = START.get_or_init(tokio::time::Instant::now).elapsed();
-        write!(w, "{:>10.3}", at.as_secs_f64())
-    }
-}
-
-fn install_log() {
-    if let Ok(filter) = std::env::var("SIM_LOG") {
-        let filter: tracing_subscriber::filter::Targets = filter.parse().expect("SIM_LOG: a LOG_LEVEL-style list");
-        use tracing_subscriber::layer::SubscriberExt;
-        let subscriber = tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_timer(SimulatedTime)
-                    .with_ansi(false),
-            )
-            .with(filter);
-        let _ = tracing::subscriber::set_global_default(subscriber);
-    }
-}
-
 fn run_all(scenarios: Vec<Scenario>) -> Vec<Report> {
     let next = AtomicUsize::new(0);
     let reports = Mutex::new(Vec::new());
@@ -75,7 +49,7 @@ fn run_all(scenarios: Vec<Scenario>) -> Vec<Report> {
 
 #[test]
 fn the_consumer_keeps_its_invariants_in_simulation() {
-    install_log();
+    consumer_sim::log::install_from_env();
     let days: f64 = env("SIM_DAYS").unwrap_or(2.0);
     let seeds: Vec<u64> = match env::<u64>("SIM_SEED") {
         Some(seed) => vec![seed],

@@ -148,6 +148,9 @@ pub fn plan(input: &TakeInput<'_>) -> TakePlan {
         .filter(|l| is_free(l) && !waiting.contains(l.key.as_str()) && input.orphaned.contains(&l.key))
         .collect();
     spread(&mut orphans, input.worker_id);
+    // Each worker takes its part of them in a pass, so at a cold start (leases made
+    // while the fleet scans) the first scanners do not take them all.
+    let orphan_quota = orphans.len().div_ceil(load.len());
 
     // Free children waiting for a parent are taken whatever the load: they hold nobody
     // back, and they must have an owner ready when the parent ends.
@@ -162,7 +165,7 @@ pub fn plan(input: &TakeInput<'_>) -> TakePlan {
         return TakePlan {
             take: orphans
                 .iter()
-                .take(room)
+                .take(room.min(orphan_quota))
                 .map(|l| l.key.clone())
                 .chain(waiting_keys)
                 .collect(),
@@ -182,7 +185,7 @@ pub fn plan(input: &TakeInput<'_>) -> TakePlan {
         let extra: Vec<String> = orphans
             .iter()
             .filter(|l| !take.contains(&l.key))
-            .take(room.saturating_sub(take.len()))
+            .take(room.saturating_sub(take.len()).min(orphan_quota))
             .map(|l| l.key.clone())
             .collect();
         take.extend(extra);

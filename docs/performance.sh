@@ -93,7 +93,8 @@ checks="$(grep '^check:' "$work/sustained.txt" | sed 's/check: *//' | paste -sd 
   echo
   echo "By the deterministic simulator (\`$(cat "$work/scale.cmd")\`): the real consumer on an in-memory stream and lease table, no faults, no records (a checkpoint is the same write in any design), failover 10 s. *Balanced*: every lease held by a running worker, each holding ⌊n/w⌋ or ⌈n/w⌉. The rolling deploy starts a tenth of the fleet anew, then stops a tenth of the old workers gracefully once balanced, until all are replaced. Table traffic is measured over an hour once balanced; the KCL 2.x figures are computed from its defaults (each lease renewed every 3.31 s, each worker scanning the whole table every 20.05 s, eventually consistent), with on-demand prices of us-east-1 (\$0.625 per million writes, \$0.125 per million reads)."
   echo
-  grep '^|' "$work/scale.txt"
+  # Two tables: a blank line between them.
+  grep '^|' "$work/scale.txt" | awk 'NR > 1 && /^\| shards × workers \| design/ { print "" } { print }'
   echo
   echo "## Raw output"
   for name in hot_path decode live_state load heatmap takeover; do

@@ -7,7 +7,8 @@
 //!   the lease's own counter did, as seen by this worker's clock (no clock is shared
 //!   between workers, so expiry is judged from observed changes, as the Java KCL does).
 //! - A free lease nobody took for a taker pass beyond its expiry is orphaned: any worker
-//!   with room takes it, whatever the balance (balance comes back through hand-offs).
+//!   with room takes its part of the orphans (their number over the workers, rounded
+//!   up) whatever the balance (balance comes back through hand-offs).
 //! - Workers are the live ones of the worker table, the owners of live leases, and
 //!   this one: a fleet that starts together shares the leases out from the first pass,
 //!   instead of the first worker to scan taking them all. Finished leases
@@ -182,10 +183,14 @@ pub fn plan(input: &TakeInput<'_>) -> TakePlan {
     spread(&mut free, input.worker_id);
     if !free.is_empty() {
         let mut take: Vec<String> = free.iter().take(need).map(|l| l.key.clone()).collect();
+        let orphans_taken = orphans.iter().filter(|l| take.contains(&l.key)).count();
         let extra: Vec<String> = orphans
             .iter()
             .filter(|l| !take.contains(&l.key))
-            .take(room.saturating_sub(take.len()).min(orphan_quota))
+            .take(
+                room.saturating_sub(take.len())
+                    .min(orphan_quota.saturating_sub(orphans_taken)),
+            )
             .map(|l| l.key.clone())
             .collect();
         take.extend(extra);
@@ -330,6 +335,24 @@ mod tests {
             .collect();
         holders.sort();
         assert_eq!(holders, vec![Some("a"), Some("b"), Some("c")], "{plan:?}");
+    }
+
+    #[test]
+    fn orphans_are_shared_out_among_the_workers() {
+        // a and b hold their share; four leases made late sat free for a pass.
+        let mut leases = shards(&[Some("a"), Some("a"), Some("b"), Some("b")]);
+        leases.extend((4..8).map(|i| lease(&format!("shard-{i}"), None)));
+        let orphaned: HashSet<String> = (4..8).map(|i| format!("shard-{i}")).collect();
+        let plan = plan(&TakeInput {
+            worker_id: "a",
+            live_workers: &["b"],
+            leases: &leases,
+            expired: &HashSet::new(),
+            orphaned: &orphaned,
+            max_leases: usize::MAX,
+            max_steal: 1,
+        });
+        assert_eq!(plan.take.len(), 2, "half of the four for each of two workers: {plan:?}");
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //! and stopped gracefully ([`scenario`]). Invariants are checked as the run goes
 //! ([`observer`]), against the models' ground truth.
 //!
+//! The same models, without faults or records, measure the consumer at scale
+//! ([`scale`]): balance times and lease-table cost for thousands of shards, beside the
+//! Java KCL 2.x's (`cargo bench -p consumer-sim --bench scale`).
+//!
 //! Where the models' behaviour could drift from the real services, the contract test
 //! (`tests/contract.rs`) runs the same operations against them and
 //! against kinesalite and moto.

@@ -376,3 +376,66 @@ pub async fn list_shards(aws: &AwsClients, stream: &str) -> Vec<aws_sdk_kinesis:
         }
     }
 }
+
+/// The open shards of a Kinesis stream as (id, starting hash key, ending hash key), in
+/// hash order.
+pub async fn open_shards(aws: &AwsClients, stream: &str) -> Vec<(String, u128, u128)> {
+    let mut open: Vec<(String, u128, u128)> = list_shards(aws, stream)
+        .await
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .is_some_and(|r| r.ending_sequence_number().is_none())
+        })
+        .map(|s| {
+            let range = s.hash_key_range().expect("hash range");
+            (
+                s.shard_id().to_string(),
+                range.starting_hash_key().parse().expect("hash key"),
+                range.ending_hash_key().parse().expect("hash key"),
+            )
+        })
+        .collect();
+    open.sort_by_key(|s| s.1);
+    open
+}
+
+/// Creates an on-demand table with string hash key `key` and a stream of `view`.
+pub async fn create_table_with_stream(
+    aws: &AwsClients,
+    name: &str,
+    key: &str,
+    view: aws_sdk_dynamodb::types::StreamViewType,
+) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
+    };
+    aws.dynamodb()
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(key)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(key)
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(view)
+                .build()
+                .expect("stream"),
+        )
+        .send()
+        .await
+        .expect("create table");
+}

@@ -3,10 +3,7 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType};
 use aws_sdk_dynamodbstreams::types::ShardIteratorType as StreamIteratorType;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::ShardIteratorType;
@@ -62,34 +59,7 @@ async fn dynamodb_conditional_write_fails_typed_and_the_stream_has_the_change() 
     let aws = stack::aws().await;
     let dynamodb = aws.dynamodb();
     let table = stack::unique_name("stack-ddb");
-    dynamodb
-        .create_table()
-        .table_name(&table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("playerId")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("playerId")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key"),
-        )
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
-                .build()
-                .expect("stream"),
-        )
-        .send()
-        .await
-        .expect("create table");
+    stack::create_table_with_stream(&aws, &table, "playerId", StreamViewType::NewAndOldImages).await;
 
     let put = |level: &str| {
         dynamodb

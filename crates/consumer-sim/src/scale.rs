@@ -470,43 +470,35 @@ pub fn markdown(reports: &[ScaleReport]) -> String {
     out.push_str("|---|---|---|---|---|---|\n");
     for report in reports {
         let fleet = format!("{} × {}", report.settings.shards, report.settings.workers);
-        for (request, hourly) in &report.steady {
+        let mut row = |design: &str, what: &str, hourly: &Hourly| {
             out.push_str(&format!(
-                "| {fleet} | ours | {} | {:.0} | {:.0} | {:.2} |\n",
-                request.name(),
+                "| {fleet} | {design} | {what} | {:.0} | {:.0} | {:.2} |\n",
                 hourly.read_units,
                 hourly.write_units,
                 hourly.dollars_per_month()
             ));
+        };
+        for (request, hourly) in &report.steady {
+            row("ours", request.name(), hourly);
         }
         let ours = report.steady_total();
-        out.push_str(&format!(
-            "| {fleet} | **ours, total** | {:.0}/h | {:.0} | {:.0} | **{:.2}** |\n",
-            ours.requests,
-            ours.read_units,
-            ours.write_units,
-            ours.dollars_per_month()
-        ));
+        row("**ours, total**", &format!("{:.0}/h", ours.requests), &ours);
         let kcl = &report.kcl;
-        for (what, hourly) in [
-            ("lease renewals (each lease every 3.31 s)", kcl.renewals),
-            ("lease table scans (each worker every 20.05 s)", kcl.scans),
-        ] {
-            out.push_str(&format!(
-                "| {fleet} | KCL 2.x | {what} | {:.0} | {:.0} | {:.2} |\n",
-                hourly.read_units,
-                hourly.write_units,
-                hourly.dollars_per_month()
-            ));
-        }
+        let failover = report.settings.failover;
+        let renew_every = (failover / 3).saturating_sub(Kcl2Model::EPSILON).as_secs_f64();
+        let scan_every = ((failover + Kcl2Model::EPSILON) * 2).as_secs_f64();
+        row(
+            "KCL 2.x",
+            &format!("lease renewals (each lease every {renew_every:.2} s)"),
+            &kcl.renewals,
+        );
+        row(
+            "KCL 2.x",
+            &format!("lease table scans (each worker every {scan_every:.2} s)"),
+            &kcl.scans,
+        );
         let total = kcl.total();
-        out.push_str(&format!(
-            "| {fleet} | **KCL 2.x, total** | {:.0}/h | {:.0} | {:.0} | **{:.2}** |\n",
-            total.requests,
-            total.read_units,
-            total.write_units,
-            total.dollars_per_month()
-        ));
+        row("**KCL 2.x, total**", &format!("{:.0}/h", total.requests), &total);
     }
     out
 }

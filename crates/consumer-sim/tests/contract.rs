@@ -8,10 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType};
 use consumer_sim::faults::{FaultRates, Faults, Gate};
 use consumer_sim::lease_table::{SimLeaseStore, TableModel};
 use consumer_sim::observer::Observer;
@@ -146,34 +143,6 @@ fn shape(shards: &[Shard]) -> Vec<ShardShape> {
     shape
 }
 
-async fn open_hash_ranges(aws: &pipeline_runtime::AwsClients, stream: &str) -> Vec<(String, u128, u128)> {
-    let listing = aws
-        .kinesis()
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .expect("list shards");
-    let mut open: Vec<(String, u128, u128)> = listing
-        .shards()
-        .iter()
-        .filter(|s| {
-            s.sequence_number_range()
-                .is_some_and(|r| r.ending_sequence_number().is_none())
-        })
-        .map(|s| {
-            let range = s.hash_key_range().expect("hash range");
-            (
-                s.shard_id().to_string(),
-                range.starting_hash_key().parse().expect("hash key"),
-                range.ending_hash_key().parse().expect("hash key"),
-            )
-        })
-        .collect();
-    open.sort_by_key(|s| s.1);
-    open
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kinesis_model_answers_like_kinesalite() {
     let aws = stack::aws().await;
@@ -213,7 +182,7 @@ async fn the_kinesis_model_answers_like_kinesalite() {
 
     // A split closes the shard: its children list it as parent, each with half its
     // hash range, and the parent reads to its end.
-    let (_, start, end) = open_hash_ranges(&aws, &name).await[0].clone();
+    let (_, start, end) = stack::open_shards(&aws, &name).await[0].clone();
     aws.kinesis()
         .split_shard()
         .stream_name(&name)
@@ -235,7 +204,7 @@ async fn the_kinesis_model_answers_like_kinesalite() {
     );
 
     // A merge of the two children: one grandchild with both as parents.
-    let open = open_hash_ranges(&aws, &name).await;
+    let open = stack::open_shards(&aws, &name).await;
     aws.kinesis()
         .merge_shards()
         .stream_name(&name)
@@ -270,34 +239,7 @@ async fn the_kinesis_model_answers_like_kinesalite() {
 async fn the_dynamodb_streams_model_answers_like_moto() {
     let aws = stack::aws().await;
     let table = stack::unique_name("sim-contract");
-    aws.dynamodb()
-        .create_table()
-        .table_name(&table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key"),
-        )
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewImage)
-                .build()
-                .expect("stream"),
-        )
-        .send()
-        .await
-        .expect("create table");
+    stack::create_table_with_stream(&aws, &table, "id", StreamViewType::NewImage).await;
     for i in 0..5 {
         aws.dynamodb()
             .put_item()

@@ -116,36 +116,48 @@ impl LeaseTable {
 
     /// Every lease, read with strong consistency (a stale view makes bad decisions).
     pub async fn list(&self) -> Result<Vec<Lease>, LeaseTableError> {
-        let mut leases = Vec::new();
+        let mut leases = self.scan_all(&self.name, LEASE_KEY, Lease::from_item).await?;
+        leases.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(leases)
+    }
+
+    /// Every item of `table`, strongly consistent, page after page, each parsed by
+    /// `parse`; an item that does not parse is an error naming its `key_attribute`.
+    async fn scan_all<T>(
+        &self,
+        table: &str,
+        key_attribute: &str,
+        parse: impl Fn(&HashMap<String, AttributeValue>) -> Result<T, LeaseFormatError>,
+    ) -> Result<Vec<T>, LeaseTableError> {
+        let mut parsed = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             let output = self
                 .client
                 .scan()
-                .table_name(&self.name)
+                .table_name(table)
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
             for item in output.items() {
-                let lease = Lease::from_item(item).map_err(|source| LeaseTableError::Format {
-                    key: item
-                        .get(LEASE_KEY)
-                        .and_then(|v| v.as_s().ok())
-                        .cloned()
-                        .unwrap_or_default(),
-                    source,
-                })?;
-                leases.push(lease);
+                parsed.push(parse(item).map_err(|source| {
+                    LeaseTableError::Format {
+                        key: item
+                            .get(key_attribute)
+                            .and_then(|v| v.as_s().ok())
+                            .cloned()
+                            .unwrap_or_default(),
+                        source,
+                    }
+                })?);
             }
             match output.last_evaluated_key() {
                 Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => break,
+                _ => return Ok(parsed),
             }
         }
-        leases.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(leases)
     }
 
     /// Reads one lease.
@@ -307,35 +319,7 @@ impl LeaseTable {
 
     /// Every worker's entry in the worker table, read with strong consistency.
     pub async fn workers(&self) -> Result<Vec<WorkerEntry>, LeaseTableError> {
-        let mut entries = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let output = self
-                .client
-                .scan()
-                .table_name(&self.workers)
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
-            for item in output.items() {
-                entries.push(worker_from_item(item).map_err(|source| {
-                    LeaseTableError::Format {
-                        key: item
-                            .get(WORKER_ID)
-                            .and_then(|v| v.as_s().ok())
-                            .cloned()
-                            .unwrap_or_default(),
-                        source,
-                    }
-                })?);
-            }
-            match output.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => break,
-            }
-        }
+        let mut entries = self.scan_all(&self.workers, WORKER_ID, worker_from_item).await?;
         entries.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         Ok(entries)
     }

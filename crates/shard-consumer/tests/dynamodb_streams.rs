@@ -6,10 +6,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType};
 use common::{Log, assert_one_reader_per_shard, config, start};
 use pipeline_runtime::AwsClients;
 use pipeline_tests::stack;
@@ -18,37 +15,6 @@ use shard_consumer::dynamodb_streams::DynamoDbStreamSource;
 use tokio::time::Instant;
 
 const FAILOVER: Duration = Duration::from_secs(3);
-
-async fn create_table_with_stream(aws: &AwsClients, name: &str) {
-    aws.dynamodb()
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key"),
-        )
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
-                .build()
-                .expect("stream"),
-        )
-        .send()
-        .await
-        .expect("create table");
-}
 
 async fn put_item(aws: &AwsClients, table: &str, id: usize, version: u32) {
     aws.dynamodb()
@@ -79,7 +45,7 @@ async fn every_change_is_delivered_and_a_restart_resumes_after_the_checkpoint() 
     let aws = stack::aws().await;
     let table = stack::unique_name("sc-items");
     let lease_table = stack::unique_name("sc-leases");
-    create_table_with_stream(&aws, &table).await;
+    stack::create_table_with_stream(&aws, &table, "id", StreamViewType::NewAndOldImages).await;
     let source = || async {
         DynamoDbStreamSource::for_table(&aws.dynamodb(), aws.dynamodb_streams(), &table)
             .await

@@ -7,42 +7,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::{Log, assert_one_reader_per_shard, put, start_kinesis, wait_until_delivered};
-use pipeline_runtime::AwsClients;
 use pipeline_tests::stack;
 use shard_consumer::LeaseTable;
 use shard_consumer::position::Checkpoint;
 
 const FAILOVER: Duration = Duration::from_secs(3);
 const KEYS: usize = 24;
-
-/// Open shards as (id, starting hash key, ending hash key), in hash order.
-async fn open_shards(aws: &AwsClients, stream: &str) -> Vec<(String, u128, u128)> {
-    let listing = aws
-        .kinesis()
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .expect("list shards");
-    let mut open: Vec<(String, u128, u128)> = listing
-        .shards()
-        .iter()
-        .filter(|s| {
-            s.sequence_number_range()
-                .is_some_and(|r| r.ending_sequence_number().is_none())
-        })
-        .map(|s| {
-            let range = s.hash_key_range().expect("hash range");
-            (
-                s.shard_id().to_string(),
-                range.starting_hash_key().parse().expect("hash key"),
-                range.ending_hash_key().parse().expect("hash key"),
-            )
-        })
-        .collect();
-    open.sort_by_key(|s| s.1);
-    open
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_and_merge_while_producing_keep_every_key_in_order() {
@@ -58,7 +28,7 @@ async fn split_and_merge_while_producing_keep_every_key_in_order() {
 
     put(&aws, &stream, 0..100, KEYS).await;
     // Split the lower shard in two halves.
-    let shards = open_shards(&aws, &stream).await;
+    let shards = stack::open_shards(&aws, &stream).await;
     let (lower, start, end) = shards[0].clone();
     aws.kinesis()
         .split_shard()
@@ -72,7 +42,7 @@ async fn split_and_merge_while_producing_keep_every_key_in_order() {
     put(&aws, &stream, 100..200, KEYS).await;
 
     // Merge the split's upper half with the other original shard (adjacent ranges).
-    let shards = open_shards(&aws, &stream).await;
+    let shards = stack::open_shards(&aws, &stream).await;
     assert_eq!(shards.len(), 3, "after the split: {shards:?}");
     aws.kinesis()
         .merge_shards()

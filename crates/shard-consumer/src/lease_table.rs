@@ -359,17 +359,7 @@ impl LeaseTable {
                 .expression_attribute_names("#heartbeat", HEARTBEAT)
                 .expression_attribute_values(":heartbeat", n(heartbeat));
         }
-        match request.send().await {
-            Ok(_) => Ok(()),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(AwsError::from_sdk("dynamodb:DeleteItem", error).into()),
-        }
+        deleted_or_gone(request.send().await)
     }
 
     /// Deletes a finished lease (only while it is still at SHARD_END).
@@ -384,17 +374,7 @@ impl LeaseTable {
             .expression_attribute_values(":end", s(Checkpoint::SHARD_END))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(AwsError::from_sdk("dynamodb:DeleteItem", error).into()),
-        }
+        deleted_or_gone(result)
     }
 }
 
@@ -453,6 +433,24 @@ async fn ensure_table(client: &Client, name: &str, key: &str, create: bool) -> R
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Err(LeaseTableError::NotActive(name.to_string()))
+}
+
+/// A conditional delete whose condition no longer held: what it would have deleted is
+/// gone already, or is no longer this caller's to delete. Either way, nothing to do.
+fn deleted_or_gone<O>(
+    result: Result<O, aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::delete_item::DeleteItemError>>,
+) -> Result<(), LeaseTableError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+        {
+            Ok(())
+        }
+        Err(error) => Err(AwsError::from_sdk("dynamodb:DeleteItem", error).into()),
+    }
 }
 
 async fn create_table(client: &Client, name: &str, key: &str) -> Result<(), LeaseTableError> {

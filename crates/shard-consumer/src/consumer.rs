@@ -418,17 +418,8 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
     /// One taker pass: read who is alive, hand over and collect asked-for leases, and
     /// scan to take when there may be something to take.
     async fn pass(&mut self) -> Result<(), LeaseTableError> {
-        let consumer = self.consumer;
-        let config = &consumer.config;
-        let entries = retry(&RetryPolicy::CONTROL_READ, &self.shard_tasks_stop, || {
-            consumer.store.workers()
-        })
-        .await
-        .map_err(RetryError::into_error)?;
+        self.read_workers().await?;
         self.publish();
-        let me = lock(&self.entry).clone();
-        self.view = self.membership.observe(&me, entries, Instant::now(), config.failover);
-        self.scan_wanted |= self.view.changed;
         if !self.liveness.is_current(Instant::now()) {
             // Not alive in others' eyes: whatever this worker held may be theirs now.
             self.scan_wanted = true;
@@ -443,6 +434,22 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
             self.forget_the_long_dead().await;
         }
         self.publish();
+        Ok(())
+    }
+
+    /// Reads the worker table and judges who is alive.
+    async fn read_workers(&mut self) -> Result<(), LeaseTableError> {
+        let consumer = self.consumer;
+        let entries = retry(&RetryPolicy::CONTROL_READ, &self.shard_tasks_stop, || {
+            consumer.store.workers()
+        })
+        .await
+        .map_err(RetryError::into_error)?;
+        let me = lock(&self.entry).clone();
+        self.view = self
+            .membership
+            .observe(&me, entries, Instant::now(), consumer.config.failover);
+        self.scan_wanted |= self.view.changed;
         Ok(())
     }
 
@@ -551,6 +558,18 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
         })
         .await
         .map_err(RetryError::into_error)?;
+        // A worker that lapsed and came back heartbeats before it takes anything, so a
+        // lease this scan saw it take or get is matched by a heartbeat that a read of the
+        // worker table made now sees. Judged by the read before the scan, such a worker
+        // could still look dead, and its fresh lease free.
+        if leases.iter().any(|l| {
+            !l.checkpoint.is_shard_end()
+                && l.owner
+                    .as_deref()
+                    .is_some_and(|o| self.view.is_dead(o) || self.view.departed.contains_key(o))
+        }) {
+            self.read_workers().await?;
+        }
         let now = Instant::now();
         self.last_scan = Some(now);
         self.scan_wanted = false;

@@ -13,8 +13,16 @@ pub async fn assert_ready_then_clean_stop_on_sigterm(binary: &str) {
     let aws = stack::aws().await;
     let resources = Resources::unique();
     resources.create(&aws).await;
+    // A warehouse service runs as its own user, on a schema `pipelinectl setup` made.
+    let warehouse = stack::warehouse_schema("ready").await;
+    let warehouse_url = if binary.ends_with("cron-connector") {
+        &warehouse.maintenance_url
+    } else {
+        &warehouse.loader_url
+    };
     let mut env = resources.env();
     env.push(("METRICS_FLUSH_INTERVAL_SECS", "1"));
+    env.push(("WAREHOUSE_URL", warehouse_url));
     let mut service = ServiceProcess::start(binary, &env);
     let addr = service.health_addr(Duration::from_secs(20));
     assert!(
@@ -47,6 +55,7 @@ pub async fn assert_ready_then_clean_stop_on_sigterm(binary: &str) {
     );
     assert!(heartbeat["Service"].is_string());
     resources.delete(&aws).await;
+    warehouse.drop_all().await;
 }
 
 /// A bad value in an env var stops the binary at once, naming the variable.

@@ -38,13 +38,33 @@ pub fn warehouse_url() -> String {
 }
 
 /// A schema of its own in the local warehouse database, so tests never see each
-/// other's tables.
+/// other's tables, created and granted as `pipelinectl setup` does: services connect
+/// as the local stack's users (`deploy/local/up`), each with only its grants.
 pub struct WarehouseSchema {
     pub name: String,
-    /// A connection URL whose `search_path` is the schema (give it to services).
+    /// The owner's URL, whose `search_path` is the schema (setup, and tests' own SQL).
     pub url: String,
-    /// A connection through that URL.
+    /// The redshift-connector's user.
+    pub loader_url: String,
+    /// The cron-connector's user (a member of the owner, to VACUUM).
+    pub maintenance_url: String,
+    /// `pipelinectl`'s queries.
+    pub reader_url: String,
+    /// A connection through the owner's URL.
     pub sql: tokio_postgres::Client,
+}
+
+/// The local warehouse's users besides the owner, as `deploy/local/up` creates them.
+pub const LOADER_USER: &str = "pipeline_loader";
+pub const MAINTENANCE_USER: &str = "pipeline_maintenance";
+pub const READER_USER: &str = "pipeline_reader";
+
+/// `url` with another user (the local users' passwords are their names).
+pub fn as_user(url: &str, user: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if scheme < at => format!("{}{user}:{user}{}", &url[..scheme + 3], &url[at..]),
+        _ => panic!("no user in the warehouse URL {url}"),
+    }
 }
 
 /// A connection to the local warehouse (`url` may set a `search_path`).
@@ -66,7 +86,8 @@ impl WarehouseSchema {
     }
 }
 
-/// Creates `<prefix>_<random>` in the local warehouse.
+/// Creates `<prefix>_<random>` in the local warehouse, with the current schema in it
+/// and the loader's and reader's grants.
 pub async fn warehouse_schema(prefix: &str) -> WarehouseSchema {
     let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
     connect_warehouse(&warehouse_url())
@@ -74,9 +95,31 @@ pub async fn warehouse_schema(prefix: &str) -> WarehouseSchema {
         .batch_execute(&format!("CREATE SCHEMA {name}"))
         .await
         .expect("create schema");
-    let url = format!("{}?options=-csearch_path%3D{name}", warehouse_url());
+    let with_schema = |url: String| format!("{url}?options=-csearch_path%3D{name}");
+    let url = with_schema(warehouse_url());
+    let owner = warehouse::Warehouse::Postgres(warehouse::postgres::PostgresWarehouse::new(
+        &url,
+        warehouse::postgres::Tls::Disable,
+        aws().await.s3(),
+    ));
+    owner.migrate().await.expect("migrate the warehouse schema");
+    owner
+        .grant(warehouse::privileges::Grantee::Loader, LOADER_USER)
+        .await
+        .expect("grant the loader");
+    owner
+        .grant(warehouse::privileges::Grantee::Reader, READER_USER)
+        .await
+        .expect("grant the reader");
     let sql = connect_warehouse(&url).await;
-    WarehouseSchema { name, url, sql }
+    WarehouseSchema {
+        loader_url: with_schema(as_user(&warehouse_url(), LOADER_USER)),
+        maintenance_url: with_schema(as_user(&warehouse_url(), MAINTENANCE_USER)),
+        reader_url: with_schema(as_user(&warehouse_url(), READER_USER)),
+        name,
+        url,
+        sql,
+    }
 }
 
 /// The env vars that point a service binary at the local stack.

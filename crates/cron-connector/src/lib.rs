@@ -178,8 +178,14 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
     let warehouse = config
         .warehouse
         .open(context.aws.s3(), || context.aws.redshift_data())?;
-    // A warehouse still starting must not fail a deployment.
-    match retry(&RetryPolicy::START, &context.shutdown, || warehouse.migrate()).await {
+    // A warehouse still starting must not fail a deployment. The schema is `pipelinectl
+    // setup`'s; a VACUUM this user may not run would do nothing, silently.
+    let checked = retry(&RetryPolicy::START, &context.shutdown, || async {
+        warehouse.check_schema().await?;
+        warehouse.check_can_maintain().await
+    })
+    .await;
+    match checked {
         Ok(_) => {}
         Err(error) if error.is_stopped() => return Ok(()),
         Err(error) => return Err(error.into()),

@@ -70,9 +70,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let warehouse = args.warehouse.open(aws.s3(), || aws.redshift_data())?;
                 let version = warehouse.migrate().await?;
                 println!("warehouse schema at version {version}");
+                let users = [
+                    (warehouse::privileges::Grantee::Loader, &args.warehouse_loader_users),
+                    (warehouse::privileges::Grantee::Reader, &args.warehouse_reader_users),
+                ];
+                for (grantee, users) in users {
+                    for user in users.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
+                        warehouse.grant(grantee, user).await?;
+                        println!("warehouse user {user}: {grantee:?} grants");
+                    }
+                }
             } else {
                 println!(
-                    "warehouse not configured (WAREHOUSE_URL); the redshift-connector creates the schema at start"
+                    "warehouse not configured (WAREHOUSE_URL or WAREHOUSE_BACKEND): its schema is not created; services refuse to start until it is"
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -31,6 +31,16 @@ pub struct SetupArgs {
     #[command(flatten)]
     pub warehouse: warehouse::WarehouseArgs,
 
+    /// Warehouse users (comma-separated) that load batches (the redshift-connector's):
+    /// setup, run as the schema's owner, grants them what a load needs and no more.
+    #[arg(long, env = "WAREHOUSE_LOADER_USERS", value_delimiter = ',', default_value = "")]
+    pub warehouse_loader_users: Vec<String>,
+
+    /// Warehouse users (comma-separated) that only read (`pipelinectl summary`,
+    /// `heatmap`, dashboards): setup grants them SELECT.
+    #[arg(long, env = "WAREHOUSE_READER_USERS", value_delimiter = ',', default_value = "")]
+    pub warehouse_reader_users: Vec<String>,
+
     /// Shards of the telemetry stream when it is created (1 MB/s or 1,000 records/s of writes each).
     #[arg(long, env = "TELEMETRY_SHARDS", default_value_t = 2, value_parser = clap::value_parser!(i32).range(1..=500))]
     pub telemetry_shards: i32,

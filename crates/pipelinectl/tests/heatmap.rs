@@ -34,11 +34,6 @@ fn heatmap(url: &str, args: &[&str]) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_points_make_known_cells_in_csv_and_png() {
     let schema = stack::warehouse_schema("heatmap").await;
-    let aws = stack::aws().await;
-    warehouse::postgres::PostgresWarehouse::new(&schema.url, warehouse::postgres::Tls::Disable, aws.s3())
-        .migrate()
-        .await
-        .expect("migrate");
     let mut rows = Vec::new();
     let mut add = |level: &str, event_type: &str, time: &str, x: Option<f64>, y: Option<f64>| {
         rows.push(format!(
@@ -74,7 +69,7 @@ async fn known_points_make_known_cells_in_csv_and_png() {
         .await
         .expect("insert");
 
-    let (csv, stderr) = heatmap(&schema.url, &["--format=csv", "--output=-"]);
+    let (csv, stderr) = heatmap(&schema.reader_url, &["--format=csv", "--output=-"]);
     assert!(stderr.contains("7 events, 3 in the busiest cell"), "{stderr}");
     let cells: Vec<(u32, u32, u64)> = csv
         .lines()
@@ -103,7 +98,7 @@ async fn known_points_make_known_cells_in_csv_and_png() {
     picture.save(&map).expect("map");
     let png = dir.join("heat.png");
     heatmap(
-        &schema.url,
+        &schema.reader_url,
         &[
             "--image-width=400",
             &format!("--background={}", map.display()),

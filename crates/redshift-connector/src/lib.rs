@@ -121,8 +121,9 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
     let warehouse = config
         .warehouse
         .open(context.aws.s3(), || context.aws.redshift_data())?;
-    // A warehouse still starting (Serverless resuming) must not fail a deployment.
-    let version = match retry(&RetryPolicy::START, &context.shutdown, || warehouse.migrate()).await {
+    // A warehouse still starting (Serverless resuming) must not fail a deployment. The
+    // schema is `pipelinectl setup`'s: this user may only load.
+    let version = match retry(&RetryPolicy::START, &context.shutdown, || warehouse.check_schema()).await {
         Ok(version) => version,
         Err(error) if error.is_stopped() => return Ok(()),
         Err(error) => return Err(error.into_error().into()),

@@ -16,6 +16,7 @@
 pub mod config;
 pub mod manifest;
 pub mod postgres;
+pub mod privileges;
 pub mod query;
 pub mod redshift_data;
 pub mod rows;
@@ -89,6 +90,18 @@ pub enum WarehouseError {
     /// than one transaction holds): fatal.
     #[error("{0}")]
     Refused(String),
+    /// The schema is older than this build's: services never migrate it (they run as
+    /// users that may not), `pipelinectl setup` does, as the schema's owner.
+    #[error(
+        "the warehouse schema is at version {found}, this build needs {needed}: run `pipelinectl setup` as the schema's owner (services never change the schema)"
+    )]
+    SchemaBehind { found: u32, needed: u32 },
+    /// This user may not VACUUM the tables (it neither owns them nor, on PostgreSQL, is
+    /// a member of their owner): its VACUUM would do nothing and say nothing.
+    #[error(
+        "the warehouse user may not VACUUM events and loaded_files (a VACUUM by a non-owner does nothing): run the cron-connector as the tables' owner, or as a member of the owning role (README, \"Warehouse users\")"
+    )]
+    CannotMaintain,
 }
 
 /// The batch file a permanent failure is about (see [`WarehouseError::file`]).
@@ -108,7 +121,9 @@ impl Classified for WarehouseError {
             | WarehouseError::Statement { kind, .. }
             | WarehouseError::Connect { kind, .. } => *kind,
             WarehouseError::Aws { error, .. } => error.kind,
-            WarehouseError::Refused(_) => ErrorKind::Fatal,
+            WarehouseError::Refused(_) | WarehouseError::SchemaBehind { .. } | WarehouseError::CannotMaintain => {
+                ErrorKind::Fatal
+            }
         }
     }
 }
@@ -242,6 +257,56 @@ impl Warehouse {
         match self {
             Warehouse::Postgres(w) => w.migrate().await,
             Warehouse::RedshiftData(w) => w.migrate().await,
+        }
+    }
+
+    /// The schema version this build needs.
+    pub fn schema_needed() -> u32 {
+        u32::try_from(schema::migrations(Dialect::Postgres).len()).unwrap_or(u32::MAX)
+    }
+
+    /// Checks, without changing anything, that the schema is at this build's version
+    /// (a service's start: only `pipelinectl setup` migrates); returns the version.
+    pub async fn check_schema(&self) -> Result<u32, WarehouseError> {
+        let [exists, version] = privileges::schema_version();
+        let needed = Self::schema_needed();
+        let found = if self.single(&exists).await? == 0 {
+            0
+        } else {
+            u32::try_from(self.single(&version).await?).unwrap_or(0)
+        };
+        if found < needed {
+            return Err(WarehouseError::SchemaBehind { found, needed });
+        }
+        Ok(found)
+    }
+
+    /// Checks that this user's VACUUM of the tables does its work.
+    pub async fn check_can_maintain(&self) -> Result<(), WarehouseError> {
+        match self.single(&privileges::can_maintain(self.dialect())).await? {
+            2 => Ok(()),
+            _ => Err(WarehouseError::CannotMaintain),
+        }
+    }
+
+    /// Grants `user` its part (run as the owner, after [`Self::migrate`]).
+    pub async fn grant(&self, grantee: privileges::Grantee, user: &str) -> Result<(), WarehouseError> {
+        for statement in privileges::grants(self.dialect(), grantee, user) {
+            self.execute(&statement).await?;
+        }
+        Ok(())
+    }
+
+    /// A query's one value.
+    async fn single(&self, query: &query::Query) -> Result<i64, WarehouseError> {
+        let rows = self.select(query).await?;
+        match rows.as_slice() {
+            [row] if row.len() == 1 => Ok(row[0]),
+            _ => Err(WarehouseError::statement(
+                &query.sql,
+                ErrorKind::Fatal,
+                format!("expected one value, got {rows:?}"),
+            )),
         }
     }
 

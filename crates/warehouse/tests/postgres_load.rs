@@ -48,7 +48,10 @@ fn ids(n: usize) -> Vec<String> {
 struct Fixture {
     aws: AwsClients,
     bucket: String,
+    /// As the loader.
     warehouse: Warehouse,
+    /// As maintenance (the cron-connector's user), in the same session time zone.
+    maintenance: Warehouse,
     sql: tokio_postgres::Client,
 }
 
@@ -65,18 +68,27 @@ async fn fixture_in_time_zone(zone: Option<&str>) -> Fixture {
     stack::create_bucket(&aws, &bucket).await;
     let schema = stack::warehouse_schema("t").await;
     // The URL's `options` already set the search_path; options are separated by spaces.
-    let url = match zone {
-        Some(zone) => format!("{}%20-cTimeZone%3D{zone}", schema.url),
-        None => schema.url.clone(),
+    // Loads run as the loader, with only its grants (the schema's owner migrated).
+    let in_zone = |url: &str| match zone {
+        Some(zone) => format!("{url}%20-cTimeZone%3D{zone}"),
+        None => url.to_string(),
     };
+    let url = in_zone(&schema.loader_url);
+    let maintenance = Warehouse::Postgres(PostgresWarehouse::new(
+        &in_zone(&schema.maintenance_url),
+        Tls::Disable,
+        aws.s3(),
+    ));
+    let owner = Warehouse::Postgres(PostgresWarehouse::new(&schema.url, Tls::Disable, aws.s3()));
+    assert_eq!(owner.migrate().await.expect("migrate again"), 1, "idempotent");
     let warehouse = Warehouse::Postgres(PostgresWarehouse::new(&url, Tls::Disable, aws.s3()));
-    assert_eq!(warehouse.migrate().await.expect("migrate"), 1);
-    assert_eq!(warehouse.migrate().await.expect("migrate again"), 1, "idempotent");
+    assert_eq!(warehouse.check_schema().await.expect("the loader sees the schema"), 1);
     let sql = schema.sql;
     Fixture {
         aws,
         bucket,
         warehouse,
+        maintenance,
         sql,
     }
 }
@@ -366,8 +378,8 @@ async fn retention_compares_in_utc_whatever_the_session_time_zone() {
             Maintenance::Retention { days: 3 },
             Maintenance::PruneLoadedFiles { days: 3 },
         ] {
-            for statement in job.statements(f.warehouse.dialect()) {
-                f.warehouse.execute(&statement).await.expect("maintenance");
+            for statement in job.statements(f.maintenance.dialect()) {
+                f.maintenance.execute(&statement).await.expect("maintenance");
             }
         }
         let kept: Vec<String> = f

@@ -15,6 +15,10 @@ pub const SERVICES: [&str; 4] = [
 ];
 pub const INSTANCES_PER_SERVICE: usize = 2;
 
+/// The cron-connector's `WAREHOUSE_URL` in the fleet's env (the others' is the loader's):
+/// each service runs as its own warehouse user.
+pub const MAINTENANCE_WAREHOUSE_URL: &str = "MAINTENANCE_WAREHOUSE_URL";
+
 struct Instance {
     service: &'static str,
     slot: usize,
@@ -35,7 +39,17 @@ pub struct Fleet {
 
 /// The log of every instance of a service, one after the other, in `dir`.
 fn start(service: &'static str, slot: usize, env: &[(String, String)], dir: &Path) -> ServiceProcess {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let maintenance = env
+        .iter()
+        .find(|(k, _)| k == MAINTENANCE_WAREHOUSE_URL)
+        .map(|(_, v)| v.as_str());
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(k, v)| match (k.as_str(), maintenance) {
+            ("WAREHOUSE_URL", Some(url)) if service == "cron-connector" => (k.as_str(), url),
+            _ => (k.as_str(), v.as_str()),
+        })
+        .collect();
     let log = dir.join(format!("{service}-{slot}.log"));
     ServiceProcess::start_logged(&workspace_binary(service), &env, Some(&log))
 }

@@ -30,7 +30,7 @@ use pipelinectl::generate::{self, GenerateArgs};
 use crate::fault_proxy::FaultProxy;
 use crate::resources::Resources;
 use crate::stack;
-use fleet::Fleet;
+use fleet::{Fleet, MAINTENANCE_WAREHOUSE_URL};
 use observer::{Observations, Watched};
 pub use report::Report;
 use verdict::{Checked, Checker, Readers};
@@ -221,7 +221,8 @@ pub async fn run(args: &ChaosArgs) -> Report {
     let settings = [
         ("AWS_ENDPOINT_URL", moto_proxy.endpoint()),
         ("AWS_ENDPOINT_URL_KINESIS", kinesis_proxy.endpoint()),
-        ("WAREHOUSE_URL", schema.url.clone()),
+        ("WAREHOUSE_URL", schema.loader_url.clone()),
+        (MAINTENANCE_WAREHOUSE_URL, schema.maintenance_url.clone()),
         ("BATCH_MAX_AGE_SECS", "2".into()),
         ("BATCH_MAX_RECORDS", "500".into()),
         ("LOAD_MAX_AGE_SECS", "2".into()),

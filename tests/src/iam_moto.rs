@@ -3,8 +3,11 @@
 //! moto authorizes requests once it has answered `INITIAL_NO_AUTH_ACTION_COUNT` of
 //! them without checks (those create the principals): after that, a request signed with
 //! one of its IAM users' access keys is allowed only by that user's policies, resource
-//! ARNs included (account `123456789012`). It answers a denied DynamoDB call with an
-//! HTTP 403 and an XML body. Kinesis stays on kinesalite, which checks nothing.
+//! ARNs included for S3 (account `123456789012`). It answers a denied DynamoDB call with
+//! an HTTP 403 and an XML body. Kinesis stays on kinesalite, which checks nothing.
+//!
+//! Where moto authorizes differently from AWS, [`for_moto`] widens a policy by exactly
+//! that much, and says why.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -67,10 +70,29 @@ impl IamMoto {
             .await
     }
 
+    /// An IAM user allowed everything, to set up the rest once moto checks every call.
+    /// Takes three of the free requests.
+    pub async fn admin(&self) -> AccessKey {
+        let everything = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]
+        });
+        self.principal(None, "admin", &everything).await
+    }
+
+    /// Clients for this moto signed with `key`, Kinesis on the local stack's kinesalite.
+    pub async fn clients(&self, key: &AccessKey) -> pipeline_runtime::AwsClients {
+        let args = pipeline_runtime::AwsArgs {
+            aws_endpoint_url: Some(self.endpoint.clone()),
+            ..crate::stack::aws_args()
+        };
+        pipeline_runtime::AwsClients::from_sdk_config(self.sdk_config(Some(key)).await, &args)
+    }
+
     /// An IAM user whose only permissions are `policy` (an IAM policy document), and its
-    /// access key. Takes three of the free requests.
-    pub async fn principal(&self, name: &str, policy: &serde_json::Value) -> AccessKey {
-        let iam = aws_sdk_iam::Client::new(&self.sdk_config(None).await);
+    /// access key, made by `admin` (by the free requests when `None`: it takes three).
+    pub async fn principal(&self, admin: Option<&AccessKey>, name: &str, policy: &serde_json::Value) -> AccessKey {
+        let iam = aws_sdk_iam::Client::new(&self.sdk_config(admin).await);
         iam.create_user().user_name(name).send().await.expect("create user");
         iam.put_user_policy()
             .user_name(name)
@@ -91,6 +113,84 @@ impl IamMoto {
             secret: key.secret_access_key().to_string(),
         }
     }
+}
+
+/// The one policy document of the task role `role` in `infra/roles.json`, rendered for
+/// `name_prefix` in moto's account and `us-east-1`: `Fn::Sub` filled in, and each
+/// `Fn::ImportValue` (the data plane's key, the warehouse's workgroup) an ARN naming
+/// the export, which nothing local uses.
+pub fn role_policy(roles: &serde_json::Value, role: &str, name_prefix: &str) -> serde_json::Value {
+    let policies = roles["Resources"][role]["Properties"]["Policies"]
+        .as_array()
+        .unwrap_or_else(|| panic!("infra/roles.json has no policies for {role}"));
+    let statements: Vec<serde_json::Value> = policies
+        .iter()
+        .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().cloned().unwrap_or_default())
+        .map(|statement| render(&statement, name_prefix))
+        .collect();
+    serde_json::json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// `value` with the intrinsic functions a role's policy uses evaluated.
+fn render(value: &serde_json::Value, name_prefix: &str) -> serde_json::Value {
+    let sub = |text: &str| {
+        [
+            ("${AWS::Partition}", "aws"),
+            ("${AWS::Region}", "us-east-1"),
+            ("${AWS::AccountId}", ACCOUNT),
+            ("${NamePrefix}", name_prefix),
+        ]
+        .iter()
+        .fold(text.to_string(), |text, (from, to)| text.replace(from, to))
+    };
+    match value {
+        serde_json::Value::Object(map) => match (map.get("Fn::Sub"), map.get("Fn::ImportValue")) {
+            (Some(serde_json::Value::String(text)), _) => {
+                let text = sub(text);
+                assert!(!text.contains("${"), "a substitution left in {text}");
+                text.into()
+            }
+            (_, Some(export)) => format!(
+                "arn:aws:cloudformation:us-east-1:{ACCOUNT}:export/{}",
+                render(export, name_prefix).as_str().unwrap_or("?")
+            )
+            .into(),
+            _ => map.iter().map(|(k, v)| (k.clone(), render(v, name_prefix))).collect(),
+        },
+        serde_json::Value::Array(items) => items.iter().map(|v| render(v, name_prefix)).collect(),
+        other => other.clone(),
+    }
+}
+
+/// `policy` as moto needs it to allow what AWS allows, and no wider in what moto checks:
+/// - moto authorizes every DynamoDB and DynamoDB Streams call against the resource `*`,
+///   so statements of `dynamodb:` actions hold `*` (their actions are still checked);
+/// - moto authorizes TransactWriteItems as `dynamodb:TransactWriteItems`, where AWS
+///   checks each item's own action (`dynamodb:UpdateItem` for the level stage's);
+/// - moto authorizes HeadBucket as `s3:HeadBucket`, an action AWS does not have (it
+///   checks `s3:ListBucket`).
+pub fn for_moto(policy: &serde_json::Value) -> serde_json::Value {
+    let mut policy = policy.clone();
+    let statements = policy["Statement"].as_array_mut().into_iter().flatten();
+    for statement in statements {
+        let mut actions: Vec<String> = match &statement["Action"] {
+            serde_json::Value::String(action) => vec![action.clone()],
+            serde_json::Value::Array(actions) => actions.iter().filter_map(|a| a.as_str().map(String::from)).collect(),
+            _ => Vec::new(),
+        };
+        let has = |actions: &[String], action: &str| actions.iter().any(|a| a == action);
+        if has(&actions, "dynamodb:UpdateItem") {
+            actions.push("dynamodb:TransactWriteItems".into());
+        }
+        if has(&actions, "s3:ListBucket") {
+            actions.push("s3:HeadBucket".into());
+        }
+        if actions.iter().any(|a| a.starts_with("dynamodb:")) {
+            statement["Resource"] = "*".into();
+        }
+        statement["Action"] = actions.into();
+    }
+    policy
 }
 
 impl Drop for IamMoto {

@@ -42,6 +42,15 @@ impl Resources {
         Self { names }
     }
 
+    /// These names with `var`'s replaced by `name` (a name a policy expects).
+    pub fn with_name(mut self, var: &str, name: &str) -> Self {
+        match self.names.iter_mut().find(|(v, _)| *v == var) {
+            Some((_, held)) => *held = name.to_string(),
+            None => panic!("{var} is not a resource variable"),
+        }
+        self
+    }
+
     /// The name held by `var` (one of [`RESOURCE_VARS`]).
     pub fn name(&self, var: &str) -> &str {
         self.names

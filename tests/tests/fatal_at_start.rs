@@ -76,7 +76,7 @@ async fn a_forbidden_table_is_fatal_at_start_naming_the_permission() {
                 format!("arn:aws:dynamodb:{region}:{ACCOUNT}:table/{lease_table}")},
         ]
     });
-    let key = moto.principal("s3-connector", &policy).await;
+    let key = moto.principal(None, "s3-connector", &policy).await;
     aws_sdk_s3::Client::new(&moto.sdk_config(None).await)
         .create_bucket()
         .bucket(&bucket)

@@ -3,7 +3,8 @@
 //! loses answers to applied writes; workers killed, restarted, stalled past the
 //! failover time and stopped gracefully. Every run is decided by its seed.
 //!
-//! `SIM_SEEDS=n` runs n seeds (from `SIM_FIRST_SEED`, default 1), `SIM_DAYS=d` makes each
+//! By default 12 seeds run, and the seeds that once found a bug. `SIM_SEEDS=n` runs n
+//! seeds (from `SIM_FIRST_SEED`, default 1), `SIM_DAYS=d` makes each
 //! run d simulated days long, `SIM_SEED=s` replays one seed (a failure prints the command),
 //! `SIM_LOG=debug` (or any `LOG_LEVEL`-style list) prints its story in simulated time.
 
@@ -12,6 +13,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use consumer_sim::report::table;
 use consumer_sim::{Report, Scenario, run};
+
+/// Seeds that once found a bug, run with the default ones: each broke an invariant on
+/// the code before its fix.
+/// - 17: a worker back from a stall took a free lease; another, judging it by a
+///   worker-table read made before that, still saw it dead and took the lease from it.
+/// - 157: a lease handed to a worker during its stall, read by it once it woke, counted
+///   as free for ever (the simulation's own model).
+const SEEDS_THAT_FOUND_BUGS: [u64; 2] = [17, 157];
 
 fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
     let value = std::env::var(name).ok()?;
@@ -55,8 +64,10 @@ fn the_consumer_keeps_its_invariants_in_simulation() {
         Some(seed) => vec![seed],
         None => {
             let first: u64 = env("SIM_FIRST_SEED").unwrap_or(1);
-            let count: u64 = env("SIM_SEEDS").unwrap_or(12);
-            (first..first + count).collect()
+            match env::<u64>("SIM_SEEDS") {
+                Some(count) => (first..first + count).collect(),
+                None => (first..first + 12).chain(SEEDS_THAT_FOUND_BUGS).collect(),
+            }
         }
     };
     let reports = run_all(seeds.iter().map(|&seed| Scenario::from_seed(seed, days)).collect());

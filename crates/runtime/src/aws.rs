@@ -108,6 +108,15 @@ impl AwsClients {
         })
     }
 
+    /// Clients from a configuration made elsewhere (a test's own credentials), with
+    /// `args`' endpoints.
+    pub fn from_sdk_config(sdk: SdkConfig, args: &AwsArgs) -> Self {
+        Self {
+            sdk,
+            args: args.clone(),
+        }
+    }
+
     /// The shared configuration (credentials, region, timeouts, retries), for a client
     /// of a service this struct has no method for.
     pub fn sdk_config(&self) -> &SdkConfig {

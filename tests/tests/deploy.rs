@@ -2,7 +2,7 @@
 //! services: `infra/compute.json` (CloudFormation), `deploy/ecs/` (the ECS API's JSON)
 //! and `deploy/beanstalk/docker-compose.yml` set the same variables, each one a
 //! setting the service has; tasks have the same size; the stop timeout outlasts the
-//! shutdown deadline; the health check is the image's own.
+//! shutdown deadline; the health check is the image's own, on `/healthz`.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -59,6 +59,15 @@ fn compute_template_ecs_files_and_beanstalk_agree_with_the_services() {
         "the image runs as a non-root user"
     );
     assert!(dockerfile.contains("\nHEALTHCHECK "), "the image has a health check");
+    // Liveness: readiness waits on the warehouse, and a failed check replaces the container.
+    assert!(
+        pipelinectl::healthcheck::DEFAULT_URL.ends_with("/healthz") && !dockerfile.contains("/readyz"),
+        "container health checks ask /healthz"
+    );
+    assert!(
+        compose.contains("test: [\"CMD\", \"/usr/local/bin/pipelinectl\", \"healthcheck\"]"),
+        "the Beanstalk containers use the image's health check"
+    );
     for service in [
         "s3-connector",
         "redshift-connector",

@@ -119,15 +119,14 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// Metrics of `service` (the `Service` dimension of every metric), written to
     /// stdout. In debug builds a metric or dimension set that [`names::CATALOGUE`] does
-    /// not list for `service` panics.
+    /// not list for `service` panics, so every test that runs a service checks it.
     pub fn new(namespace: &str, service: &str) -> Self {
         Self::build(namespace, service, Box::new(std::io::stdout()), true)
     }
 
-    /// Like [`Metrics::new`], written to `sink` and without the catalogue check (tests
-    /// and simulations use a buffer and their own names).
+    /// Like [`Metrics::new`], written to `sink` (tests and simulations use a buffer).
     pub fn with_sink(namespace: &str, service: &str, sink: Box<dyn Write + Send>) -> Self {
-        Self::build(namespace, service, sink, false)
+        Self::build(namespace, service, sink, true)
     }
 
     fn build(namespace: &str, service: &str, sink: Box<dyn Write + Send>, catalogued: bool) -> Self {
@@ -490,8 +489,9 @@ mod tests {
         Ok(())
     }
 
+    /// Unchecked: these tests use names of their own, to test the layout.
     fn metrics() -> Metrics {
-        Metrics::with_sink("GamingAnalytics", "s3-connector", Box::new(std::io::sink()))
+        Metrics::build("GamingAnalytics", "s3-connector", Box::new(std::io::sink()), false)
     }
 
     #[test]
@@ -588,7 +588,7 @@ mod tests {
     #[test]
     fn flush_writes_one_line_per_document() {
         let buffer = SharedBuffer::default();
-        let metrics = Metrics::with_sink("GamingAnalytics", "test", Box::new(buffer.clone()));
+        let metrics = Metrics::build("GamingAnalytics", "test", Box::new(buffer.clone()), false);
         metrics.count("A", 1, &[("Shard", "1")]);
         metrics.count("A", 1, &[("Shard", "2")]);
         metrics.flush().expect("flush");
@@ -603,7 +603,7 @@ mod tests {
 
     #[test]
     fn a_service_handle_accepts_the_catalogue() {
-        let metrics = Metrics::build("GamingAnalytics", "s3-connector", Box::new(std::io::sink()), true);
+        let metrics = Metrics::with_sink("GamingAnalytics", "s3-connector", Box::new(std::io::sink()));
         metrics.count(names::RECORDS_IN, 1, &[]);
         metrics.count(
             names::REJECTED_RECORDS,
@@ -622,7 +622,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "not in metrics::names::CATALOGUE")]
     fn a_service_handle_refuses_a_dimension_set_the_catalogue_lacks() {
-        let metrics = Metrics::build("GamingAnalytics", "s3-connector", Box::new(std::io::sink()), true);
+        let metrics = Metrics::with_sink("GamingAnalytics", "s3-connector", Box::new(std::io::sink()));
         metrics.count(names::RECORDS_IN, 1, &[(names::dimension::SHARD, "shardId-0")]);
     }
 
@@ -630,7 +630,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "not in metrics::names::CATALOGUE")]
     fn a_service_handle_refuses_another_services_metric() {
-        let metrics = Metrics::build("GamingAnalytics", "cron-connector", Box::new(std::io::sink()), true);
+        let metrics = Metrics::with_sink("GamingAnalytics", "cron-connector", Box::new(std::io::sink()));
         metrics.count(names::RECORDS_IN, 1, &[]);
     }
 

@@ -3,9 +3,9 @@
 //! Call sites name metrics and dimensions with these constants, and
 //! `tests/tests/templates.rs` checks every metric of the dashboards and alarms in
 //! `infra/` against [`CATALOGUE`]: a graph or alarm on a metric nobody writes stays
-//! empty, and an alarm on it that treats missing data as breaching never clears. A
-//! service's [`Metrics`](super::Metrics) refuses, in debug builds, anything not listed,
-//! so the list cannot fall behind the code.
+//! empty, and an alarm on it that treats missing data as breaching never clears.
+//! [`Metrics`](super::Metrics) refuses, in debug builds, anything not listed for its
+//! service, so every test that runs a service or a consumer checks the list.
 //!
 //! Every metric also has the `Service` dimension (the emitting service's name), which
 //! the sets below leave out.

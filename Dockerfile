@@ -28,6 +28,7 @@ USER 10001:10001
 ENV LOG_FORMAT=json \
     HEALTH_ADDR=0.0.0.0:8080
 EXPOSE 8080
+# Liveness (/healthz), not readiness: a service may wait minutes for a cold warehouse.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/pipelinectl", "healthcheck", "--url", "http://127.0.0.1:8080/readyz"]
+  CMD ["/usr/local/bin/pipelinectl", "healthcheck"]
 CMD ["s3-connector"]

@@ -9,9 +9,13 @@
 //! - [`sources`]: the workspace's own source files, for checks on the code;
 //! - [`fault_proxy`]: a loopback proxy that fails a share of the AWS calls through it;
 //! - [`iam_moto`]: a private moto that enforces IAM, and principals with exactly a policy;
+//! - [`cfn_render`]: CloudFormation templates rendered as they would deploy, without AWS;
+//! - [`cloudwatch`]: what CloudWatch accepts of a dashboard body and an alarm;
 //! - [`chaos`]: the whole pipeline under kills, resharding and faults, then its invariants.
 
+pub mod cfn_render;
 pub mod chaos;
+pub mod cloudwatch;
 pub mod fault_proxy;
 pub mod help;
 pub mod iam_moto;

@@ -2,7 +2,8 @@
 //! services: `infra/compute.json` (CloudFormation), `deploy/ecs/` (the ECS API's JSON)
 //! and `deploy/beanstalk/docker-compose.yml` set the same variables, each one a
 //! setting the service has; tasks have the same size; the stop timeout outlasts the
-//! shutdown deadline; the health check is the image's own.
+//! shutdown deadline; the health check is the image's own, on `/healthz`; every
+//! Beanstalk container publishes its health port.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -59,6 +60,15 @@ fn compute_template_ecs_files_and_beanstalk_agree_with_the_services() {
         "the image runs as a non-root user"
     );
     assert!(dockerfile.contains("\nHEALTHCHECK "), "the image has a health check");
+    // Liveness: readiness waits on the warehouse, and a failed check replaces the container.
+    assert!(
+        pipelinectl::healthcheck::DEFAULT_URL.ends_with("/healthz") && !dockerfile.contains("/readyz"),
+        "container health checks ask /healthz"
+    );
+    assert!(
+        compose.contains("test: [\"CMD\", \"/usr/local/bin/pipelinectl\", \"healthcheck\"]"),
+        "the Beanstalk containers use the image's health check"
+    );
     for service in [
         "s3-connector",
         "redshift-connector",
@@ -104,6 +114,10 @@ fn compute_template_ecs_files_and_beanstalk_agree_with_the_services() {
             );
         }
         assert!(block.contains(&format!("command: [\"{service}\"]")), "{block}");
+        assert!(
+            block.contains("    ports:\n") && block.contains(":8080\""),
+            "{service}: docker-compose.yml publishes no health port"
+        );
 
         assert_eq!(cfn["Cpu"], ecs["cpu"], "{service}: cpu");
         assert_eq!(cfn["Memory"], ecs["memory"], "{service}: memory");

@@ -132,11 +132,26 @@ async fn the_data_plane_template_makes_what_the_services_expect() {
     service.terminate();
     assert!(service.wait_exit(Duration::from_secs(30)).is_some_and(|s| s.success()));
 
-    // Versioning is on, so the bucket must be empty of every version before deletion;
-    // nothing was written to it.
     cfn.delete_stack()
         .stack_name(&name)
         .send()
         .await
         .expect("delete the stack");
+    // The streams, bucket and tables outlive their stack (DeletionPolicy Retain), in
+    // moto as on AWS: delete them as an operator would. moto keeps the key.
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        aws_sdk_kinesis::config::Builder::from(aws.sdk_config())
+            .endpoint_url(&moto)
+            .build(),
+    );
+    for stream in [&outputs["TELEMETRY_STREAM"], &outputs["FILES_STREAM"]] {
+        let _ = kinesis.delete_stream().stream_name(stream).send().await;
+    }
+    stack::delete_bucket(&aws, &outputs["BUCKET"]).await;
+    for (variable, table) in &outputs {
+        if variable.ends_with("_TABLE") {
+            stack::delete_table(&aws, table).await;
+            stack::delete_table(&aws, &format!("{table}-workers")).await;
+        }
+    }
 }

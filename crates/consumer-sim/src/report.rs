@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use pipeline_runtime::metrics::names;
 use serde_json::Value;
 
 use crate::faults::FaultCounts;
@@ -34,14 +35,14 @@ impl WorkerEvents {
 
 /// The consumer's own counters the report shows.
 pub const COUNTERS: [&str; 8] = [
-    "LeasesTaken",
-    "LeasesStolen",
-    "LeasesLost",
-    "LeasesExpired",
-    "ShardsEnded",
-    "TrimmedReads",
-    "ShardsVanished",
-    "Throttles",
+    names::LEASES_TAKEN,
+    names::LEASES_STOLEN,
+    names::LEASES_LOST,
+    names::LEASES_EXPIRED,
+    names::SHARDS_ENDED,
+    names::TRIMMED_READS,
+    names::SHARDS_VANISHED,
+    names::THROTTLES,
 ];
 
 /// Adds the counters of [`COUNTERS`] found in EMF documents to `into`.
@@ -175,8 +176,8 @@ pub fn table(reports: &[Report]) -> String {
             report.events.graceful_stops,
             report.events.stalls,
             report.lost_to_trim,
-            report.counter("LeasesTaken"),
-            report.counter("LeasesStolen"),
+            report.counter(names::LEASES_TAKEN),
+            report.counter(names::LEASES_STOLEN),
             clock(report.caught_up),
             report.violations.len()
         );

@@ -14,6 +14,10 @@ use chrono::Utc;
 use clap::Parser;
 use pipeline_runtime::config::parse_resource_name;
 use pipeline_runtime::error::{Classified, ErrorKind};
+use pipeline_runtime::metrics::names::{
+    self,
+    dimension::{JOB, OUTCOME},
+};
 use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
 use pipeline_runtime::{AwsArgs, ServiceArgs, ServiceContext};
 use shard_consumer::LeaseTable;
@@ -147,21 +151,21 @@ async fn run_job(warehouse: &Warehouse, job: &Job, context: &ServiceContext) -> 
     }
     let elapsed = started.elapsed();
     let duration_ms = elapsed.as_millis() as u64;
-    context.metrics.timing("JobDuration", elapsed, &[("Job", job.name)]);
+    context.metrics.timing(names::JOB_DURATION, elapsed, &[(JOB, job.name)]);
     match outcome {
         Ok(()) => {
             context
                 .metrics
-                .count("JobRuns", 1, &[("Job", job.name), ("Outcome", "success")]);
+                .count(names::JOB_RUNS, 1, &[(JOB, job.name), (OUTCOME, "success")]);
             tracing::info!(job = job.name, duration_ms, "job finished");
             Ok(())
         }
         Err(error) => {
             context
                 .metrics
-                .count("JobRuns", 1, &[("Job", job.name), ("Outcome", "failure")]);
+                .count(names::JOB_RUNS, 1, &[(JOB, job.name), (OUTCOME, "failure")]);
             // Over all jobs, for one alarm.
-            context.metrics.count("JobFailures", 1, &[]);
+            context.metrics.count(names::JOB_FAILURES, 1, &[]);
             let kind = error.kind();
             if kind == ErrorKind::Fatal {
                 tracing::error!(job = job.name, duration_ms, %kind, %error, "job failed; stopping");

@@ -7,11 +7,16 @@ use std::time::Duration;
 
 use clap::Args;
 
+/// What the container health checks of the image, the ECS tasks and Beanstalk ask.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080/healthz";
+
 /// Which endpoint to ask.
 #[derive(Debug, Clone, Args)]
 pub struct HealthcheckArgs {
-    /// The endpoint, `http://host:port/path`.
-    #[arg(long, env = "HEALTHCHECK_URL", default_value = "http://127.0.0.1:8080/readyz")]
+    /// The endpoint, `http://host:port/path`. `/healthz` (the process answers), not
+    /// `/readyz`: a service waiting at start for a cold Redshift Serverless is not
+    /// ready for minutes, and a container that fails its check is replaced.
+    #[arg(long, env = "HEALTHCHECK_URL", default_value = DEFAULT_URL)]
     pub url: String,
 
     /// How long to wait for the answer.

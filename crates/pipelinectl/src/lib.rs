@@ -7,7 +7,7 @@
 //! - [`level_map`]: a picture of a generated level (a heat map's background);
 //! - [`summary`]: what the pipeline holds end to end, checked against what was sent;
 //! - [`dead_letters`]: the files the warehouse gave up on, listed and redriven;
-//! - [`healthcheck`]: a service's readiness, for container health checks.
+//! - [`healthcheck`]: whether a service's process answers, for container health checks.
 
 pub mod dead_letters;
 pub mod generate;

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use pipeline_runtime::Metrics;
 use pipeline_runtime::clock::now_ms;
 use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
+use pipeline_runtime::metrics::names::{self, dimension::REASON};
 use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
 use shard_consumer::kinesis::KinesisRecord;
 use shard_consumer::{Batch, Checkpointer, ProcessorError, ProcessorFactory, RecordProcessor};
@@ -124,7 +125,7 @@ impl EventsStage {
                     ..sighting
                 }),
                 Err(skip) => {
-                    self.metrics.count("SkippedEvents", 1, &[("Reason", skip.reason())]);
+                    self.metrics.count(names::SKIPPED_EVENTS, 1, &[(REASON, skip.reason())]);
                     if let Skip::Invalid(why) = skip
                         && self.owns_reject(&record.data)
                     {
@@ -146,7 +147,7 @@ impl RecordProcessor<KinesisRecord> for EventsProcessor {
         let stage = &self.0;
         let stop: CancellationToken = checkpointer.lease_lost_token().clone();
         let (sightings, mut rejects) = stage.read(batch);
-        stage.metrics.count("EventsIn", batch.records.len() as u64, &[]);
+        stage.metrics.count(names::EVENTS_IN, batch.records.len() as u64, &[]);
         // Every record of each player: all of them go to errors/ when its item is refused.
         let mut records_of: HashMap<String, Vec<usize>> = HashMap::new();
         for sighting in &sightings {
@@ -198,8 +199,8 @@ impl RecordProcessor<KinesisRecord> for EventsProcessor {
             .store(&rejects, &stop)
             .await
             .map_err(ProcessorError::of_own_request)?;
-        stage.metrics.count("PlayerUpdates", moved, &[]);
-        stage.metrics.count("StaleEvents", stale, &[]);
+        stage.metrics.count(names::PLAYER_UPDATES, moved, &[]);
+        stage.metrics.count(names::STALE_EVENTS, stale, &[]);
         checkpointer.checkpoint_delivered().await?;
         Ok(())
     }

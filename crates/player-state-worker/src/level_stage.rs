@@ -15,6 +15,7 @@ use aws_sdk_dynamodbstreams::types::AttributeValue as StreamValue;
 use base64::Engine;
 use event_model::{RejectedRecord, Rejection};
 use pipeline_runtime::error::{AwsError, Classified, ErrorKind, classify_transaction};
+use pipeline_runtime::metrics::names;
 use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
 use pipeline_runtime::{Metrics, clock};
 use serde_json::{Map, Value, json};
@@ -315,7 +316,9 @@ impl LevelStage {
                 .collect();
             let skipped = records.len() - pending.len();
             if skipped > 0 {
-                stage.metrics.count("ReplayedRecordsSkipped", skipped as u64, &[]);
+                stage
+                    .metrics
+                    .count(names::REPLAYED_RECORDS_SKIPPED, skipped as u64, &[]);
             }
             let (changes, rejections): (Vec<LevelChange>, Vec<Option<Rejection>>) =
                 pending.iter().map(|r| level_change(r)).unzip();
@@ -345,18 +348,20 @@ impl LevelStage {
                     .await;
                     match applied {
                         Ok(()) => {
-                            stage.metrics.count("LevelTransactions", 1, &[]);
-                            stage.metrics.count("LevelDeltasApplied", part.deltas.len() as u64, &[]);
+                            stage.metrics.count(names::LEVEL_TRANSACTIONS, 1, &[]);
                             stage
                                 .metrics
-                                .count("TransitionsApplied", part.transitions.len() as u64, &[]);
+                                .count(names::LEVEL_DELTAS_APPLIED, part.deltas.len() as u64, &[]);
+                            stage
+                                .metrics
+                                .count(names::TRANSITIONS_APPLIED, part.transitions.len() as u64, &[]);
                             guard = Some(last.clone());
                         }
                         Err(RetryError::Failed {
                             error: ApplyError::GuardMoved,
                             ..
                         }) => {
-                            stage.metrics.count("GuardConflicts", 1, &[]);
+                            stage.metrics.count(names::GUARD_CONFLICTS, 1, &[]);
                             // Two writers taking turns settle sooner with a pause between rounds.
                             tokio::select! {
                                 () = tokio::time::sleep(backoff.next_delay()) => {}

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use pipeline_runtime::Metrics;
 use pipeline_runtime::clock::now_ms;
 use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
+use pipeline_runtime::metrics::names::{self, dimension::LEVEL};
 use shard_consumer::lease_table::LeaseTableError;
 use shard_consumer::singleton::SingletonLease;
 use tokio_util::sync::CancellationToken;
@@ -49,7 +50,7 @@ impl Pruner {
             let mut published = BTreeSet::new();
             loop {
                 match self.prune_once().await {
-                    Ok(pruned) => self.metrics.count("PlayersPruned", pruned, &[]),
+                    Ok(pruned) => self.metrics.count(names::PLAYERS_PRUNED, pruned, &[]),
                     Err(error) if error.is_retryable() => {
                         tracing::warn!(%error, "pruning pass failed; trying again next interval");
                     }
@@ -86,18 +87,18 @@ impl Pruner {
         let now: BTreeSet<String> = levels.iter().map(|l| l.level_id.clone()).collect();
         for level in &levels {
             self.metrics.gauge(
-                "PlayersOnLevel",
+                names::PLAYERS_ON_LEVEL,
                 level.player_count as f64,
                 pipeline_runtime::Unit::Count,
-                &[("Level", &level.level_id)],
+                &[(LEVEL, &level.level_id)],
             );
         }
         for emptied in published.difference(&now) {
             self.metrics.gauge(
-                "PlayersOnLevel",
+                names::PLAYERS_ON_LEVEL,
                 0.0,
                 pipeline_runtime::Unit::Count,
-                &[("Level", emptied)],
+                &[(LEVEL, emptied)],
             );
         }
         published.extend(now);

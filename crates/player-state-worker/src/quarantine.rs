@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use event_model::{BatchFile, RejectedRecord, quarantine_key};
+use pipeline_runtime::metrics::names::{self, dimension::REASON};
 use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
 use pipeline_runtime::s3::Lake;
 use pipeline_runtime::{AwsError, Metrics};
@@ -47,9 +48,9 @@ impl Quarantine {
             *by_reason.entry(record.reason.as_str()).or_default() += 1;
         }
         for (reason, count) in &by_reason {
-            self.metrics.count("RejectedRecords", *count, &[("Reason", reason)]);
+            self.metrics.count(names::REJECTED_RECORDS, *count, &[(REASON, reason)]);
         }
-        self.metrics.count("RejectedRecords", rejected.len() as u64, &[]);
+        self.metrics.count(names::REJECTED_RECORDS, rejected.len() as u64, &[]);
         tracing::warn!(%key, records = rejected.len(), reasons = ?by_reason, "records quarantined");
         Ok(())
     }

@@ -20,6 +20,7 @@ use event_model::{DeadLetter, FilePointer, RejectedRecord};
 use futures::StreamExt;
 use pipeline_runtime::clock::now_ms;
 use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
+use pipeline_runtime::metrics::names::{self, dimension::KIND};
 use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
 use pipeline_runtime::s3::Lake;
 use pipeline_runtime::{Metrics, Unit};
@@ -132,7 +133,7 @@ impl Loader {
         .await;
         match written {
             Ok(()) => {
-                self.shared.metrics.count("DeadLetterPointers", 1, &[]);
+                self.shared.metrics.count(names::DEAD_LETTER_POINTERS, 1, &[]);
                 tracing::error!(%key, kind = %letter.kind, error = %letter.error, line = ?letter.line,
                     file = ?letter.pointer.as_ref().map(|p| &p.key), "gave up on a files record; it is in the dead letters");
                 Ok(())
@@ -202,13 +203,13 @@ impl Loader {
         let error = match shared.warehouse.load(batch).await {
             Ok(report) => {
                 let m = &shared.metrics;
-                m.count("FilesLoaded", report.files_loaded, &[]);
-                m.count("FilesSkipped", report.files_skipped, &[]);
-                m.count("RowsStaged", report.rows_staged, &[]);
-                m.count("DuplicatesInBatch", report.duplicates_in_batch, &[]);
-                m.count("DuplicatesInTable", report.duplicates_in_table, &[]);
-                m.count("RowsInserted", report.rows_inserted, &[]);
-                m.timing("LoadLatency", started.elapsed(), &[]);
+                m.count(names::FILES_LOADED, report.files_loaded, &[]);
+                m.count(names::FILES_SKIPPED, report.files_skipped, &[]);
+                m.count(names::ROWS_STAGED, report.rows_staged, &[]);
+                m.count(names::DUPLICATES_IN_BATCH, report.duplicates_in_batch, &[]);
+                m.count(names::DUPLICATES_IN_TABLE, report.duplicates_in_table, &[]);
+                m.count(names::ROWS_INSERTED, report.rows_inserted, &[]);
+                m.timing(names::LOAD_LATENCY, started.elapsed(), &[]);
                 tracing::info!(manifest = %batch.manifest_key, files = batch.files.len(), rows_inserted = report.rows_inserted,
                     duplicates_in_batch = report.duplicates_in_batch, duplicates_in_table = report.duplicates_in_table, "batch loaded");
                 self.load.succeeded(Instant::now());
@@ -218,7 +219,9 @@ impl Loader {
         };
         shared
             .metrics
-            .count("LoadFailures", 1, &[("Kind", error.kind().as_str())]);
+            .count(names::LOAD_FAILURES, 1, &[(KIND, error.kind().as_str())]);
+        // The total too: the load-failure alarm watches one series, whatever the kind.
+        shared.metrics.count(names::LOAD_FAILURES, 1, &[]);
         if error.kind() == ErrorKind::Fatal {
             tracing::error!(manifest = %batch.manifest_key, %error, "load failed for good");
             return Err(Stop::Warehouse(error));
@@ -453,7 +456,7 @@ impl RecordProcessor<KinesisRecord> for Loader {
                 Err(why) => {
                     // Never a pointer to the lake, never will be: kept, with its bytes,
                     // before the checkpoint can pass it.
-                    self.shared.metrics.count("InvalidPointers", 1, &[]);
+                    self.shared.metrics.count(names::INVALID_POINTERS, 1, &[]);
                     let letter = DeadLetter {
                         kind: ErrorKind::Permanent.as_str().to_string(),
                         error: why,
@@ -465,13 +468,13 @@ impl RecordProcessor<KinesisRecord> for Loader {
                 }
             };
             if self.load.add(&record.position, pointer, now) == Added::Duplicate {
-                self.shared.metrics.count("DuplicatePointers", 1, &[]);
+                self.shared.metrics.count(names::DUPLICATE_POINTERS, 1, &[]);
                 tracing::info!(sequence = %record.position, "pointer already pending; skipped");
             }
         }
         self.shared
             .metrics
-            .sample("PendingFiles", self.load.files() as f64, Unit::Count, &[]);
+            .sample(names::PENDING_FILES, self.load.files() as f64, Unit::Count, &[]);
         if self.load.is_due(&self.shared.limits, now) {
             self.flush(checkpointer).await?;
         }

@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+pub mod names;
+
 /// Most metric definitions in one directive, and most values in one metric array.
 pub const MAX_METRICS_PER_DOCUMENT: usize = 100;
 pub const MAX_VALUES_PER_METRIC: usize = 100;
@@ -92,6 +94,9 @@ struct Registry {
 
 struct Inner {
     namespace: String,
+    service: String,
+    /// Debug builds refuse what [`names::CATALOGUE`] does not list.
+    catalogued: bool,
     base: DimensionValues,
     registry: Mutex<Registry>,
     sink: Mutex<Box<dyn Write + Send>>,
@@ -112,18 +117,26 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Metrics of `service` (the `Service` dimension of every metric), written to stdout.
+    /// Metrics of `service` (the `Service` dimension of every metric), written to
+    /// stdout. In debug builds a metric or dimension set that [`names::CATALOGUE`] does
+    /// not list for `service` panics, so every test that runs a service checks it.
     pub fn new(namespace: &str, service: &str) -> Self {
-        Self::with_sink(namespace, service, Box::new(std::io::stdout()))
+        Self::build(namespace, service, Box::new(std::io::stdout()), true)
     }
 
-    /// Like [`Metrics::new`], written to `sink` (tests use a buffer).
+    /// Like [`Metrics::new`], written to `sink` (tests and simulations use a buffer).
     pub fn with_sink(namespace: &str, service: &str, sink: Box<dyn Write + Send>) -> Self {
+        Self::build(namespace, service, sink, true)
+    }
+
+    fn build(namespace: &str, service: &str, sink: Box<dyn Write + Send>, catalogued: bool) -> Self {
         let mut base = DimensionValues::new();
-        base.insert("Service".to_string(), dimension_value(service));
+        base.insert(names::dimension::SERVICE.to_string(), dimension_value(service));
         Self {
             inner: Arc::new(Inner {
                 namespace: namespace.to_string(),
+                service: service.to_string(),
+                catalogued,
                 base,
                 registry: Mutex::new(Registry::default()),
                 sink: Mutex::new(sink),
@@ -179,6 +192,11 @@ impl Metrics {
         dimensions: &[(&str, &str)],
         update: impl FnOnce(Option<Series>) -> Series,
     ) {
+        debug_assert!(
+            self.is_catalogued(name, dimensions),
+            "metric {name} with dimensions {dimensions:?} of {} is not in metrics::names::CATALOGUE",
+            self.inner.service
+        );
         let mut key = self.inner.base.clone();
         for (dimension, value) in dimensions.iter().take(MAX_DIMENSIONS - key.len()) {
             key.insert((*dimension).to_string(), dimension_value(value));
@@ -200,6 +218,11 @@ impl Metrics {
                 );
             }
         }
+    }
+
+    fn is_catalogued(&self, name: &str, dimensions: &[(&str, &str)]) -> bool {
+        let names: Vec<&str> = dimensions.iter().map(|(dimension, _)| *dimension).collect();
+        !self.inner.catalogued || names::is_catalogued(&self.inner.service, name, &names)
     }
 
     /// Renders what was recorded since the last call as EMF documents, and resets
@@ -466,8 +489,9 @@ mod tests {
         Ok(())
     }
 
+    /// Unchecked: these tests use names of their own, to test the layout.
     fn metrics() -> Metrics {
-        Metrics::with_sink("GamingAnalytics", "s3-connector", Box::new(std::io::sink()))
+        Metrics::build("GamingAnalytics", "s3-connector", Box::new(std::io::sink()), false)
     }
 
     #[test]
@@ -564,7 +588,7 @@ mod tests {
     #[test]
     fn flush_writes_one_line_per_document() {
         let buffer = SharedBuffer::default();
-        let metrics = Metrics::with_sink("GamingAnalytics", "test", Box::new(buffer.clone()));
+        let metrics = Metrics::build("GamingAnalytics", "test", Box::new(buffer.clone()), false);
         metrics.count("A", 1, &[("Shard", "1")]);
         metrics.count("A", 1, &[("Shard", "2")]);
         metrics.flush().expect("flush");
@@ -575,6 +599,39 @@ mod tests {
             let document: Value = serde_json::from_str(line).expect("each line is JSON");
             check_emf(&document).expect("valid");
         }
+    }
+
+    #[test]
+    fn a_service_handle_accepts_the_catalogue() {
+        let metrics = Metrics::with_sink("GamingAnalytics", "s3-connector", Box::new(std::io::sink()));
+        metrics.count(names::RECORDS_IN, 1, &[]);
+        metrics.count(
+            names::REJECTED_RECORDS,
+            1,
+            &[(names::dimension::REASON, "malformed_json")],
+        );
+        metrics.count(
+            names::LEASES_LOST,
+            1,
+            &[(names::dimension::APPLICATION, "s3-connector")],
+        );
+        assert_eq!(metrics.take_documents(1).len(), 3);
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "not in metrics::names::CATALOGUE")]
+    fn a_service_handle_refuses_a_dimension_set_the_catalogue_lacks() {
+        let metrics = Metrics::with_sink("GamingAnalytics", "s3-connector", Box::new(std::io::sink()));
+        metrics.count(names::RECORDS_IN, 1, &[(names::dimension::SHARD, "shardId-0")]);
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "not in metrics::names::CATALOGUE")]
+    fn a_service_handle_refuses_another_services_metric() {
+        let metrics = Metrics::with_sink("GamingAnalytics", "cron-connector", Box::new(std::io::sink()));
+        metrics.count(names::RECORDS_IN, 1, &[]);
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl<'a> Service<'a> {
         };
         let metrics = Metrics::new(&self.args.metrics_namespace, self.name);
         // A heartbeat: an alarm on its absence catches a service that is not running at all.
-        metrics.gauge("Up", 1.0, crate::metrics::Unit::Count, &[]);
+        metrics.gauge(crate::metrics::names::UP, 1.0, crate::metrics::Unit::Count, &[]);
         let health = Health::default();
         // The endpoint outlives the work by a little so /readyz reports the drain.
         let server_shutdown = CancellationToken::new();

@@ -13,6 +13,10 @@ use std::sync::Arc;
 use aws_sdk_kinesis::primitives::Blob;
 use event_model::Rules;
 use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
+use pipeline_runtime::metrics::names::{
+    self,
+    dimension::{NORMALIZATION, OPERATION, REASON},
+};
 use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
 use pipeline_runtime::s3::Lake;
 use pipeline_runtime::{Metrics, Unit};
@@ -94,7 +98,7 @@ impl S3Processor {
         let permit = match self.shared.memory.clone().try_acquire_many_owned(wanted) {
             Ok(permit) => permit,
             Err(_) => {
-                self.shared.metrics.count("BackPressureWaits", 1, &[]);
+                self.shared.metrics.count(names::BACK_PRESSURE_WAITS, 1, &[]);
                 self.flush(checkpointer).await?;
                 tokio::select! {
                     permit = self.shared.memory.clone().acquire_many_owned(wanted) => permit.map_err(ProcessorError::fatal)?,
@@ -133,7 +137,9 @@ impl S3Processor {
                     .lake
                     .put_gzip_json_lines(&object.key, object.body.clone())
                     .await?;
-                self.shared.metrics.timing("S3PutLatency", started.elapsed(), &[]);
+                self.shared
+                    .metrics
+                    .timing(names::S3_PUT_LATENCY, started.elapsed(), &[]);
                 Ok(())
             })
             .await?;
@@ -191,7 +197,9 @@ impl S3Processor {
             Ok(value) => Ok(value),
             Err(RetryError::Stopped { .. }) => Err(FlushError::LeaseLost),
             Err(RetryError::Failed { error, attempts }) => {
-                self.shared.metrics.count("WriteFailures", 1, &[("Operation", what)]);
+                self.shared
+                    .metrics
+                    .count(names::WRITE_FAILURES, 1, &[(OPERATION, what)]);
                 tracing::error!(shard_id = %checkpointer.shard_id(), operation = what, attempts, %error, "write failed for good");
                 Err(FlushError::Failed { operation: what, error })
             }
@@ -201,26 +209,26 @@ impl S3Processor {
     fn record_metrics(&self, sealed: &SealedBatch) {
         let metrics = &self.shared.metrics;
         let tally = &sealed.tally;
-        metrics.count("RecordsIn", tally.records_in, &[]);
-        metrics.count_bytes("BytesIn", tally.bytes_in, &[]);
-        metrics.count("ValidEvents", tally.valid, &[]);
+        metrics.count(names::RECORDS_IN, tally.records_in, &[]);
+        metrics.count_bytes(names::BYTES_IN, tally.bytes_in, &[]);
+        metrics.count(names::VALID_EVENTS, tally.valid, &[]);
         for (reason, count) in &tally.rejected {
-            metrics.count("RejectedRecords", *count, &[("Reason", reason)]);
+            metrics.count(names::REJECTED_RECORDS, *count, &[(REASON, reason)]);
         }
         // The total too: the reject-rate alarm divides it by RecordsIn.
-        metrics.count("RejectedRecords", tally.rejected.values().sum(), &[]);
+        metrics.count(names::REJECTED_RECORDS, tally.rejected.values().sum(), &[]);
         for (kind, count) in &tally.normalized {
-            metrics.count("NormalizedEvents", *count, &[("Normalization", kind)]);
+            metrics.count(names::NORMALIZED_EVENTS, *count, &[(NORMALIZATION, kind)]);
         }
         let written: u64 = [&sealed.events, &sealed.errors]
             .into_iter()
             .flatten()
             .map(|o| o.body.len() as u64)
             .sum();
-        metrics.count_bytes("BytesOut", written, &[]);
-        metrics.count("BatchesWritten", 1, &[]);
+        metrics.count_bytes(names::BYTES_OUT, written, &[]);
+        metrics.count(names::BATCHES_WRITTEN, 1, &[]);
         metrics.sample(
-            "BatchAgeAtFlush",
+            names::BATCH_AGE_AT_FLUSH,
             sealed.age.as_secs_f64() * 1000.0,
             Unit::Milliseconds,
             &[],

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use pipeline_runtime::Metrics;
+use pipeline_runtime::metrics::names::{self, dimension::APPLICATION};
 use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -347,7 +348,7 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
     fn count(&self, metric: &str) {
         self.consumer
             .metrics
-            .count(metric, 1, &[("Application", self.application())]);
+            .count(metric, 1, &[(APPLICATION, self.application())]);
     }
 
     /// The shards this worker reads (not waiting for a parent, not being handed over).
@@ -501,7 +502,7 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
             match lease.owner.as_deref() {
                 Some(owner) if owner == self.me() => {
                     self.wants.remove(&key);
-                    self.count("LeasesStolen");
+                    self.count(names::LEASES_STOLEN);
                     tracing::info!(application = %self.application(), shard_id = %key, from = %want.holder, "lease handed over to this worker");
                     self.start_shard(&lease, lease.counter, era);
                 }
@@ -717,7 +718,7 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
             tracing::debug!(shard_id = %lease.key, "lease not taken (another worker was first, or the table did not answer)");
             return Ok(false);
         };
-        self.count("LeasesTaken");
+        self.count(names::LEASES_TAKEN);
         tracing::info!(application = %self.application(), shard_id = %lease.key, from = ?lease.owner, "lease taken");
         let mut taken = lease.clone();
         taken.checkpoint = checkpoint;
@@ -777,7 +778,7 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_default();
-                    metrics.count("ShardTaskPanics", 1, &[("Application", &application)]);
+                    metrics.count(names::SHARD_TASK_PANICS, 1, &[(APPLICATION, &application)]);
                     tracing::error!(%application, %shard_id, panic = %message, "shard task panicked; its lease is given up");
                     (ShardOutcome::Panicked, None)
                 });
@@ -844,7 +845,7 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
         let me = self.me().to_string();
         let error = match store.hand_off(&holding.key, &me, holding.counter(), &to).await {
             Ok(_) => {
-                self.count("LeasesHandedOff");
+                self.count(names::LEASES_HANDED_OFF);
                 tracing::info!(application = %self.application(), shard_id = %holding.key, %to, "lease handed over");
                 return;
             }
@@ -853,7 +854,7 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
         // The write may have landed before its answer was lost: the table decides.
         match store.get(&holding.key).await {
             Ok(Some(lease)) if lease.owner.as_deref() == Some(to.as_str()) => {
-                self.count("LeasesHandedOff");
+                self.count(names::LEASES_HANDED_OFF);
             }
             Ok(Some(lease)) if lease.owner.as_deref() == Some(me.as_str()) => {
                 tracing::warn!(shard_id = %holding.key, %error, "hand-over failed; releasing the lease instead");

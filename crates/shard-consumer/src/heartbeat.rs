@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pipeline_runtime::metrics::names::{self, dimension::APPLICATION};
 use pipeline_runtime::{Metrics, Unit};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -62,10 +63,10 @@ impl Heartbeat {
         self.store.heartbeat(&entry).await?;
         self.liveness.renewed(sent);
         self.metrics.gauge(
-            "LeasesHeld",
+            names::LEASES_HELD,
             entry.leases as f64,
             Unit::Count,
-            &[("Application", &self.application)],
+            &[(APPLICATION, &self.application)],
         );
         Ok(())
     }

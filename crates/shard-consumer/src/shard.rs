@@ -19,6 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pipeline_runtime::Metrics;
+use pipeline_runtime::metrics::names::{
+    self,
+    dimension::{APPLICATION, SHARD},
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -253,7 +257,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                     .as_ref()
                     .map_or_else(|| reader.start.to_string(), ToString::to_string);
                 self.metrics
-                    .count("TrimmedReads", 1, &[("Application", &self.config.application)]);
+                    .count(names::TRIMMED_READS, 1, &[(APPLICATION, &self.config.application)]);
                 tracing::error!(application = %self.config.application, shard_id = %self.shard_id, %after, %error,
                     "records were trimmed before they were read; going on from the oldest left");
                 reader.trimmed_after = Some(after);
@@ -268,7 +272,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                     tracing::warn!(application = %self.config.application, shard_id = %self.shard_id, %error,
                         "the shard left the stream; finishing it as ended");
                     self.metrics
-                        .count("ShardsVanished", 1, &[("Application", &self.config.application)]);
+                        .count(names::SHARDS_VANISHED, 1, &[(APPLICATION, &self.config.application)]);
                     State::Finishing
                 }
                 // Still listed (a new shard not yet readable): try again.
@@ -277,7 +281,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
             ReadError::Aws(error) if error.kind.is_retryable() => {
                 if error.kind == ErrorKind::Throttled {
                     self.metrics
-                        .count("Throttles", 1, &[("Application", &self.config.application)]);
+                        .count(names::THROTTLES, 1, &[(APPLICATION, &self.config.application)]);
                 }
                 tracing::debug!(shard_id = %self.shard_id, %error, "retrying");
                 self.pause_then(reader.backoff.next_delay(), again).await
@@ -313,9 +317,9 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
         } = read;
         if outside_hash_range > 0 {
             self.metrics.count(
-                "RecordsOutsideHashRange",
+                names::RECORDS_OUTSIDE_HASH_RANGE,
                 outside_hash_range,
-                &[("Application", &self.config.application)],
+                &[(APPLICATION, &self.config.application)],
             );
             tracing::warn!(shard_id = %self.shard_id, records = outside_hash_range,
                 "KPL user records with another shard's hash key dropped (their producer sends them there)");
@@ -336,9 +340,9 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                 let application = self.config.application.as_str();
                 let bytes: usize = records.iter().map(StreamRecord::size_bytes).sum();
                 self.metrics
-                    .count("RecordsRead", records.len() as u64, &[("Application", application)]);
+                    .count(names::RECORDS_READ, records.len() as u64, &[(APPLICATION, application)]);
                 self.metrics
-                    .count_bytes("BytesRead", bytes as u64, &[("Application", application)]);
+                    .count_bytes(names::BYTES_READ, bytes as u64, &[(APPLICATION, application)]);
                 let batch = Batch {
                     shard_id: self.shard_id.clone(),
                     records,
@@ -369,17 +373,17 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
         };
         let application = self.config.application.as_str();
         self.metrics.gauge(
-            "MillisBehindLatest",
+            names::MILLIS_BEHIND_LATEST,
             lag as f64,
             pipeline_runtime::Unit::Milliseconds,
-            &[("Application", application), ("Shard", &self.shard_id)],
+            &[(APPLICATION, application), (SHARD, &self.shard_id)],
         );
         // Per application as well: one series to alarm and scale on, whatever the shards.
         self.metrics.sample(
-            "MillisBehindLatest",
+            names::MILLIS_BEHIND_LATEST,
             lag as f64,
             pipeline_runtime::Unit::Milliseconds,
-            &[("Application", application)],
+            &[(APPLICATION, application)],
         );
     }
 
@@ -416,7 +420,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
             return Some(ShardOutcome::Lost);
         }
         self.metrics
-            .count("ProcessorErrors", 1, &[("Application", &self.config.application)]);
+            .count(names::PROCESSOR_ERRORS, 1, &[(APPLICATION, &self.config.application)]);
         if !error.stops_the_consumer() {
             tracing::warn!(shard_id = %self.shard_id, %error, kind = %error.kind(), "processing failed; retrying the same records");
             return None;
@@ -457,11 +461,11 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
             ShardOutcome::Lost | ShardOutcome::Expired => {
                 reader.processor.lease_lost().await;
                 let metric = if outcome == ShardOutcome::Lost {
-                    "LeasesLost"
+                    names::LEASES_LOST
                 } else {
-                    "LeasesExpired"
+                    names::LEASES_EXPIRED
                 };
-                self.metrics.count(metric, 1, &[("Application", application)]);
+                self.metrics.count(metric, 1, &[(APPLICATION, application)]);
                 tracing::warn!(%application, shard_id = %self.shard_id, ?outcome, "stopped reading the shard: the lease is no longer ours");
             }
             ShardOutcome::Stopped | ShardOutcome::HandedOff => {
@@ -470,7 +474,8 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                 }
             }
             ShardOutcome::Ended => {
-                self.metrics.count("ShardsEnded", 1, &[("Application", application)]);
+                self.metrics
+                    .count(names::SHARDS_ENDED, 1, &[(APPLICATION, application)]);
                 tracing::info!(%application, shard_id = %self.shard_id, "shard ended");
             }
             ShardOutcome::Failed | ShardOutcome::Panicked => {

@@ -76,6 +76,38 @@ impl Rendered {
     }
 }
 
+/// A template of `infra/` (`name` without `.json`), parsed.
+pub fn template(name: &str) -> Value {
+    let path = crate::sources::root().join(format!("infra/{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}.json: {e}"))
+}
+
+/// Renders templates of `infra/` as stacks `<prefix>-<name>` deployed in the order
+/// given, each with its parameters and importing what the ones before export.
+pub fn render_in_order(
+    prefix: &str,
+    stacks: &[(&'static str, BTreeMap<String, String>)],
+) -> Result<BTreeMap<&'static str, Rendered>, String> {
+    let mut exports = BTreeMap::new();
+    let mut rendered = BTreeMap::new();
+    for (stack, parameters) in stacks {
+        let name = format!("{prefix}-{stack}");
+        let one = render(
+            &template(stack),
+            &Inputs {
+                stack_name: &name,
+                parameters,
+                exports: &exports,
+            },
+        )
+        .map_err(|e| format!("{stack}.json does not render: {e}"))?;
+        exports.extend(one.exports.clone());
+        rendered.insert(*stack, one);
+    }
+    Ok(rendered)
+}
+
 /// Renders `template` deployed as `inputs` says.
 pub fn render(template: &Value, inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
     let empty = Map::new();

@@ -13,8 +13,14 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use aws_config::BehaviorVersion;
 use aws_sdk_iam::config::{Credentials, Region};
+use serde_json::Value;
+
+use crate::cfn_render::{self, Rendered};
+use crate::resources::Resources;
 
 /// moto's fixed account id.
 pub const ACCOUNT: &str = "123456789012";
@@ -115,50 +121,60 @@ impl IamMoto {
     }
 }
 
-/// The one policy document of the task role `role` in `infra/roles.json`, rendered for
-/// `name_prefix` in moto's account and `us-east-1`: `Fn::Sub` filled in, and each
-/// `Fn::ImportValue` (the data plane's key, the warehouse's workgroup) an ARN naming
-/// the export, which nothing local uses.
-pub fn role_policy(roles: &serde_json::Value, role: &str, name_prefix: &str) -> serde_json::Value {
-    let policies = roles["Resources"][role]["Properties"]["Policies"]
-        .as_array()
-        .unwrap_or_else(|| panic!("infra/roles.json has no policies for {role}"));
-    let statements: Vec<serde_json::Value> = policies
-        .iter()
-        .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().cloned().unwrap_or_default())
-        .map(|statement| render(&statement, name_prefix))
-        .collect();
-    serde_json::json!({"Version": "2012-10-17", "Statement": statements})
+/// `infra/`'s data plane, warehouse and roles rendered as stacks of `name_prefix`
+/// (`crate::cfn_render`): the names the roles' policies are written for.
+pub struct TemplateNames {
+    data_plane: Value,
+    stacks: BTreeMap<&'static str, Rendered>,
 }
 
-/// `value` with the intrinsic functions a role's policy uses evaluated.
-fn render(value: &serde_json::Value, name_prefix: &str) -> serde_json::Value {
-    let sub = |text: &str| {
-        [
-            ("${AWS::Partition}", "aws"),
-            ("${AWS::Region}", "us-east-1"),
-            ("${AWS::AccountId}", ACCOUNT),
-            ("${NamePrefix}", name_prefix),
-        ]
-        .iter()
-        .fold(text.to_string(), |text, (from, to)| text.replace(from, to))
-    };
-    match value {
-        serde_json::Value::Object(map) => match (map.get("Fn::Sub"), map.get("Fn::ImportValue")) {
-            (Some(serde_json::Value::String(text)), _) => {
-                let text = sub(text);
-                assert!(!text.contains("${"), "a substitution left in {text}");
-                text.into()
-            }
-            (_, Some(export)) => format!(
-                "arn:aws:cloudformation:us-east-1:{ACCOUNT}:export/{}",
-                render(export, name_prefix).as_str().unwrap_or("?")
-            )
-            .into(),
-            _ => map.iter().map(|(k, v)| (k.clone(), render(v, name_prefix))).collect(),
-        },
-        serde_json::Value::Array(items) => items.iter().map(|v| render(v, name_prefix)).collect(),
-        other => other.clone(),
+impl TemplateNames {
+    pub fn render(name_prefix: &str) -> Self {
+        let parameters = |extra: &[(&str, &str)]| {
+            std::iter::once(("NamePrefix", name_prefix))
+                .chain(extra.iter().copied())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let network = [("VpcId", "vpc-0local"), ("SubnetIds", "subnet-a,subnet-b")];
+        let stacks = cfn_render::render_in_order(
+            name_prefix,
+            &[
+                ("data-plane", parameters(&[])),
+                ("warehouse", parameters(&network)),
+                ("roles", parameters(&[])),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            data_plane: cfn_render::template("data-plane"),
+            stacks,
+        }
+    }
+
+    /// The data plane's resource names, by the variable each output sets (its
+    /// description).
+    pub fn resources(&self) -> Resources {
+        let outputs = &self.stacks["data-plane"].outputs;
+        Resources::named(|var| {
+            let (id, _) = self.data_plane["Outputs"]
+                .as_object()?
+                .iter()
+                .find(|(_, o)| o["Description"] == var)?;
+            outputs.get(id)?.as_str().map(String::from)
+        })
+    }
+
+    /// The policy document of the task role `role`, all its policies' statements in one.
+    pub fn role_policy(&self, role: &str) -> Value {
+        let policies = self.stacks["roles"].resources[role]["Properties"]["Policies"]
+            .as_array()
+            .unwrap_or_else(|| panic!("infra/roles.json has no policies for {role}"));
+        let statements: Vec<Value> = policies
+            .iter()
+            .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().cloned().unwrap_or_default())
+            .collect();
+        serde_json::json!({"Version": "2012-10-17", "Statement": statements})
     }
 }
 

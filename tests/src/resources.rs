@@ -42,13 +42,13 @@ impl Resources {
         Self { names }
     }
 
-    /// These names with `var`'s replaced by `name` (a name a policy expects).
-    pub fn with_name(mut self, var: &str, name: &str) -> Self {
-        match self.names.iter_mut().find(|(v, _)| *v == var) {
-            Some((_, held)) => *held = name.to_string(),
-            None => panic!("{var} is not a resource variable"),
-        }
-        self
+    /// The names `name_of` gives each of [`RESOURCE_VARS`].
+    pub fn named(name_of: impl Fn(&str) -> Option<String>) -> Self {
+        let names = RESOURCE_VARS
+            .iter()
+            .map(|var| (*var, name_of(var).unwrap_or_else(|| panic!("no name for {var}"))))
+            .collect();
+        Self { names }
     }
 
     /// The name held by `var` (one of [`RESOURCE_VARS`]).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use pipeline_tests::chaos::observer::Observations;
 use pipeline_tests::chaos::verdict::{Checked, Checker, Readers};
-use pipeline_tests::iam_moto::{ACCOUNT, AccessKey, IamMoto, for_moto, role_policy};
+use pipeline_tests::iam_moto::{AccessKey, IamMoto, TemplateNames, for_moto};
 use pipeline_tests::process::{ServiceProcess, workspace_binary};
 use pipeline_tests::resources::Resources;
 use pipeline_tests::stack::{self, WarehouseSchema};
@@ -31,18 +31,14 @@ struct GenerateCli {
     args: GenerateArgs,
 }
 
-fn roles() -> Value {
-    let path = pipeline_tests::sources::root().join("infra/roles.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("infra/roles.json is JSON")
-}
-
 /// A moto that checks every call after the admin exists, the pipeline's resources on it
-/// under the names the roles' policies expect, and the warehouse.
+/// under the templates' names (those the roles' policies are written for), and the
+/// warehouse.
 struct Enforced {
     moto: IamMoto,
     admin: AccessKey,
     aws: pipeline_runtime::AwsClients,
+    templates: TemplateNames,
     resources: Resources,
     name_prefix: String,
     warehouse: WarehouseSchema,
@@ -54,10 +50,11 @@ impl Enforced {
         let admin = moto.admin().await;
         let aws = moto.clients(&admin).await;
         let name_prefix = format!("iam{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        // The roles name the bucket; moto checks S3 resources, so it must be that one.
-        let resources = Resources::unique().with_name("BUCKET", &format!("{name_prefix}-lake-{ACCOUNT}-us-east-1"));
+        let templates = TemplateNames::render(&name_prefix);
+        let resources = templates.resources();
         resources.create(&aws).await;
         Self {
+            templates,
             warehouse: stack::warehouse_schema("iam").await,
             moto,
             admin,
@@ -69,7 +66,7 @@ impl Enforced {
 
     /// `service`'s role policy as moto needs it, without `drop` (an action).
     fn policy(&self, role: &str, drop: Option<&str>) -> Value {
-        let mut policy = for_moto(&role_policy(&roles(), role, &self.name_prefix));
+        let mut policy = for_moto(&self.templates.role_policy(role));
         if let Some(drop) = drop
             && let Some(statements) = policy["Statement"].as_array_mut()
         {

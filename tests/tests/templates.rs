@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use pipeline_runtime::metrics::names::{self, EmittedBy};
-use pipeline_tests::cfn_render::{self, Inputs, Rendered};
+use pipeline_tests::cfn_render::{self, Rendered, template};
 use pipeline_tests::cloudwatch::{self, MetricUse};
 use serde_json::Value;
 
@@ -24,12 +24,6 @@ const ORDER: [&str; 6] = [
     "beanstalk",
     "observability",
 ];
-
-fn template(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../infra/{name}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}.json: {e}"))
-}
 
 /// One deployment of every template.
 struct Deployment {
@@ -93,22 +87,11 @@ fn deploy(
         let stack = ORDER.into_iter().find(|s| *s == stack).expect("a stack of ORDER");
         set(stack, key, value);
     }
-    let mut exports = BTreeMap::new();
-    let mut stacks = BTreeMap::new();
-    for stack in ORDER {
-        let name = format!("{prefix}-{stack}");
-        let rendered = cfn_render::render(
-            &template(stack),
-            &Inputs {
-                stack_name: &name,
-                parameters: &parameters[stack],
-                exports: &exports,
-            },
-        )
-        .unwrap_or_else(|e| panic!("{label}: {stack}.json does not render: {e}"));
-        exports.extend(rendered.exports.clone());
-        stacks.insert(stack, rendered);
-    }
+    let stacks = cfn_render::render_in_order(
+        prefix,
+        &ORDER.map(|stack| (stack, parameters.remove(stack).unwrap_or_default())),
+    )
+    .unwrap_or_else(|e| panic!("{label}: {e}"));
     Deployment {
         label,
         telemetry_shards,

@@ -60,9 +60,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::FAILURE);
             }
-            let report = pipelinectl::setup::apply(&aws, &plan).await?;
-            for line in &report {
-                println!("{line}");
+            if !args.warehouse_only {
+                let report = pipelinectl::setup::apply(&aws, &plan).await?;
+                for line in &report {
+                    println!("{line}");
+                }
             }
             let configured = args.warehouse.warehouse_url.is_some()
                 || args.warehouse.warehouse_backend != warehouse::config::Backend::Postgres;
@@ -80,6 +82,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!("warehouse user {user}: {grantee:?} grants");
                     }
                 }
+            } else if args.warehouse_only {
+                anyhow::bail!("SETUP_WAREHOUSE_ONLY: no warehouse is configured (WAREHOUSE_URL or WAREHOUSE_BACKEND)");
             } else {
                 println!(
                     "warehouse not configured (WAREHOUSE_URL or WAREHOUSE_BACKEND): its schema is not created; services refuse to start until it is"

@@ -31,6 +31,11 @@ pub struct SetupArgs {
     #[command(flatten)]
     pub warehouse: warehouse::WarehouseArgs,
 
+    /// Only the warehouse: create or upgrade its schema and grant its users, leaving
+    /// streams, bucket and tables alone (a deployment whose templates made those).
+    #[arg(long, env = "SETUP_WAREHOUSE_ONLY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub warehouse_only: bool,
+
     /// Warehouse users (comma-separated) that load batches (the redshift-connector's):
     /// setup, run as the schema's owner, grants them what a load needs and no more.
     #[arg(long, env = "WAREHOUSE_LOADER_USERS", value_delimiter = ',', default_value = "")]

@@ -182,7 +182,8 @@ impl TemplateNames {
 /// - moto authorizes every DynamoDB and DynamoDB Streams call against the resource `*`,
 ///   so statements of `dynamodb:` actions hold `*` (their actions are still checked);
 /// - moto authorizes TransactWriteItems as `dynamodb:TransactWriteItems`, where AWS
-///   checks each item's own action (`dynamodb:UpdateItem` for the level stage's);
+///   checks each item's own action: the level stage's transactions hold only Update
+///   items, so `dynamodb:UpdateItem` stands for it (as in `tests/tests/iam.rs`);
 /// - moto authorizes HeadBucket as `s3:HeadBucket`, an action AWS does not have (it
 ///   checks `s3:ListBucket`).
 pub fn for_moto(policy: &serde_json::Value) -> serde_json::Value {

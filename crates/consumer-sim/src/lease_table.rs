@@ -53,9 +53,6 @@ pub struct LeaseMeta {
     pub last_take: Option<Take>,
     /// Who released it last.
     pub released_by: Option<String>,
-    /// The holder that last started reading it, and when: a lease handed to a worker
-    /// while it was stalled is its own once it wakes and starts reading it.
-    pub read_from: Option<(String, Duration)>,
 }
 
 /// The kinds of request a worker makes of the two tables.
@@ -262,17 +259,11 @@ impl TableModel {
     /// lease's counter did), or it lapsed after it got the lease.
     pub fn holder_gone_since(&self, lease: &Lease, meta: &LeaseMeta, now: Duration) -> Option<Duration> {
         let owner = lease.owner.as_deref()?;
-        let taken = meta
+        let acquired = meta
             .last_take
             .as_ref()
             .filter(|t| t.by == owner)
             .map_or(Duration::ZERO, |t| t.at);
-        let reading = meta
-            .read_from
-            .as_ref()
-            .filter(|(by, _)| by == owner)
-            .map_or(Duration::ZERO, |(_, at)| *at);
-        let acquired = taken.max(reading);
         let (moved_at, lapsed_at) = match self.workers.get(owner) {
             Some(worker) => (worker.moved_at, worker.lapsed_at),
             // Its entry is gone: deleted by itself once it stopped, or as long dead.
@@ -292,15 +283,6 @@ impl TableModel {
         match &lease.owner {
             None => Some(meta.free_since.unwrap_or(meta.changed_at)),
             Some(_) => self.holder_gone_since(lease, meta, now),
-        }
-    }
-
-    /// `worker` started reading `key` (its processor was initialized).
-    pub fn started_reading(&mut self, key: &str, worker: &str, now: Duration) {
-        if let Some((lease, meta)) = self.leases.get_mut(key)
-            && lease.owner.as_deref() == Some(worker)
-        {
-            meta.read_from = Some((worker.to_string(), now));
         }
     }
 
@@ -405,7 +387,6 @@ impl TableModel {
             free_since: lease.owner.is_none().then_some(now),
             last_take: None,
             released_by: None,
-            read_from: None,
         };
         self.leases.insert(lease.key.clone(), (lease.clone(), meta));
         true

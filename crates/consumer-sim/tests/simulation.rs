@@ -18,8 +18,9 @@ use consumer_sim::{Report, Scenario, run};
 /// the code before its fix.
 /// - 17: a worker back from a stall took a free lease; another, judging it by a
 ///   worker-table read made before that, still saw it dead and took the lease from it.
-/// - 157: a lease handed to a worker during its stall, read by it once it woke, counted
-///   as free for ever (the simulation's own model).
+/// - 157: a lease handed to a worker during its stall was read by it once it woke with
+///   nothing written, so others could still take it from a worker reading it (a
+///   hand-over is now confirmed by the receiver's own conditional write).
 const SEEDS_THAT_FOUND_BUGS: [u64; 2] = [17, 157];
 
 fn env<T: std::str::FromStr>(name: &str) -> Option<T> {

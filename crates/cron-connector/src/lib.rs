@@ -130,8 +130,10 @@ impl Config {
 pub enum Error {
     #[error(transparent)]
     Config(#[from] WarehouseConfigError),
+    /// The warehouse is not ready for maintenance (its schema, this user's rights) or
+    /// did not answer at start.
     #[error("warehouse: {0}")]
-    Migrate(#[from] RetryError<WarehouseError>),
+    Warehouse(#[from] RetryError<WarehouseError>),
     #[error("maintenance job {job} cannot run: {error}")]
     Job { job: &'static str, error: WarehouseError },
     #[error("singleton lease: {0}")]

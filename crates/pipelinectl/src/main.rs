@@ -49,6 +49,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Setup(args) => {
             let plan = args.plan();
+            if args.verify && args.warehouse_only {
+                let warehouse = args.warehouse.open(aws.s3(), || aws.redshift_data())?;
+                let version = warehouse.check_schema().await?;
+                println!("warehouse schema at version {version}, as this build needs");
+                return Ok(ExitCode::SUCCESS);
+            }
             if args.verify {
                 let problems = pipeline_runtime::resources::verify(&aws, &plan.resources()).await;
                 for problem in &problems {

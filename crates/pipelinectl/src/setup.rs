@@ -19,7 +19,8 @@ use pipeline_runtime::resources::{Resource, TableSpec};
 /// Names and sizes of the resources; each name also configures the services.
 #[derive(Debug, Clone, Args)]
 pub struct SetupArgs {
-    /// Only check that every resource exists in the expected shape; create nothing.
+    /// Only check that every resource exists in the expected shape; create nothing
+    /// (with `--warehouse-only`: that the warehouse schema is current).
     #[arg(long, env = "SETUP_VERIFY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub verify: bool,
 

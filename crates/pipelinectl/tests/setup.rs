@@ -113,3 +113,55 @@ fn help_documents_every_setting() {
     }
     pipeline_tests::help::assert_every_setting_documented_in(BIN, &["--help"], &cli);
 }
+
+#[tokio::test]
+async fn setup_warehouse_only_makes_the_schema_and_grants_and_nothing_else() {
+    let resources = Resources::unique();
+    let schema = format!("setup_only_{}", uuid::Uuid::new_v4().simple());
+    let owner = stack::connect_warehouse(&stack::warehouse_url()).await;
+    owner
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
+    let url = format!("{}?options=-csearch_path%3D{schema}", stack::warehouse_url());
+    let mut env = resources.env();
+    env.push(("WAREHOUSE_URL", &url));
+    let only = ["setup", "--warehouse-only"];
+
+    let (ok, before) = pipelinectl(&env, &[&only[..], &["--verify"]].concat());
+    assert!(!ok && before.contains("schema is at version 0"), "{before}");
+    let (ok, made) = pipelinectl(
+        &env,
+        &[&only[..], &["--warehouse-loader-users", stack::LOADER_USER]].concat(),
+    );
+    assert!(ok, "{made}");
+    assert!(
+        made.contains("warehouse schema at version 1") && made.contains("Loader grants"),
+        "{made}"
+    );
+    assert!(!made.contains("created"), "no AWS resource is made:\n{made}");
+    let (ok, verified) = pipelinectl(&env, &[&only[..], &["--verify"]].concat());
+    assert!(ok, "{verified}");
+    let (ok, all) = pipelinectl(&env, &["setup", "--verify"]);
+    assert!(
+        !ok && all.contains("missing or wrong"),
+        "the streams, bucket and tables were left alone:\n{all}"
+    );
+
+    // The loader's grants work: it reads the version.
+    let loader_url = format!(
+        "{}?options=-csearch_path%3D{schema}",
+        stack::as_user(&stack::warehouse_url(), stack::LOADER_USER)
+    );
+    let loader = stack::connect_warehouse(&loader_url).await;
+    let version: i32 = loader
+        .query_one("SELECT MAX(version) FROM schema_version", &[])
+        .await
+        .expect("the loader reads schema_version")
+        .get(0);
+    assert_eq!(version, 1);
+    owner
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("drop schema");
+}

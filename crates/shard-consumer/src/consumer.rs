@@ -487,7 +487,6 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
                 self.wants.remove(&key);
                 continue;
             }
-            let era = self.liveness.era();
             let lease = match consumer.store.get(&key).await {
                 Ok(Some(lease)) => lease,
                 Ok(None) => {
@@ -500,11 +499,16 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
                 }
             };
             match lease.owner.as_deref() {
+                // Handed over, maybe while this worker was stalled and others saw it
+                // dead: its own conditional write makes the lease its own again, and
+                // fails if one of them took it meanwhile (a take from a scan that saw
+                // the hand-over fails in turn).
                 Some(owner) if owner == self.me() => {
                     self.wants.remove(&key);
-                    self.count(names::LEASES_STOLEN);
-                    tracing::info!(application = %self.application(), shard_id = %key, from = %want.holder, "lease handed over to this worker");
-                    self.start_shard(&lease, lease.counter, era);
+                    if let Err(error) = self.take_as(&lease, Some(&want.holder)).await {
+                        tracing::debug!(shard_id = %key, %error, "confirming a lease handed over failed; next scan");
+                        self.scan_wanted = true;
+                    }
                 }
                 None => {
                     self.wants.remove(&key);
@@ -559,10 +563,13 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
         })
         .await
         .map_err(RetryError::into_error)?;
+        // What made this scan wanted is in it; news the re-read below brings (leases made
+        // after the list) calls for the next one.
+        self.scan_wanted = false;
         // A worker that lapsed and came back heartbeats before it takes anything, so a
-        // lease this scan saw it take or get is matched by a heartbeat that a read of the
-        // worker table made now sees. Judged by the read before the scan, such a worker
-        // could still look dead, and its fresh lease free.
+        // lease this scan saw it take (or confirm after a hand-over) is matched by a
+        // heartbeat that a read of the worker table made now sees. Judged by the read
+        // before the scan, such a worker could still look dead, and its lease free.
         if leases.iter().any(|l| {
             !l.checkpoint.is_shard_end()
                 && l.owner
@@ -573,7 +580,6 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
         }
         let now = Instant::now();
         self.last_scan = Some(now);
-        self.scan_wanted = false;
         let jitter = SAFETY_SCAN.as_millis() as u64 / 5;
         self.next_safety_scan =
             now + SAFETY_SCAN - Duration::from_millis(jitter) + Duration::from_millis(fastrand::u64(..=2 * jitter));
@@ -676,6 +682,12 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
 
     /// Takes `lease` (as last read) and starts reading it; returns whether it was taken.
     async fn take(&mut self, lease: &Lease) -> Result<bool, LeaseTableError> {
+        self.take_as(lease, None).await
+    }
+
+    /// Takes `lease` (as last read), or confirms it when `handed_by` handed it over;
+    /// starts reading it; returns whether it is this worker's.
+    async fn take_as(&mut self, lease: &Lease, handed_by: Option<&str>) -> Result<bool, LeaseTableError> {
         /// A take that failed before it reached the table is tried again at once (the
         /// lease waits otherwise for the next scan), a few times.
         const ATTEMPTS: u32 = 3;
@@ -718,8 +730,16 @@ impl<'a, S: Source, F: ProcessorFactory<S::Record>> Worker<'a, S, F> {
             tracing::debug!(shard_id = %lease.key, "lease not taken (another worker was first, or the table did not answer)");
             return Ok(false);
         };
-        self.count(names::LEASES_TAKEN);
-        tracing::info!(application = %self.application(), shard_id = %lease.key, from = ?lease.owner, "lease taken");
+        match handed_by {
+            Some(holder) => {
+                self.count(names::LEASES_STOLEN);
+                tracing::info!(application = %self.application(), shard_id = %lease.key, from = %holder, "lease handed over to this worker");
+            }
+            None => {
+                self.count(names::LEASES_TAKEN);
+                tracing::info!(application = %self.application(), shard_id = %lease.key, from = ?lease.owner, "lease taken");
+            }
+        }
         let mut taken = lease.clone();
         taken.checkpoint = checkpoint;
         self.start_shard(&taken, counter, era);

@@ -261,15 +261,15 @@ impl Warehouse {
     }
 
     /// The schema version this build needs.
-    pub fn schema_needed() -> u32 {
-        u32::try_from(schema::migrations(Dialect::Postgres).len()).unwrap_or(u32::MAX)
+    pub fn schema_needed(&self) -> u32 {
+        u32::try_from(schema::migrations(self.dialect()).len()).unwrap_or(u32::MAX)
     }
 
     /// Checks, without changing anything, that the schema is at this build's version
     /// (a service's start: only `pipelinectl setup` migrates); returns the version.
     pub async fn check_schema(&self) -> Result<u32, WarehouseError> {
         let [exists, version] = privileges::schema_version();
-        let needed = Self::schema_needed();
+        let needed = self.schema_needed();
         let found = if self.single(&exists).await? == 0 {
             0
         } else {

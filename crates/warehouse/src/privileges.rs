@@ -5,10 +5,12 @@
 //!   else: a service never runs a migration) and grants the others their part.
 //! - The **loader** (redshift-connector) reads and appends: [`Grantee::Loader`].
 //! - The **reader** (`pipelinectl` queries, dashboards) reads: [`Grantee::Reader`].
-//! - **Maintenance** (cron-connector) must be able to VACUUM, which no GRANT allows: it
-//!   owns the tables or (PostgreSQL) is a member of the role that does. A VACUUM by
-//!   anyone else does nothing and says nothing, so the cron-connector checks at start
-//!   ([`can_maintain`]).
+//! - **Maintenance** (cron-connector) must be able to VACUUM, which no table GRANT
+//!   allows: it owns the tables or (PostgreSQL) is a member of the role that does.
+//!   Redshift's role-based VACUUM permission would do too, but the check accepts only
+//!   ownership (or a superuser), which the README's setup gives and a query can prove.
+//!   A VACUUM by anyone else does nothing and says nothing, so the cron-connector checks
+//!   at start ([`can_maintain`]).
 //!
 //! Creating the users is the administrator's (README, "Warehouse users").
 
@@ -30,23 +32,31 @@ pub fn identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `text` as a PostgreSQL string literal (standard_conforming_strings, on since 9.1:
+/// only a quote is special).
+fn postgres_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 /// The GRANTs the owner runs for `user`, in the current schema.
-pub fn grants(dialect: Dialect, grantee: Grantee, user: &str) -> Vec<String> {
-    let user = identifier(user);
+pub fn grants(dialect: Dialect, grantee: Grantee, name: &str) -> Vec<String> {
+    let user = identifier(name);
     let mut statements = Vec::new();
     if dialect == Dialect::Postgres {
         // Tables live in the connection's first schema (tests give each its own);
         // Redshift's `public` is usable by everyone unless an administrator revoked it.
-        statements.push(format!(
-            "DO $$ BEGIN EXECUTE format('GRANT USAGE ON SCHEMA %I TO %s', current_schema(), {}); END $$",
-            crate::sql::literal(&user)
-        ));
+        // A quoted body, not a dollar-quoted one: no name can end it early.
+        let body = format!(
+            "BEGIN EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', current_schema(), {}); END",
+            postgres_literal(name)
+        );
+        statements.push(format!("DO {}", postgres_literal(&body)));
     }
     match grantee {
         Grantee::Loader => statements.extend([
             format!("GRANT SELECT, INSERT ON {EVENTS} TO {user}"),
-            // The load's `LOCK … IN EXCLUSIVE MODE` needs UPDATE on PostgreSQL; no
-            // statement of the loader updates a row.
+            // The load's LOCK needs UPDATE (or DELETE) on both PostgreSQL and Redshift;
+            // no statement of the loader updates a row.
             format!("GRANT SELECT, INSERT, UPDATE ON {LOADED_FILES} TO {user}"),
             format!("GRANT SELECT ON {SCHEMA_VERSION} TO {user}"),
         ]),
@@ -103,8 +113,11 @@ mod tests {
             identifier("a\"; DROP TABLE events; --"),
             "\"a\"\"; DROP TABLE events; --\""
         );
-        let schema_grant = &grants(Dialect::Postgres, Grantee::Reader, "it's")[0];
-        assert!(schema_grant.contains("'\"it''s\"'"), "{schema_grant}");
+        let schema_grant = &grants(Dialect::Postgres, Grantee::Reader, "it's $$ a\\b")[0];
+        assert_eq!(
+            schema_grant,
+            "DO 'BEGIN EXECUTE format(''GRANT USAGE ON SCHEMA %I TO %I'', current_schema(), ''it''''s $$ a\\b''); END'"
+        );
     }
 
     #[test]

@@ -161,18 +161,7 @@ fn check_metric_widget(
     {
         problems.push(format!("{place}: unknown view {view}"));
     }
-    if let Some(stat) = properties.get("stat")
-        && !stat.as_str().is_some_and(is_statistic)
-    {
-        problems.push(format!("{place}: unknown stat {stat}"));
-    }
-    if let Some(period) = properties.get("period")
-        && !period.as_u64().is_some_and(is_period)
-    {
-        problems.push(format!(
-            "{place}: period {period} is not 1, 5, 10, 30 or a multiple of 60"
-        ));
-    }
+    check_stat_and_period(properties, place, problems);
     let Some(metrics) = properties.get("metrics").and_then(Value::as_array) else {
         problems.push(format!("{place}: no metrics array"));
         return;
@@ -234,6 +223,22 @@ fn check_metric_widget(
     }
 }
 
+/// A widget's or a metric's `stat` and `period`, where given.
+fn check_stat_and_period(values: &Map<String, Value>, place: &str, problems: &mut Vec<String>) {
+    if let Some(stat) = values.get("stat")
+        && !stat.as_str().is_some_and(is_statistic)
+    {
+        problems.push(format!("{place}: unknown stat {stat}"));
+    }
+    if let Some(period) = values.get("period")
+        && !period.as_u64().is_some_and(is_period)
+    {
+        problems.push(format!(
+            "{place}: period {period} is not 1, 5, 10, 30 or a multiple of 60"
+        ));
+    }
+}
+
 fn check_options(
     options: &Map<String, Value>,
     allowed: &[&str],
@@ -244,16 +249,7 @@ fn check_options(
     for key in options.keys().filter(|k| !allowed.contains(&k.as_str())) {
         problems.push(format!("{place}: unknown option {key}"));
     }
-    if let Some(stat) = options.get("stat")
-        && !stat.as_str().is_some_and(is_statistic)
-    {
-        problems.push(format!("{place}: unknown stat {stat}"));
-    }
-    if let Some(period) = options.get("period")
-        && !period.as_u64().is_some_and(is_period)
-    {
-        problems.push(format!("{place}: period {period}"));
-    }
+    check_stat_and_period(options, place, problems);
     if let Some(axis) = options.get("yAxis")
         && !axis.as_str().is_some_and(|a| a == "left" || a == "right")
     {

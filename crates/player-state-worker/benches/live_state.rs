@@ -112,6 +112,7 @@ fn start(
         "PLAYER_STATE_LEASE_TABLE",
         "LEVEL_STATE_LEASE_TABLE",
         "PRUNER_LEASE_TABLE",
+        "BUCKET",
     ] {
         args.push(format!(
             "--{}={}",
@@ -178,6 +179,11 @@ async fn main() {
     let started = Instant::now();
     stack::put_records(&aws, telemetry, &records).await;
     while count_players(&aws, resources.name("PLAYER_STATE_TABLE")).await < distinct_players {
+        // A worker that stopped (its panic is printed) never fills the table.
+        assert!(
+            !task.is_finished(),
+            "the worker stopped before PlayerState held every player"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // Let the last batches of both stages land.

@@ -118,6 +118,22 @@ impl ServiceProcess {
         self.seen.iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
+    /// Each JSON log line's message and error, one string per line: what the service
+    /// said, to assert on.
+    pub fn messages(&mut self) -> Vec<String> {
+        self.json_lines()
+            .iter()
+            .map(|l| format!("{} {}", l["message"], l["error"]))
+            .collect()
+    }
+
+    /// Waits up to `timeout` for the process to exit; whether it failed (exited
+    /// non-zero), and its messages, a line each.
+    pub fn failed_within(&mut self, timeout: Duration) -> (bool, String) {
+        let status = self.wait_exit(timeout);
+        (status.is_some_and(|s| !s.success()), self.messages().join("\n"))
+    }
+
     /// The health endpoint's address, from the "service started" log line.
     pub fn health_addr(&mut self, timeout: Duration) -> SocketAddr {
         let line = self

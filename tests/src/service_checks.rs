@@ -15,11 +15,11 @@ pub async fn assert_ready_then_clean_stop_on_sigterm(binary: &str) {
     resources.create(&aws).await;
     // A warehouse service runs as its own user, on a schema `pipelinectl setup` made.
     let warehouse = stack::warehouse_schema("ready").await;
-    let warehouse_url = if binary.ends_with("cron-connector") {
-        &warehouse.maintenance_url
-    } else {
-        &warehouse.loader_url
-    };
+    let service = std::path::Path::new(binary)
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or(binary);
+    let warehouse_url = warehouse.users.url_for(service);
     let mut env = resources.env();
     env.push(("METRICS_FLUSH_INTERVAL_SECS", "1"));
     env.push(("WAREHOUSE_URL", warehouse_url));

@@ -44,14 +44,32 @@ pub struct WarehouseSchema {
     pub name: String,
     /// The owner's URL, whose `search_path` is the schema (setup, and tests' own SQL).
     pub url: String,
-    /// The redshift-connector's user.
-    pub loader_url: String,
-    /// The cron-connector's user (a member of the owner, to VACUUM).
-    pub maintenance_url: String,
-    /// `pipelinectl`'s queries.
-    pub reader_url: String,
+    /// The other users' URLs to the schema.
+    pub users: WarehouseUsers,
     /// A connection through the owner's URL.
     pub sql: tokio_postgres::Client,
+}
+
+/// The URLs the local warehouse's users other than the owner connect with.
+#[derive(Debug, Clone)]
+pub struct WarehouseUsers {
+    /// The redshift-connector's user.
+    pub loader: String,
+    /// The cron-connector's user (a member of the owner, to VACUUM).
+    pub maintenance: String,
+    /// `pipelinectl`'s queries.
+    pub reader: String,
+}
+
+impl WarehouseUsers {
+    /// The `WAREHOUSE_URL` of `service`: maintenance for the cron-connector, the loader
+    /// for the redshift-connector (and for the services that do not read it).
+    pub fn url_for(&self, service: &str) -> &str {
+        match service {
+            "cron-connector" => &self.maintenance,
+            _ => &self.loader,
+        }
+    }
 }
 
 /// The local warehouse's users besides the owner, as `deploy/local/up` creates them.
@@ -113,9 +131,11 @@ pub async fn warehouse_schema(prefix: &str) -> WarehouseSchema {
         .expect("grant the reader");
     let sql = connect_warehouse(&url).await;
     WarehouseSchema {
-        loader_url: with_schema(as_user(&warehouse_url(), LOADER_USER)),
-        maintenance_url: with_schema(as_user(&warehouse_url(), MAINTENANCE_USER)),
-        reader_url: with_schema(as_user(&warehouse_url(), READER_USER)),
+        users: WarehouseUsers {
+            loader: with_schema(as_user(&warehouse_url(), LOADER_USER)),
+            maintenance: with_schema(as_user(&warehouse_url(), MAINTENANCE_USER)),
+            reader: with_schema(as_user(&warehouse_url(), READER_USER)),
+        },
         name,
         url,
         sql,

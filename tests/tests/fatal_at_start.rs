@@ -9,18 +9,6 @@ use pipeline_tests::process::{ServiceProcess, workspace_binary};
 use pipeline_tests::resources::Resources;
 use pipeline_tests::stack;
 
-/// Waits for the service to exit and returns its log lines' messages and errors.
-fn exit_within(service: &mut ServiceProcess, seconds: u64) -> (bool, String) {
-    let status = service.wait_exit(Duration::from_secs(seconds));
-    let log: Vec<String> = service
-        .json_lines()
-        .iter()
-        .map(|l| format!("{} {}", l["message"], l["error"]))
-        .collect();
-    let failed = status.is_some_and(|s| !s.success());
-    (failed, log.join("\n"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_table_is_fatal_at_start_naming_it() {
     let aws = stack::aws().await;
@@ -31,7 +19,7 @@ async fn a_missing_table_is_fatal_at_start_naming_it() {
     env.retain(|(var, _)| *var != "LEVEL_STATE_TABLE");
     env.push(("LEVEL_STATE_TABLE", &missing));
     let mut worker = ServiceProcess::start(&workspace_binary("player-state-worker"), &env);
-    let (failed, log) = exit_within(&mut worker, 10);
+    let (failed, log) = worker.failed_within(Duration::from_secs(10));
     assert!(failed, "the worker exits non-zero within seconds:\n{log}");
     assert!(log.contains(&missing) && log.contains("ResourceNotFound"), "{log}");
     resources.delete(&aws).await;
@@ -50,7 +38,7 @@ async fn a_lease_table_this_deployment_may_not_create_is_fatal_at_start() {
         ("CREATE_LEASE_TABLES", "false"),
     ]);
     let mut connector = ServiceProcess::start(&workspace_binary("s3-connector"), &env);
-    let (failed, log) = exit_within(&mut connector, 10);
+    let (failed, log) = connector.failed_within(Duration::from_secs(10));
     assert!(failed, "the connector exits non-zero within seconds:\n{log}");
     assert!(log.contains(&missing) && log.contains("CREATE_LEASE_TABLES"), "{log}");
     resources.delete(&aws).await;
@@ -99,7 +87,7 @@ async fn a_forbidden_table_is_fatal_at_start_naming_the_permission() {
         ("S3_CONNECTOR_LEASE_TABLE", lease_table.as_str()),
     ];
     let mut connector = ServiceProcess::start(&workspace_binary("s3-connector"), &env);
-    let (failed, log) = exit_within(&mut connector, 10);
+    let (failed, log) = connector.failed_within(Duration::from_secs(10));
     assert!(failed, "the connector exits non-zero within seconds:\n{log}");
     assert!(
         log.contains(&lease_table) && log.contains("permission dynamodb:DescribeTable denied"),

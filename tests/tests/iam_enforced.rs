@@ -12,14 +12,14 @@
 
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use pipeline_tests::chaos::generate_args;
 use pipeline_tests::chaos::observer::Observations;
 use pipeline_tests::chaos::verdict::{Checked, Checker, Readers};
 use pipeline_tests::iam_moto::{AccessKey, IamMoto, TemplateNames, for_moto};
 use pipeline_tests::process::{ServiceProcess, workspace_binary};
 use pipeline_tests::resources::Resources;
 use pipeline_tests::stack::{self, WarehouseSchema};
-use pipelinectl::generate::{self, GenerateArgs};
+use pipelinectl::generate;
 use serde_json::Value;
 
 /// Each service and its task role in `infra/roles.json`.
@@ -29,12 +29,6 @@ const SERVICES: [(&str, &str); 4] = [
     ("cron-connector", "CronConnectorTaskRole"),
     ("player-state-worker", "PlayerStateWorkerTaskRole"),
 ];
-
-#[derive(Parser)]
-struct GenerateCli {
-    #[command(flatten)]
-    args: GenerateArgs,
-}
 
 /// A moto that checks every call after the admin exists, the pipeline's resources on it
 /// under the templates' names (those the roles' policies are written for), and the
@@ -88,10 +82,7 @@ impl Enforced {
     /// Starts `service` signed as a principal holding `policy`.
     async fn start_service(&self, service: &str, policy: &Value) -> ServiceProcess {
         let key = self.moto.principal(Some(&self.admin), service, policy).await;
-        let warehouse_url = match service {
-            "cron-connector" => self.warehouse.maintenance_url.as_str(),
-            _ => self.warehouse.loader_url.as_str(),
-        };
+        let warehouse_url = self.warehouse.users.url_for(service);
         let mut env = self.resources.env();
         env.extend_from_slice(&[
             ("AWS_ENDPOINT_URL", self.moto.endpoint.as_str()),
@@ -135,8 +126,7 @@ impl Enforced {
             "--duplicates=0.05".into(),
             "--malformed=0.02".into(),
         ];
-        let args = GenerateCli::try_parse_from(argv).expect("generator arguments").args;
-        generate::run(Some(self.aws.kinesis()), &args)
+        generate::run(Some(self.aws.kinesis()), &generate_args(&argv))
             .await
             .expect("the game is sent")
     }
@@ -174,9 +164,8 @@ impl Enforced {
 /// Log lines of `service` that say a call was denied.
 fn denials(service: &mut ServiceProcess) -> Vec<String> {
     service
-        .json_lines()
-        .iter()
-        .map(|l| format!("{} {} {}", l["message"], l["error"], l["fields"]))
+        .messages()
+        .into_iter()
         .filter(|l| l.contains("AccessDenied") || l.contains("denied") || l.contains("not authorized"))
         .collect()
 }
@@ -236,22 +225,12 @@ async fn iam_enforced_a_role_without_an_action_it_needs_fails_naming_it() {
     let policy = enforced.policy("S3ConnectorTaskRole", Some("s3:PutObject"));
     let mut connector = enforced.start_service("s3-connector", &policy).await;
     enforced.play(3).await;
-    let status = connector.wait_exit(Duration::from_secs(60));
-    let log: Vec<String> = connector
-        .json_lines()
-        .iter()
-        .map(|l| format!("{} {}", l["message"], l["error"]))
-        .collect();
+    let (failed, log) = connector.failed_within(Duration::from_secs(60));
+    assert!(failed, "the connector stops on the denied write:\n{log}");
     assert!(
-        status.is_some_and(|s| !s.success()),
-        "the connector stops on the denied write:\n{}",
-        log.join("\n")
-    );
-    assert!(
-        log.iter()
+        log.lines()
             .any(|l| l.contains("s3:PutObject") && (l.contains("denied") || l.contains("AccessDenied"))),
-        "the failure names the action and says it was denied:\n{}",
-        log.join("\n")
+        "the failure names the action and says it was denied:\n{log}"
     );
     enforced.delete().await;
 }

@@ -174,7 +174,7 @@ async fn poison_inputs_are_quarantined_and_every_shard_flows_on() {
     let resources = Resources::unique();
     resources.create(&aws).await;
     let schema = stack::warehouse_schema("poison").await;
-    let (url, sql) = (schema.loader_url.clone(), &schema.sql);
+    let (url, sql) = (schema.users.loader.clone(), &schema.sql);
     let (telemetry, files, bucket) = (
         resources.name("TELEMETRY_STREAM"),
         resources.name("FILES_STREAM"),

@@ -47,7 +47,7 @@ async fn valid_events_reach_the_warehouse_exactly_once() {
     let resources = Resources::unique();
     resources.create(&aws).await;
     let schema = stack::warehouse_schema("e2e").await;
-    let (url, sql) = (schema.loader_url.clone(), &schema.sql);
+    let (url, sql) = (schema.users.loader.clone(), &schema.sql);
 
     let ids: Vec<String> = (0..300).map(|_| uuid::Uuid::new_v4().to_string()).collect();
     let mut records: Vec<Vec<u8>> = ids.iter().map(|id| event(id)).collect();

@@ -26,9 +26,9 @@ fn sqlstate(error: &WarehouseError) -> Option<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warehouse_privileges_are_each_users_own_and_no_more() {
     let schema = stack::warehouse_schema("privileges").await;
-    let loader = open(&schema.loader_url).await;
-    let reader = open(&schema.reader_url).await;
-    let maintenance = open(&schema.maintenance_url).await;
+    let loader = open(&schema.users.loader).await;
+    let reader = open(&schema.users.reader).await;
+    let maintenance = open(&schema.users.maintenance).await;
 
     assert_eq!(loader.check_schema().await.expect("the loader reads the version"), 1);
     let denied = loader
@@ -78,17 +78,6 @@ async fn warehouse_privileges_are_each_users_own_and_no_more() {
     schema.drop_all().await;
 }
 
-/// Waits for the service to exit and returns whether it failed, and its log.
-fn failed_at_start(service: &mut ServiceProcess) -> (bool, String) {
-    let status = service.wait_exit(Duration::from_secs(60));
-    let log: Vec<String> = service
-        .json_lines()
-        .iter()
-        .map(|l| format!("{} {}", l["message"], l["error"]))
-        .collect();
-    (status.is_some_and(|s| !s.success()), log.join("\n"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warehouse_privileges_services_never_migrate_and_maintenance_must_be_able_to_vacuum() {
     let aws = stack::aws().await;
@@ -104,11 +93,11 @@ async fn warehouse_privileges_services_never_migrate_and_maintenance_must_be_abl
         ))
         .await
         .expect("empty schema");
-    let empty_url = schema.loader_url.replace(&schema.name, &empty);
+    let empty_url = schema.users.loader.replace(&schema.name, &empty);
     let mut env = resources.env();
     env.push(("WAREHOUSE_URL", &empty_url));
     let mut loader = ServiceProcess::start(&workspace_binary("redshift-connector"), &env);
-    let (failed, log) = failed_at_start(&mut loader);
+    let (failed, log) = loader.failed_within(Duration::from_secs(60));
     assert!(failed, "the loader exits non-zero:\n{log}");
     assert!(
         log.contains("schema is at version 0") && log.contains("pipelinectl setup"),
@@ -117,9 +106,9 @@ async fn warehouse_privileges_services_never_migrate_and_maintenance_must_be_abl
 
     // A cron-connector whose VACUUM would do nothing stops at once.
     let mut env = resources.env();
-    env.push(("WAREHOUSE_URL", &schema.loader_url));
+    env.push(("WAREHOUSE_URL", &schema.users.loader));
     let mut cron = ServiceProcess::start(&workspace_binary("cron-connector"), &env);
-    let (failed, log) = failed_at_start(&mut cron);
+    let (failed, log) = cron.failed_within(Duration::from_secs(60));
     assert!(failed, "the cron-connector exits non-zero:\n{log}");
     assert!(log.contains("may not VACUUM"), "{log}");
     schema

@@ -37,7 +37,7 @@ async fn one_instance_runs_the_jobs_passing_failures_are_retried_a_stop_hands_ov
     let resources = Resources::unique();
     resources.create(&aws).await;
     let warehouse = stack::warehouse_schema("cron").await;
-    let (schema, url, sql) = (&warehouse.name, &warehouse.maintenance_url, &warehouse.sql);
+    let (schema, url, sql) = (&warehouse.name, &warehouse.users.maintenance, &warehouse.sql);
 
     // A job waits at most half a second for a lock: a held lock fails it the way a
     // passing failure does (SQLSTATE 55P03). (The URL's options already set the

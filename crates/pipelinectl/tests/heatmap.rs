@@ -69,7 +69,7 @@ async fn known_points_make_known_cells_in_csv_and_png() {
         .await
         .expect("insert");
 
-    let (csv, stderr) = heatmap(&schema.reader_url, &["--format=csv", "--output=-"]);
+    let (csv, stderr) = heatmap(&schema.users.reader, &["--format=csv", "--output=-"]);
     assert!(stderr.contains("7 events, 3 in the busiest cell"), "{stderr}");
     let cells: Vec<(u32, u32, u64)> = csv
         .lines()
@@ -98,7 +98,7 @@ async fn known_points_make_known_cells_in_csv_and_png() {
     picture.save(&map).expect("map");
     let png = dir.join("heat.png");
     heatmap(
-        &schema.reader_url,
+        &schema.users.reader,
         &[
             "--image-width=400",
             &format!("--background={}", map.display()),

@@ -73,9 +73,9 @@ async fn fixture_in_time_zone(zone: Option<&str>) -> Fixture {
         Some(zone) => format!("{url}%20-cTimeZone%3D{zone}"),
         None => url.to_string(),
     };
-    let url = in_zone(&schema.loader_url);
+    let url = in_zone(&schema.users.loader);
     let maintenance = Warehouse::Postgres(PostgresWarehouse::new(
-        &in_zone(&schema.maintenance_url),
+        &in_zone(&schema.users.maintenance),
         Tls::Disable,
         aws.s3(),
     ));

@@ -15,10 +15,6 @@ pub const SERVICES: [&str; 4] = [
 ];
 pub const INSTANCES_PER_SERVICE: usize = 2;
 
-/// The cron-connector's `WAREHOUSE_URL` in the fleet's env (the others' is the loader's):
-/// each service runs as its own warehouse user.
-pub const MAINTENANCE_WAREHOUSE_URL: &str = "MAINTENANCE_WAREHOUSE_URL";
-
 struct Instance {
     service: &'static str,
     slot: usize,
@@ -27,7 +23,8 @@ struct Instance {
 
 /// The running instances and what happened to them.
 pub struct Fleet {
-    env: Vec<(String, String)>,
+    /// Each service's env.
+    env: BTreeMap<&'static str, Vec<(String, String)>>,
     /// Where the instances' logs go.
     pub logs: PathBuf,
     instances: Vec<Instance>,
@@ -39,24 +36,17 @@ pub struct Fleet {
 
 /// The log of every instance of a service, one after the other, in `dir`.
 fn start(service: &'static str, slot: usize, env: &[(String, String)], dir: &Path) -> ServiceProcess {
-    let maintenance = env
-        .iter()
-        .find(|(k, _)| k == MAINTENANCE_WAREHOUSE_URL)
-        .map(|(_, v)| v.as_str());
-    let env: Vec<(&str, &str)> = env
-        .iter()
-        .map(|(k, v)| match (k.as_str(), maintenance) {
-            ("WAREHOUSE_URL", Some(url)) if service == "cron-connector" => (k.as_str(), url),
-            _ => (k.as_str(), v.as_str()),
-        })
-        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let log = dir.join(format!("{service}-{slot}.log"));
     ServiceProcess::start_logged(&workspace_binary(service), &env, Some(&log))
 }
 
 impl Fleet {
-    /// Starts every instance and waits until each is ready.
-    pub fn start(env: Vec<(String, String)>, logs: PathBuf) -> Self {
+    /// Starts every instance, each service with `env_of` it, and waits until each is
+    /// ready.
+    pub fn start(env_of: impl Fn(&'static str) -> Vec<(String, String)>, logs: PathBuf) -> Self {
+        let env: BTreeMap<&'static str, Vec<(String, String)>> =
+            SERVICES.iter().map(|service| (*service, env_of(service))).collect();
         std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("create {}: {e}", logs.display()));
         let mut instances = Vec::new();
         for service in SERVICES {
@@ -64,7 +54,7 @@ impl Fleet {
                 instances.push(Instance {
                     service,
                     slot,
-                    process: start(service, slot, &env, &logs),
+                    process: start(service, slot, &env[service], &logs),
                 });
             }
         }
@@ -99,7 +89,7 @@ impl Fleet {
         instance.process.kill();
         *self.kills.entry(instance.service).or_insert(0) += 1;
         std::thread::sleep(pause);
-        instance.process = start(instance.service, instance.slot, &self.env, &self.logs);
+        instance.process = start(instance.service, instance.slot, &self.env[instance.service], &self.logs);
         instance.service
     }
 
@@ -108,7 +98,7 @@ impl Fleet {
         for instance in &mut self.instances {
             if let Some(status) = instance.process.exit_status() {
                 self.crashes.push(format!("{}: {status}", instance.service));
-                instance.process = start(instance.service, instance.slot, &self.env, &self.logs);
+                instance.process = start(instance.service, instance.slot, &self.env[instance.service], &self.logs);
             }
         }
     }

@@ -30,7 +30,7 @@ use pipelinectl::generate::{self, GenerateArgs};
 use crate::fault_proxy::FaultProxy;
 use crate::resources::Resources;
 use crate::stack;
-use fleet::{Fleet, MAINTENANCE_WAREHOUSE_URL};
+use fleet::Fleet;
 use observer::{Observations, Watched};
 pub use report::Report;
 use verdict::{Checked, Checker, Readers};
@@ -88,6 +88,11 @@ struct GenerateCli {
     args: GenerateArgs,
 }
 
+/// `pipelinectl generate`'s arguments from its command line (`argv[0]` is `generate`).
+pub fn generate_args(argv: &[String]) -> GenerateArgs {
+    GenerateCli::try_parse_from(argv).expect("generator arguments").args
+}
+
 fn generator_args(stream: &str, args: &ChaosArgs, rate: u64, seed: u64, kpl: usize) -> GenerateArgs {
     let argv = [
         "generate".to_string(),
@@ -103,7 +108,7 @@ fn generator_args(stream: &str, args: &ChaosArgs, rate: u64, seed: u64, kpl: usi
         "--malformed=0.01".into(),
         format!("--kpl={kpl}"),
     ];
-    GenerateCli::try_parse_from(argv).expect("generator arguments").args
+    generate_args(&argv)
 }
 
 /// Splits the first open shard of `stream` in two, or merges the two adjacent open
@@ -221,8 +226,6 @@ pub async fn run(args: &ChaosArgs) -> Report {
     let settings = [
         ("AWS_ENDPOINT_URL", moto_proxy.endpoint()),
         ("AWS_ENDPOINT_URL_KINESIS", kinesis_proxy.endpoint()),
-        ("WAREHOUSE_URL", schema.loader_url.clone()),
-        (MAINTENANCE_WAREHOUSE_URL, schema.maintenance_url.clone()),
         ("BATCH_MAX_AGE_SECS", "2".into()),
         ("BATCH_MAX_RECORDS", "500".into()),
         ("LOAD_MAX_AGE_SECS", "2".into()),
@@ -240,9 +243,19 @@ pub async fn run(args: &ChaosArgs) -> Report {
     env.extend(settings.into_iter().map(|(k, v)| (k.to_string(), v)));
     let logs = std::env::temp_dir().join(format!("chaos-{}", resources.name("TELEMETRY_STREAM")));
     eprintln!("chaos: service logs in {}", logs.display());
-    let fleet = tokio::task::spawn_blocking(move || Fleet::start(env, logs))
-        .await
-        .expect("start the fleet");
+    let users = schema.users.clone();
+    let fleet = tokio::task::spawn_blocking(move || {
+        Fleet::start(
+            |service| {
+                let mut env = env.clone();
+                env.push(("WAREHOUSE_URL".into(), users.url_for(service).to_string()));
+                env
+            },
+            logs,
+        )
+    })
+    .await
+    .expect("start the fleet");
 
     let stream = resources.name("TELEMETRY_STREAM").to_string();
     let stop_observer = Arc::new(AtomicBool::new(false));

@@ -8,13 +8,14 @@
 
 use std::io::Write;
 
-use aws_sdk_kinesis::primitives::Blob;
 use clap::{Args, Subcommand};
 use event_model::{DEAD_LETTER_PREFIX, DeadLetter};
 use pipeline_runtime::AwsError;
 use pipeline_runtime::config::parse_resource_name;
 use pipeline_runtime::retry::{RetryPolicy, retry};
 use tokio_util::sync::CancellationToken;
+
+use crate::aws::{lake, streams};
 
 /// `pipelinectl dead-letters …`
 #[derive(Debug, Args)]
@@ -72,37 +73,11 @@ pub struct Stored {
 
 /// Every dead letter in `bucket`, oldest first.
 pub async fn list(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<Vec<Stored>, DeadLetterError> {
-    let mut keys = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(DEAD_LETTER_PREFIX)
-            .set_continuation_token(token.take())
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("s3:ListBucket", e))?;
-        keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
-        match page.next_continuation_token() {
-            Some(next) => token = Some(next.to_string()),
-            None => break,
-        }
-    }
+    let keys = lake::list(s3, bucket, DEAD_LETTER_PREFIX).await?;
     let mut stored = Vec::with_capacity(keys.len());
-    for key in keys {
-        let object = s3
-            .get_object()
-            .bucket(bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("s3:GetObject", e))?;
-        let body = object.body.collect().await.map_err(|e| DeadLetterError::Unreadable {
-            key: key.clone(),
-            reason: e.to_string(),
-        })?;
-        let letter = DeadLetter::from_json(&body.into_bytes()).map_err(|e| DeadLetterError::Unreadable {
+    for lake::Listed { key, .. } in keys {
+        let body = lake::get(s3, bucket, &key).await?;
+        let letter = DeadLetter::from_json(&body).map_err(|e| DeadLetterError::Unreadable {
             key: key.clone(),
             reason: e.to_string(),
         })?;
@@ -193,30 +168,16 @@ pub async fn run(
                     continue;
                 }
                 let data = pointer.to_json();
-                retry(&RetryPolicy::COMMAND, &never, || async {
-                    kinesis
-                        .put_record()
-                        .stream_name(files_stream)
-                        .partition_key(&pointer.shard)
-                        .data(Blob::new(data.clone()))
-                        .send()
-                        .await
-                        .map_err(|e| AwsError::from_sdk("kinesis:PutRecord", e))
+                retry(&RetryPolicy::COMMAND, &never, || {
+                    streams::put_record(kinesis, files_stream, &pointer.shard, &data)
                 })
                 .await
                 .map_err(|e| e.into_error())?;
                 // Deleted only once the pointer is on the stream: a crash in between
                 // redrives it twice, which loaded_files makes harmless.
-                retry(&RetryPolicy::COMMAND, &never, || async {
-                    s3.delete_object()
-                        .bucket(bucket)
-                        .key(key)
-                        .send()
-                        .await
-                        .map_err(|e| AwsError::from_sdk("s3:DeleteObject", e))
-                })
-                .await
-                .map_err(|e| e.into_error())?;
+                retry(&RetryPolicy::COMMAND, &never, || lake::delete(s3, bucket, key))
+                    .await
+                    .map_err(|e| e.into_error())?;
                 let _ = writeln!(stdout, "redriven {key}: s3://{}/{}", pointer.bucket, pointer.key);
                 redriven += 1;
             }

@@ -7,8 +7,10 @@
 //! - [`level_map`]: a picture of a generated level (a heat map's background);
 //! - [`summary`]: what the pipeline holds end to end, checked against what was sent;
 //! - [`dead_letters`]: the files the warehouse gave up on, listed and redriven;
-//! - [`healthcheck`]: whether a service's process answers, for container health checks.
+//! - [`healthcheck`]: whether a service's process answers, for container health checks;
+//! - [`aws`]: every AWS call of those commands but `setup`'s, one function per call.
 
+pub mod aws;
 pub mod dead_letters;
 pub mod generate;
 pub mod healthcheck;

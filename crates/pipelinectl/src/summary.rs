@@ -15,6 +15,8 @@ use pipeline_runtime::config::parse_resource_name;
 use serde::{Deserialize, Serialize};
 use warehouse::{Warehouse, WarehouseArgs};
 
+use crate::aws::lake;
+
 /// What `summary` reads and checks.
 #[derive(Debug, Clone, Args)]
 pub struct SummaryArgs {
@@ -193,29 +195,16 @@ pub fn checks(sent: &Sent, held: &Summary) -> (bool, Vec<String>) {
     )
 }
 
+/// How many objects and bytes `prefix/` holds, and their keys.
 async fn objects(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> anyhow::Result<(Objects, Vec<String>)> {
-    let mut found = Objects::default();
-    let mut keys = Vec::new();
-    let mut pages = s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(format!("{prefix}/"))
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| {
-            anyhow::anyhow!(
-                "listing s3://{bucket}/{prefix}/: {}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            )
-        })?;
-        for object in page.contents() {
-            found.objects += 1;
-            found.bytes += u64::try_from(object.size().unwrap_or(0)).unwrap_or(0);
-            keys.push(object.key().unwrap_or_default().to_string());
-        }
-    }
-    Ok((found, keys))
+    let listed = lake::list(s3, bucket, &format!("{prefix}/"))
+        .await
+        .map_err(|e| anyhow::anyhow!("listing s3://{bucket}/{prefix}/: {}", e.explain()))?;
+    let found = Objects {
+        objects: listed.len() as u64,
+        bytes: listed.iter().map(|o| o.size_bytes).sum(),
+    };
+    Ok((found, listed.into_iter().map(|o| o.key).collect()))
 }
 
 /// Rejected records by reason, per `errors/` file. The files never change once
@@ -264,23 +253,9 @@ pub async fn rejected_records(
     bucket: &str,
     key: &str,
 ) -> anyhow::Result<Vec<event_model::RejectedRecord>> {
-    let body = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
+    let body = lake::get(s3, bucket, key)
         .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "s3://{bucket}/{key}: {}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            )
-        })?
-        .body
-        .collect()
-        .await
-        .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key}: {e}"))?
-        .into_bytes();
+        .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key}: {}", e.explain()))?;
     let mut text = Vec::new();
     flate2::read::MultiGzDecoder::new(&body[..])
         .read_to_end(&mut text)

@@ -12,15 +12,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use bytes::Bytes;
 use shard_consumer::backoff::Backoff;
 use shard_consumer::kpl;
 
-/// PutRecords takes at most 500 records and 5 MiB (data and partition keys) per call.
-pub const MAX_RECORDS: usize = 500;
-pub const MAX_BYTES: usize = 5 * 1024 * 1024;
+use crate::aws::streams::{self, Entry, MAX_BYTES, MAX_RECORDS, Outcome, ShardRange};
 
 /// One Kinesis record to put.
 #[derive(Debug, Clone)]
@@ -44,8 +40,12 @@ impl Record {
         }
     }
 
-    fn size(&self) -> usize {
-        self.data.len() + self.partition_key.len()
+    fn entry(&self) -> Entry<'_> {
+        Entry {
+            partition_key: &self.partition_key,
+            explicit_hash_key: self.explicit_hash_key.as_deref(),
+            data: &self.data,
+        }
     }
 }
 
@@ -98,21 +98,6 @@ impl Sink {
     }
 }
 
-/// One shard's hash keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ShardRange {
-    first: u128,
-    last: u128,
-    id: String,
-    open: bool,
-}
-
-impl ShardRange {
-    fn holds(&self, hash: u128) -> bool {
-        self.first <= hash && hash <= self.last
-    }
-}
-
 /// KPL aggregation: user records waiting per predicted shard.
 struct Aggregation {
     per_aggregate: usize,
@@ -157,44 +142,9 @@ impl Producer {
 
     /// The stream's shards (closed ones within retention too) and their hash ranges.
     async fn shard_map(&self) -> anyhow::Result<Vec<ShardRange>> {
-        let mut shards = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let request = match token.take() {
-                Some(token) => self.kinesis.list_shards().next_token(token),
-                None => self.kinesis.list_shards().stream_name(&self.stream),
-            };
-            let output = request.send().await.map_err(|e| {
-                anyhow::anyhow!(
-                    "ListShards on {}: {}",
-                    self.stream,
-                    aws_smithy_types::error::display::DisplayErrorContext(&e)
-                )
-            })?;
-            for shard in output.shards() {
-                let open = shard
-                    .sequence_number_range()
-                    .is_some_and(|r| r.ending_sequence_number().is_none());
-                let range = shard.hash_key_range().and_then(|r| {
-                    Some((
-                        r.starting_hash_key().parse::<u128>().ok()?,
-                        r.ending_hash_key().parse::<u128>().ok()?,
-                    ))
-                });
-                if let Some((first, last)) = range {
-                    shards.push(ShardRange {
-                        first,
-                        last,
-                        id: shard.shard_id().to_string(),
-                        open,
-                    });
-                }
-            }
-            match output.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_string()),
-                _ => return Ok(shards),
-            }
-        }
+        streams::list_shards(&self.kinesis, &self.stream)
+            .await
+            .map_err(|e| anyhow::anyhow!("ListShards on {}: {}", self.stream, e.explain()))
     }
 
     /// Queues one event's record: as it is, or into its predicted shard's aggregate.
@@ -224,10 +174,11 @@ impl Producer {
     /// Queues a Kinesis record, sending a full batch first when it would not fit.
     async fn push(&mut self, record: Record) -> anyhow::Result<Sent> {
         let mut sent = Sent::default();
-        if self.pending.len() == MAX_RECORDS || self.bytes + record.size() > MAX_BYTES {
+        let size = record.entry().size();
+        if self.pending.len() == MAX_RECORDS || self.bytes + size > MAX_BYTES {
             sent = self.send().await?;
         }
-        self.bytes += record.size();
+        self.bytes += size;
         self.pending.push(record);
         Ok(sent)
     }
@@ -280,44 +231,28 @@ impl Producer {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut attempts = 0;
         while !records.is_empty() {
-            let entries = records
-                .iter()
-                .map(|r| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(&r.partition_key)
-                        .set_explicit_hash_key(r.explicit_hash_key.clone())
-                        .data(Blob::new(r.data.to_vec()))
-                        .build()
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let output = self
-                .kinesis
-                .put_records()
-                .stream_name(&self.stream)
-                .set_records(Some(entries))
-                .send()
+            let entries: Vec<Entry<'_>> = records.iter().map(Record::entry).collect();
+            let outcomes = streams::put_records(&self.kinesis, &self.stream, &entries)
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "PutRecords on {}: {}",
-                        self.stream,
-                        aws_smithy_types::error::display::DisplayErrorContext(&e)
-                    )
-                })?;
+                .map_err(|e| anyhow::anyhow!("PutRecords on {}: {}", self.stream, e.explain()))?;
+            let answered = outcomes.len() as u64;
             let mut failed = Vec::new();
-            for (result, record) in output.records().iter().zip(records) {
-                if result.error_code().is_some() {
-                    failed.push(record);
-                    continue;
-                }
+            for (outcome, record) in outcomes.into_iter().zip(records) {
+                let shard_id = match outcome {
+                    Outcome::Failed { .. } => {
+                        failed.push(record);
+                        continue;
+                    }
+                    Outcome::Put { shard_id } => shard_id,
+                };
                 // Put, but maybe not where the aggregate was meant to go.
                 if let Some((predicted, users)) = record.aggregate_of
-                    && let Some(actual) = result.shard_id().filter(|actual| *actual != predicted)
+                    && let Some(actual) = shard_id.filter(|actual| *actual != predicted)
                 {
-                    self.misrouted.push((actual.to_string(), users));
+                    self.misrouted.push((actual, users));
                 }
             }
-            sent.records += output.records().len() as u64 - failed.len() as u64;
+            sent.records += answered - failed.len() as u64;
             sent.retried += failed.len() as u64;
             records = failed;
             if !records.is_empty() {

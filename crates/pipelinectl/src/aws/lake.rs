@@ -1,0 +1,81 @@
+//! S3 calls on the data lake's bucket: `summary` counts and reads what the prefixes
+//! hold, `dead-letters` reads and deletes the dead letters.
+
+use bytes::Bytes;
+use pipeline_runtime::{AwsError, ErrorKind};
+
+const LIST: &str = "s3:ListBucket";
+const GET: &str = "s3:GetObject";
+const DELETE: &str = "s3:DeleteObject";
+
+/// The IAM actions the functions of this module need.
+pub const IAM_ACTIONS: &[&str] = &[LIST, GET, DELETE];
+
+/// An object a listing found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size_bytes: u64,
+}
+
+/// ListObjectsV2 of every key under `prefix`, in key order. S3 answers at most 1000
+/// keys a page; the next page is asked for with the page's continuation token until
+/// there is none.
+pub async fn list(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<Vec<Listed>, AwsError> {
+    let mut listed = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(LIST, e))?;
+        listed.extend(page.contents().iter().filter_map(|object| {
+            Some(Listed {
+                key: object.key()?.to_string(),
+                size_bytes: u64::try_from(object.size().unwrap_or(0)).unwrap_or(0),
+            })
+        }));
+        match page.next_continuation_token() {
+            Some(next) => token = Some(next.to_string()),
+            None => return Ok(listed),
+        }
+    }
+}
+
+/// GetObject of `key`, its body read to the end. S3 sends the body as a stream after
+/// the answer's headers; it can break off after the call succeeded, which is a
+/// transient failure of this call too. Meant for small objects (a dead letter, one
+/// `errors/` batch file): the whole body is held in memory.
+pub async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Bytes, AwsError> {
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(GET, e))?;
+    let body = object.body.collect().await.map_err(|e| {
+        AwsError::new(
+            GET,
+            ErrorKind::Transient,
+            format!("s3://{bucket}/{key}: the body broke off: {e}"),
+        )
+    })?;
+    Ok(body.into_bytes())
+}
+
+/// DeleteObject of `key`. Deleting a key that is not there succeeds, so a delete
+/// repeated after a crash is harmless.
+pub async fn delete(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<(), AwsError> {
+    s3.delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(DELETE, e))?;
+    Ok(())
+}

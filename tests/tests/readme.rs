@@ -1,12 +1,19 @@
-//! `docs/configuration.md` is exactly every binary's current `--help`.
+//! The README and `docs/` stay true to the code: `docs/configuration.md` is exactly
+//! every binary's current `--help`; the README opens with the two commands (the test
+//! command is what `.ci/run` runs), stays short and links every doc from its first
+//! screen; and every relative link in the docs reaches a file and a heading that exist.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 
 /// The width `docs/configuration.sh` renders the help at (COLUMNS, no terminal).
 const HELP_WIDTH: usize = 100;
+/// The README's limit, so that it stays an entry point rather than the manual.
+const README_MAX_LINES: usize = 250;
+/// What a reader sees before scrolling: every doc is linked within it.
+const FIRST_SCREEN_LINES: usize = 50;
 
 fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -100,4 +107,146 @@ fn configuration_doc_names_every_env_var() {
         missing.is_empty(),
         "docs/configuration.md does not document {missing:?}"
     );
+}
+
+#[test]
+fn readme_opens_with_the_two_commands_ci_runs_the_test_one() {
+    let readme = read("README.md");
+    let first_block: Vec<&str> = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README has a sh block")
+        .lines()
+        .collect();
+    let command = |line: &str| line.split('#').next().unwrap_or_default().trim().to_string();
+    assert_eq!(
+        first_block.iter().map(|line| command(line)).collect::<Vec<_>>(),
+        ["deploy/local/demo", "deploy/local/test"],
+        "the README's first commands are the demo and the test command"
+    );
+    let ci = read(".ci/run");
+    assert!(
+        ci.lines().any(|line| line.trim() == "exec deploy/local/test"),
+        ".ci/run runs exactly the README's test command:\n{ci}"
+    );
+}
+
+#[test]
+fn readme_is_short_and_links_every_doc_on_its_first_screen() {
+    let readme = read("README.md");
+    let lines = readme.lines().count();
+    assert!(
+        lines <= README_MAX_LINES,
+        "README.md has {lines} lines, more than {README_MAX_LINES}"
+    );
+    let first_screen: String = readme.lines().take(FIRST_SCREEN_LINES).collect::<Vec<_>>().join("\n");
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
+        .expect("docs/")
+        .map(|entry| entry.expect("docs/ entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    assert!(!docs.is_empty(), "docs/ holds the documentation");
+    for doc in docs {
+        let name = doc.file_name().expect("a file name").to_string_lossy().to_string();
+        assert!(
+            first_screen.contains(&format!("(docs/{name})")),
+            "README.md's first {FIRST_SCREEN_LINES} lines do not link docs/{name}"
+        );
+    }
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces to dashes.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The lines of a Markdown file outside code blocks.
+fn prose(text: &str) -> Vec<&str> {
+    let mut in_code = false;
+    text.lines()
+        .filter(|line| {
+            if line.trim_start().starts_with("```") {
+                in_code = !in_code;
+                return false;
+            }
+            !in_code
+        })
+        .collect()
+}
+
+fn anchors(text: &str) -> BTreeSet<String> {
+    prose(text)
+        .into_iter()
+        .filter_map(|line| line.strip_prefix('#'))
+        .map(|heading| anchor(heading.trim_start_matches('#')))
+        .collect()
+}
+
+/// The targets of `[text](target)` links in the prose.
+fn link_targets(text: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    for line in prose(text) {
+        let mut rest = line;
+        while let Some(start) = rest.find("](") {
+            rest = &rest[start + 2..];
+            let Some(end) = rest.find(')') else { break };
+            targets.push(rest[..end].to_string());
+            rest = &rest[end..];
+        }
+    }
+    targets
+}
+
+#[test]
+fn every_relative_link_in_the_docs_resolves() {
+    let mut files = vec![
+        PathBuf::from("README.md"),
+        PathBuf::from("infra/README.md"),
+        PathBuf::from("fuzz/README.md"),
+        PathBuf::from("sample-data/README.md"),
+    ];
+    for entry in std::fs::read_dir(repo().join("docs")).expect("docs/") {
+        let path = entry.expect("docs/ entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(Path::new("docs").join(path.file_name().expect("a file name")));
+        }
+    }
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let text = read(&file.to_string_lossy());
+        let dir = file.parent().unwrap_or(Path::new(""));
+        for target in link_targets(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            checked += 1;
+            let (path, fragment) = target.split_once('#').unwrap_or((&target, ""));
+            let linked = if path.is_empty() { file.clone() } else { dir.join(path) };
+            let on_disk = repo().join(&linked);
+            if !on_disk.exists() {
+                broken.push(format!("{}: {target} (no {})", file.display(), linked.display()));
+                continue;
+            }
+            if !fragment.is_empty() && on_disk.extension().is_some_and(|e| e == "md") {
+                let headings = anchors(&read(&linked.to_string_lossy()));
+                if !headings.contains(fragment) {
+                    broken.push(format!("{}: {target} (no such heading)", file.display()));
+                }
+            }
+        }
+    }
+    assert!(checked > 0, "the docs link to each other");
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }

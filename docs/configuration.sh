@@ -7,7 +7,8 @@
 #
 # The help is rendered 100 columns wide whatever the terminal: clap wraps to the width
 # of any terminal on stdin, stdout or stderr, so none of them is one here, and COLUMNS
-# decides.
+# decides. The environment is empty, or clap would show the values of the variables
+# set in it (`eval "$(deploy/local/env)"` sets a dozen).
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -24,7 +25,7 @@ trap 'rm -f "$err"' EXIT
 # `help BINARY [SUBCOMMAND…]`: the long help, trailing spaces removed.
 help() {
   local text
-  if ! text=$(COLUMNS=100 "$bins/$1" "${@:2}" --help </dev/null 2>"$err"); then
+  if ! text=$(env -i COLUMNS=100 "$bins/$1" "${@:2}" --help </dev/null 2>"$err"); then
     echo "$* --help failed:" >&2
     cat "$err" >&2
     exit 1

@@ -6,10 +6,9 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use aws_sdk_s3::config::http::HttpResponse;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use pipeline_runtime::error::{AwsError, ErrorKind};
+use pipeline_runtime::error::ErrorKind;
 use tokio::sync::Mutex;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
@@ -17,6 +16,10 @@ use tokio_postgres::{Client, NoTls};
 use crate::query::{Query, Value};
 use crate::schema::{self, Dialect};
 use crate::{LoadBatch, LoadReport, WarehouseError, rows, sql};
+
+mod batch_file;
+
+pub use batch_file::IAM_ACTIONS;
 
 /// Rows are sent to the server in chunks of about this size.
 const COPY_CHUNK: usize = 1 << 20;
@@ -235,17 +238,11 @@ impl PostgresWarehouse {
             reason,
             kind,
         };
-        let object = self.s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| {
-            let error = get_object_error(e);
-            file_error(error.kind, error.explain())
-        })?;
-        let body = object
-            .body
-            .collect()
-            .await
+        let body = batch_file::get(&self.s3, bucket, key).await.map_err(|e| match e {
+            batch_file::GetError::Object(error) => file_error(error.kind, error.explain()),
             // The download broke off; the object may well be whole.
-            .map_err(|e| file_error(ErrorKind::Transient, format!("reading the object: {e}")))?
-            .into_bytes();
+            batch_file::GetError::BrokeOff(e) => file_error(ErrorKind::Transient, format!("reading the object: {e}")),
+        })?;
         // Gunzipping tens of MiB is CPU work: off the runtime's threads.
         let gunzipped = tokio::task::spawn_blocking(move || {
             let mut text = Vec::with_capacity(body.len() * 6);
@@ -400,20 +397,6 @@ fn unexpected_answer(statement: &str, error: &tokio_postgres::Error) -> Warehous
     WarehouseError::statement(statement, ErrorKind::Fatal, format!("unexpected answer: {error}"))
 }
 
-/// A failed GetObject of a batch file, classified: a missing object is permanent (a
-/// pointer is written after its file, and S3 reads after writes, so the file was
-/// deleted or never written); other failures keep the kind of their error code and
-/// status.
-fn get_object_error(
-    error: aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::GetObjectError, HttpResponse>,
-) -> AwsError {
-    if error.as_service_error().is_some_and(|e| e.is_no_such_key()) {
-        AwsError::with_kind("s3:GetObject", ErrorKind::Permanent, &error)
-    } else {
-        AwsError::from_sdk("s3:GetObject", error)
-    }
-}
-
 /// A PostgreSQL error with what the server said: tokio-postgres displays a server
 /// error as just "db error", leaving its message, detail and SQLSTATE in the source.
 pub(crate) struct ServerMessage<'a>(pub(crate) &'a tokio_postgres::Error);
@@ -430,46 +413,5 @@ impl std::fmt::Display for ServerMessage<'_> {
             }
             None => write!(f, "{}", self.0),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use aws_sdk_s3::error::SdkError;
-    use aws_sdk_s3::operation::get_object::GetObjectError;
-    use aws_sdk_s3::types::error::NoSuchKey;
-    use aws_smithy_runtime_api::http::StatusCode;
-    use aws_smithy_types::body::SdkBody;
-    use aws_smithy_types::error::ErrorMetadata;
-
-    use super::*;
-
-    fn answer(status: u16) -> HttpResponse {
-        HttpResponse::new(StatusCode::try_from(status).expect("status"), SdkBody::empty())
-    }
-
-    fn meta(code: &str) -> ErrorMetadata {
-        ErrorMetadata::builder().code(code).message("as S3 said").build()
-    }
-
-    #[test]
-    fn a_missing_batch_file_is_permanent_other_read_failures_keep_their_kind() {
-        let missing = SdkError::service_error(
-            GetObjectError::NoSuchKey(NoSuchKey::builder().meta(meta("NoSuchKey")).build()),
-            answer(404),
-        );
-        assert_eq!(get_object_error(missing).kind, ErrorKind::Permanent);
-        let slow_down = SdkError::service_error(GetObjectError::generic(meta("SlowDown")), answer(503));
-        assert_eq!(get_object_error(slow_down).kind, ErrorKind::Throttled);
-        let denied = SdkError::service_error(GetObjectError::generic(meta("AccessDenied")), answer(403));
-        let denied = get_object_error(denied);
-        assert_eq!(denied.kind, ErrorKind::Fatal);
-        assert!(
-            denied.explain().starts_with("permission s3:GetObject denied"),
-            "{}",
-            denied.explain()
-        );
-        let server = SdkError::service_error(GetObjectError::generic(meta("InternalError")), answer(500));
-        assert_eq!(get_object_error(server).kind, ErrorKind::Transient);
     }
 }

@@ -10,16 +10,18 @@
 
 use std::time::Duration;
 
-use aws_sdk_redshiftdata::operation::batch_execute_statement::builders::BatchExecuteStatementFluentBuilder;
-use aws_sdk_redshiftdata::operation::execute_statement::builders::ExecuteStatementFluentBuilder;
-use aws_sdk_redshiftdata::types::{Field, SqlParameter, StatementStatusString, StatusString};
 use pipeline_runtime::backoff::Backoff;
-use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
+use pipeline_runtime::error::{Classified, ErrorKind};
 
 use crate::manifest::{self, Manifest};
 use crate::query::Query;
 use crate::schema::{self, Dialect};
 use crate::{LoadBatch, LoadReport, WarehouseError, sql};
+
+mod data_api;
+
+use data_api::{DataApi, Ended};
+pub use data_api::{IAM_ACTIONS, Target};
 
 /// BatchExecuteStatement runs at most this many statements.
 pub const MAX_BATCH_STATEMENTS: usize = 40;
@@ -49,54 +51,8 @@ pub fn check_max_files(max_files: usize) -> Result<(), String> {
     ))
 }
 
-/// Where statements run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A provisioned cluster, with a database user (IAM auth) or a secret.
-    Cluster {
-        cluster_id: String,
-        database: String,
-        db_user: Option<String>,
-        secret_arn: Option<String>,
-    },
-    /// A Redshift Serverless workgroup (IAM auth, or a secret).
-    Workgroup {
-        workgroup: String,
-        database: String,
-        secret_arn: Option<String>,
-    },
-}
-
-/// Points a Data API request at the target. (A macro: the request builders of
-/// BatchExecuteStatement and ExecuteStatement share these setters but no trait.)
-macro_rules! on_target {
-    ($request:expr, $target:expr) => {
-        match $target {
-            Target::Cluster {
-                cluster_id,
-                database,
-                db_user,
-                secret_arn,
-            } => $request
-                .cluster_identifier(cluster_id)
-                .database(database)
-                .set_db_user(db_user.clone())
-                .set_secret_arn(secret_arn.clone()),
-            Target::Workgroup {
-                workgroup,
-                database,
-                secret_arn,
-            } => $request
-                .workgroup_name(workgroup)
-                .database(database)
-                .set_secret_arn(secret_arn.clone()),
-        }
-    };
-}
-
 pub struct RedshiftDataWarehouse {
-    client: aws_sdk_redshiftdata::Client,
-    target: Target,
+    api: DataApi,
     s3: aws_sdk_s3::Client,
     /// The IAM role Redshift assumes to read the batch files.
     copy_role_arn: String,
@@ -137,32 +93,6 @@ pub fn load_statements(
     }
 }
 
-/// How a statement ended.
-enum Ended {
-    Finished,
-    /// FAILED or ABORTED.
-    Failed {
-        statement: String,
-        message: String,
-        /// The failing sub-statement of a batch: its index and its Redshift query id.
-        sub_statement: Option<(usize, i64)>,
-    },
-}
-
-impl Ended {
-    /// A failed statement as an error. The Data API reports the failure as the
-    /// server's text only, with no code to classify by: taken as passing, so that
-    /// the caller's retries decide; the text is in the message for an operator.
-    fn into_result(self) -> Result<(), WarehouseError> {
-        match self {
-            Ended::Finished => Ok(()),
-            Ended::Failed { statement, message, .. } => {
-                Err(WarehouseError::statement(&statement, ErrorKind::Transient, message))
-            }
-        }
-    }
-}
-
 /// What SYS_LOAD_ERROR_DETAIL says about a failed COPY.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct LoadErrorDetail {
@@ -180,178 +110,82 @@ impl RedshiftDataWarehouse {
         copy_role_arn: &str,
     ) -> Self {
         Self {
-            client,
-            target,
+            api: DataApi::new(client, target),
             s3,
             copy_role_arn: copy_role_arn.to_string(),
             timeout: Duration::from_secs(900),
         }
     }
 
-    /// The BatchExecuteStatement request for `sqls` against the target: one transaction.
-    pub fn batch_request(&self, sqls: Vec<String>) -> BatchExecuteStatementFluentBuilder {
-        let request = self
-            .client
-            .batch_execute_statement()
-            .set_sqls(Some(sqls))
-            .with_event(false);
-        on_target!(request, &self.target)
-    }
-
-    /// The ExecuteStatement request for one statement on its own, outside any
-    /// transaction (which VACUUM requires).
-    pub fn execute_request(&self, statement: &str) -> ExecuteStatementFluentBuilder {
-        let request = self.client.execute_statement().sql(statement).with_event(false);
-        on_target!(request, &self.target)
-    }
-
-    /// The ExecuteStatement request for one query with bound parameters.
-    pub fn query_request(&self, query: &Query) -> ExecuteStatementFluentBuilder {
-        let parameters: Vec<SqlParameter> = query
-            .parameters
-            .iter()
-            .filter_map(|(name, value)| SqlParameter::builder().name(*name).value(value.as_text()).build().ok())
-            .collect();
-        let request = self
-            .client
-            .execute_statement()
-            .sql(&query.sql)
-            .set_parameters((!parameters.is_empty()).then_some(parameters))
-            .with_event(false);
-        on_target!(request, &self.target)
-    }
-
     /// The query for what SYS_LOAD_ERROR_DETAIL holds about the COPY Redshift ran
     /// as query `redshift_query_id`.
-    pub fn load_error_request(&self, redshift_query_id: i64) -> ExecuteStatementFluentBuilder {
-        self.query_request(&sql::load_error_detail(redshift_query_id))
+    #[cfg(test)]
+    fn load_error_request(
+        &self,
+        redshift_query_id: i64,
+    ) -> aws_sdk_redshiftdata::operation::execute_statement::builders::ExecuteStatementFluentBuilder {
+        self.api.query_request(&sql::load_error_detail(redshift_query_id))
     }
 
     /// Runs a read-only query; every column is a BIGINT.
     pub async fn select(&self, query: &Query) -> Result<Vec<Vec<i64>>, WarehouseError> {
-        let id = self.submit(self.query_request(query), &query.sql).await?;
+        let id = self.api.submit(self.api.query_request(query), &query.sql).await?;
         self.wait(&id, &query.sql).await?.into_result()?;
-        let rows = self.results(&id, &query.sql).await?;
+        let rows = self.api.results(&id, &query.sql).await?;
         Ok(rows
             .iter()
             .map(|row| row.iter().map(|f| f.as_long_value().copied().unwrap_or(0)).collect())
             .collect())
     }
 
-    /// Sends an ExecuteStatement; returns the statement id.
-    async fn submit(&self, request: ExecuteStatementFluentBuilder, statement: &str) -> Result<String, WarehouseError> {
-        let output = request.send().await.map_err(|e| {
-            WarehouseError::data_api(statement, AwsError::from_sdk("redshift-data:ExecuteStatement", e))
-        })?;
-        statement_id(output.id(), statement)
-    }
-
-    /// Sends a BatchExecuteStatement; returns the statement id.
-    async fn submit_batch(&self, sqls: Vec<String>) -> Result<String, WarehouseError> {
-        let first = sqls.first().cloned().unwrap_or_default();
-        let output = self.batch_request(sqls).send().await.map_err(|e| {
-            WarehouseError::data_api(&first, AwsError::from_sdk("redshift-data:BatchExecuteStatement", e))
-        })?;
-        statement_id(output.id(), &first)
-    }
-
     /// Runs statements as one transaction and waits for the end; returns the statement id.
     async fn run(&self, sqls: Vec<String>) -> Result<String, WarehouseError> {
         let first = sqls.first().cloned().unwrap_or_default();
-        let id = self.submit_batch(sqls).await?;
+        let id = self.api.submit_batch(sqls).await?;
         self.wait(&id, &first).await?.into_result()?;
         Ok(id)
     }
 
-    /// Polls statement `id` (about `statement`, for errors) until it ends.
+    /// Polls statement `id` (about `statement`, for errors) until it ends; cancels it
+    /// past the timeout.
     async fn wait(&self, id: &str, statement: &str) -> Result<Ended, WarehouseError> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            let status = match self.client.describe_statement().id(id).send().await {
-                Ok(status) => status,
-                Err(e) => {
-                    let error = AwsError::from_sdk("redshift-data:DescribeStatement", e);
-                    // The statement runs on whether or not we can see it: a throttled
-                    // look must not give up on it (and start it again) while it may commit.
-                    if error.is_retryable() && tokio::time::Instant::now() < deadline {
-                        tracing::debug!(%error, statement_id = id, "cannot see the statement yet");
-                        tokio::time::sleep(backoff.next_delay()).await;
-                        continue;
+            match self.api.describe(id, statement).await {
+                Ok(described) => {
+                    if let Some(ended) = described.ended {
+                        return Ok(ended);
                     }
-                    return Err(WarehouseError::data_api(statement, error));
+                    if tokio::time::Instant::now() > deadline {
+                        self.api.cancel(id).await;
+                        return Err(WarehouseError::statement(
+                            statement,
+                            ErrorKind::Transient,
+                            format!("statement {id} ran past {:?}; cancelled", self.timeout),
+                        ));
+                    }
                 }
-            };
-            match status.status() {
-                Some(StatusString::Finished) => return Ok(Ended::Finished),
-                Some(StatusString::Failed | StatusString::Aborted) => {
-                    // The failing sub-statement names itself; otherwise the batch does.
-                    let failed = status
-                        .sub_statements()
-                        .iter()
-                        .enumerate()
-                        .find(|(_, s)| s.error().is_some() || s.status() == Some(&StatementStatusString::Failed));
-                    return Ok(match failed {
-                        Some((index, sub)) => Ended::Failed {
-                            statement: sub.query_string().unwrap_or(statement).to_string(),
-                            message: sub.error().unwrap_or("failed").to_string(),
-                            sub_statement: Some((index, sub.redshift_query_id())),
-                        },
-                        None => Ended::Failed {
-                            statement: status.query_string().unwrap_or(statement).to_string(),
-                            message: status.error().unwrap_or("aborted").to_string(),
-                            sub_statement: None,
-                        },
-                    });
+                // The statement runs on whether or not we can see it: a throttled
+                // look must not give up on it (and start it again) while it may commit.
+                Err(error) if error.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(%error, statement_id = id, "cannot see the statement yet");
                 }
-                _ if tokio::time::Instant::now() > deadline => {
-                    let _ = self.client.cancel_statement().id(id).send().await;
-                    return Err(WarehouseError::statement(
-                        statement,
-                        ErrorKind::Transient,
-                        format!("statement {id} ran past {:?}; cancelled", self.timeout),
-                    ));
-                }
-                _ => tokio::time::sleep(backoff.next_delay()).await,
+                Err(error) => return Err(WarehouseError::data_api(statement, error)),
             }
-        }
-    }
-
-    /// Every row of the result of statement `id` (`<batch id>:<n>` for the n-th, from
-    /// 1, of a batch), page by page.
-    async fn results(&self, id: &str, statement: &str) -> Result<Vec<Vec<Field>>, WarehouseError> {
-        let mut rows = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .client
-                .get_statement_result()
-                .id(id)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| {
-                    WarehouseError::data_api(statement, AwsError::from_sdk("redshift-data:GetStatementResult", e))
-                })?;
-            rows.extend(page.records().iter().cloned());
-            token = page.next_token().map(str::to_string);
-            if token.is_none() {
-                return Ok(rows);
-            }
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
     /// Rows affected by sub-statement `index` of batch `id`.
     async fn rows_of(&self, id: &str, index: usize, statement: &str) -> Result<i64, WarehouseError> {
-        let status = self.client.describe_statement().id(id).send().await.map_err(|e| {
-            WarehouseError::data_api(statement, AwsError::from_sdk("redshift-data:DescribeStatement", e))
-        })?;
-        Ok(status.sub_statements().get(index).map_or(0, |s| s.result_rows()))
+        let described = (self.api.describe(id, statement).await).map_err(|e| WarehouseError::data_api(statement, e))?;
+        Ok(described.sub_statement_rows.get(index).copied().unwrap_or(0))
     }
 
     /// The first row of a SELECT sub-statement, as numbers.
     async fn numbers_of(&self, id: &str, index: usize, statement: &str) -> Result<Vec<i64>, WarehouseError> {
-        let rows = self.results(&format!("{id}:{}", index + 1), statement).await?;
+        let rows = self.api.results(&format!("{id}:{}", index + 1), statement).await?;
         Ok(rows
             .first()
             .map(|row| row.iter().map(|f| f.as_long_value().copied().unwrap_or(0)).collect())
@@ -366,7 +200,7 @@ impl RedshiftDataWarehouse {
         let id = self.run(sqls.clone()).await?;
         let mut strings = Vec::new();
         for (index, statement) in sqls.iter().enumerate() {
-            let rows = self.results(&format!("{id}:{}", index + 1), statement).await?;
+            let rows = self.api.results(&format!("{id}:{}", index + 1), statement).await?;
             strings.extend(
                 rows.iter()
                     .filter_map(|row| row.first().and_then(|f| f.as_string_value().ok()).cloned()),
@@ -399,7 +233,7 @@ impl RedshiftDataWarehouse {
     /// Runs one statement on its own with ExecuteStatement, outside any transaction
     /// (a batch is one, and VACUUM refuses to run inside one), and waits for it.
     pub async fn execute(&self, statement: &str) -> Result<(), WarehouseError> {
-        let id = self.submit(self.execute_request(statement), statement).await?;
+        let id = self.api.submit(self.api.execute_request(statement), statement).await?;
         self.wait(&id, statement).await?.into_result()
     }
 
@@ -439,7 +273,7 @@ impl RedshiftDataWarehouse {
             &files,
         );
         let copy = statements.sqls[statements.copy].clone();
-        let id = self.submit_batch(statements.sqls).await?;
+        let id = self.api.submit_batch(statements.sqls).await?;
         match self.wait(&id, &copy).await? {
             Ended::Finished => {}
             Ended::Failed {
@@ -503,9 +337,9 @@ impl RedshiftDataWarehouse {
     /// The first row SYS_LOAD_ERROR_DETAIL holds for Redshift query `query_id`.
     async fn load_error_detail(&self, query_id: i64) -> Result<Option<LoadErrorDetail>, WarehouseError> {
         let query = sql::load_error_detail(query_id);
-        let id = self.submit(self.query_request(&query), &query.sql).await?;
+        let id = self.api.submit(self.api.query_request(&query), &query.sql).await?;
         self.wait(&id, &query.sql).await?.into_result()?;
-        let rows = self.results(&id, &query.sql).await?;
+        let rows = self.api.results(&id, &query.sql).await?;
         Ok(rows.first().and_then(|row| match &row[..] {
             [file_name, line_number, error_message] => Some(LoadErrorDetail {
                 file_name: file_name.as_string_value().ok()?.trim_end().to_string(),
@@ -528,12 +362,6 @@ fn attributed_key<'a>(file_name: &str, bucket: &str, files: &'a [(String, u64)])
         .strip_prefix(bucket)?
         .strip_prefix('/')?;
     files.iter().map(|(k, _)| k.as_str()).find(|k| *k == key)
-}
-
-/// The id of a submitted statement; the Data API always sends one.
-fn statement_id(id: Option<&str>, statement: &str) -> Result<String, WarehouseError> {
-    id.map(str::to_string)
-        .ok_or_else(|| WarehouseError::statement(statement, ErrorKind::Transient, "the Data API sent no statement id"))
 }
 
 #[cfg(test)]
@@ -595,7 +423,7 @@ mod tests {
             height: 700.5,
         }
         .query();
-        let request = serverless.query_request(&query);
+        let request = serverless.api.query_request(&query);
         let input = request.as_input();
         assert_eq!(input.get_sql().as_deref(), Some(query.sql.as_str()));
         assert_eq!(input.get_workgroup_name().as_deref(), Some("wg"));
@@ -620,7 +448,7 @@ mod tests {
             db_user: Some("loader".into()),
             secret_arn: None,
         });
-        let request = cluster.batch_request(vec!["SELECT 1".into()]);
+        let request = cluster.api.batch_request(vec!["SELECT 1".into()]);
         let input = request.as_input();
         assert_eq!(input.get_cluster_identifier().as_deref(), Some("analytics"));
         assert_eq!(input.get_database().as_deref(), Some("games"));
@@ -633,7 +461,7 @@ mod tests {
             database: "games".into(),
             secret_arn: Some("arn:aws:secretsmanager:eu-west-1:1:secret:x".into()),
         });
-        let request = serverless.batch_request(vec!["SELECT 1".into()]);
+        let request = serverless.api.batch_request(vec!["SELECT 1".into()]);
         let input = request.as_input();
         assert_eq!(input.get_workgroup_name().as_deref(), Some("wg"));
         assert_eq!(input.get_cluster_identifier(), &None);
@@ -653,7 +481,7 @@ mod tests {
             secret_arn: None,
         });
         // An ExecuteStatement, not a batch: a batch is a transaction, which VACUUM refuses.
-        let request = cluster.execute_request("VACUUM DELETE ONLY events");
+        let request = cluster.api.execute_request("VACUUM DELETE ONLY events");
         let input = request.as_input();
         assert_eq!(input.get_sql().as_deref(), Some("VACUUM DELETE ONLY events"));
         assert_eq!(input.get_parameters(), &None);

@@ -6,7 +6,7 @@ STATE="$ROOT/.local"
 RUN="$STATE/run"
 LOGS="$STATE/log"
 
-# Fixed loopback ports (documented in the README).
+# Fixed loopback ports (documented in docs/local-stack.md).
 KINESALITE_PORT=4567
 MOTO_PORT=5000
 POSTGRES_PORT=5439

@@ -1,4 +1,4 @@
-//! `infra/` rendered as CloudFormation would deploy it, in the README's order and with
+//! `infra/` rendered as CloudFormation would deploy it, in docs/deploy.md's order and with
 //! sample parameters, without AWS (`pipeline_tests::cfn_render`), then checked the way
 //! CloudWatch, ECS and an operator would meet it: every dashboard body is one
 //! `PutDashboard` accepts; every metric a dashboard or alarm names is one the code
@@ -15,7 +15,7 @@ use pipeline_tests::cfn_render::{self, Rendered, template};
 use pipeline_tests::cloudwatch::{self, MetricUse};
 use serde_json::Value;
 
-/// The README's deploy order; `beanstalk` is the alternative to `roles` + `compute`.
+/// docs/deploy.md's deploy order; `beanstalk` is the alternative to `roles` + `compute`.
 const ORDER: [&str; 6] = [
     "data-plane",
     "warehouse",

@@ -99,7 +99,7 @@ pub enum WarehouseError {
     /// This user may not VACUUM the tables (it neither owns them nor, on PostgreSQL, is
     /// a member of their owner): its VACUUM would do nothing and say nothing.
     #[error(
-        "the warehouse user may not VACUUM events and loaded_files (a VACUUM by a non-owner does nothing): run the cron-connector as the tables' owner, or as a member of the owning role (README, \"Warehouse users\")"
+        "the warehouse user may not VACUUM events and loaded_files (a VACUUM by a non-owner does nothing): run the cron-connector as the tables' owner, or as a member of the owning role (docs/deploy.md, \"Warehouse users\")"
     )]
     CannotMaintain,
 }

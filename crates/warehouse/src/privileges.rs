@@ -8,11 +8,11 @@
 //! - **Maintenance** (cron-connector) must be able to VACUUM, which no table GRANT
 //!   allows: it owns the tables or (PostgreSQL) is a member of the role that does.
 //!   Redshift's role-based VACUUM permission would do too, but the check accepts only
-//!   ownership (or a superuser), which the README's setup gives and a query can prove.
+//!   ownership (or a superuser), which docs/deploy.md's setup gives and a query can prove.
 //!   A VACUUM by anyone else does nothing and says nothing, so the cron-connector checks
 //!   at start ([`can_maintain`]).
 //!
-//! Creating the users is the administrator's (README, "Warehouse users").
+//! Creating the users is the administrator's (docs/deploy.md, "Warehouse users").
 
 use crate::query::Query;
 use crate::schema::{Dialect, EVENTS, LOADED_FILES, SCHEMA_VERSION};

@@ -24,12 +24,12 @@ use shard_consumer::dynamodb_streams::ChangeRecord;
 use shard_consumer::{Batch, Checkpointer, ProcessorError, ProcessorFactory, RecordProcessor, SequenceNumber};
 use tokio_util::sync::CancellationToken;
 
+use live_state::transitions::guard_key;
+
 use crate::levels::{Effect, LevelChange, chunk_ends, effect};
 use crate::quarantine::Quarantine;
 
 pub const APPLICATION: &str = "level-state";
-/// Guards live in the Transitions table under this bucket (no event time is negative).
-pub const GUARD_BUCKET: i64 = -1;
 /// DynamoDB's limit of items per transaction, less the guard.
 const MAX_COUNT_ITEMS: usize = 99;
 /// A guard must outlive every replay of its shard: DynamoDB Streams keeps a record 24 h,
@@ -163,13 +163,6 @@ fn rejected(shard_id: &str, record: &ChangeRecord, why: Rejection) -> RejectedRe
         arrival: record.approximate_creation_ms,
         raw_base64: RejectedRecord::encode_raw(raw.to_string().as_bytes()),
     }
-}
-
-fn guard_key(shard_id: &str) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        ("bucketStart".to_string(), AttributeValue::N(GUARD_BUCKET.to_string())),
-        ("transition".to_string(), AttributeValue::S(format!("guard#{shard_id}"))),
-    ])
 }
 
 fn invalid_request(error: aws_sdk_dynamodb::error::BuildError) -> AwsError {

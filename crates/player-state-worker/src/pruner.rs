@@ -83,7 +83,7 @@ impl Pruner {
     /// Sets `PlayersOnLevel` per level from LevelState; a level that emptied since the
     /// last pass is set to 0 (a gauge keeps its last value).
     async fn publish_levels(&self, published: &mut BTreeSet<String>) -> Result<(), AwsError> {
-        let levels = crate::live::levels(&self.dynamodb, &self.level_state_table).await?;
+        let levels = live_state::level_state::read_counts(&self.dynamodb, &self.level_state_table).await?;
         let now: BTreeSet<String> = levels.iter().map(|l| l.level_id.clone()).collect();
         for level in &levels {
             self.metrics.gauge(

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use event_model::{RejectedRecord, Rejection, Rules};
 use futures::StreamExt;
 use pipeline_runtime::Metrics;
@@ -22,6 +21,7 @@ use crate::events::{
     sighting_from_snowplow,
 };
 use crate::quarantine::Quarantine;
+use crate::sink::player_state::{self, Moved};
 
 pub const APPLICATION: &str = "player-state";
 
@@ -49,39 +49,16 @@ impl ProcessorFactory<KinesisRecord> for EventsProcessorFactory {
 
 pub struct EventsProcessor(Arc<EventsStage>);
 
-/// What a conditional write did.
-enum Written {
-    Moved,
-    /// PlayerState already holds a later event: this one is older news. (A write of ours
-    /// applied before its answer was lost cannot look like this: `lastUpdated <= :ts`
-    /// holds again for the same event, so its retry succeeds.)
-    Stale,
-}
-
 impl EventsStage {
-    async fn write(&self, sighting: &Sighting) -> Result<Written, AwsError> {
-        let result = self
-            .dynamodb
-            .update_item()
-            .table_name(&self.table)
-            .key("playerId", AttributeValue::S(sighting.player.clone()))
-            .update_expression("SET levelId = :level, lastUpdated = :ts")
-            .condition_expression("attribute_not_exists(lastUpdated) OR lastUpdated <= :ts")
-            .expression_attribute_values(":level", AttributeValue::S(sighting.level.clone()))
-            .expression_attribute_values(":ts", AttributeValue::N(sighting.timestamp.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Written::Moved),
-            Err(error) => {
-                let error = AwsError::from_sdk("dynamodb:UpdateItem", error);
-                if error.kind == ErrorKind::ConditionFailed {
-                    Ok(Written::Stale)
-                } else {
-                    Err(error)
-                }
-            }
-        }
+    async fn write(&self, sighting: &Sighting) -> Result<Moved, AwsError> {
+        player_state::move_player(
+            &self.dynamodb,
+            &self.table,
+            &sighting.player,
+            &sighting.level,
+            sighting.timestamp,
+        )
+        .await
     }
 
     /// Whether this stage stores a reject in `errors/`. The s3-connector reads the same
@@ -158,7 +135,7 @@ impl RecordProcessor<KinesisRecord> for EventsProcessor {
         }
         let latest = latest_per_player(sightings);
         // Owned values in the futures: borrowed ones make this future not `Send`.
-        let results: Vec<(Sighting, Result<Written, RetryError<AwsError>>)> = futures::stream::iter(latest)
+        let results: Vec<(Sighting, Result<Moved, RetryError<AwsError>>)> = futures::stream::iter(latest)
             .map(|sighting| {
                 let stage = stage.clone();
                 let stop = stop.clone();
@@ -173,8 +150,8 @@ impl RecordProcessor<KinesisRecord> for EventsProcessor {
         let (mut moved, mut stale) = (0, 0);
         for (sighting, result) in results {
             match result {
-                Ok(Written::Moved) => moved += 1,
-                Ok(Written::Stale) => stale += 1,
+                Ok(Moved::Moved) => moved += 1,
+                Ok(Moved::Stale) => stale += 1,
                 // DynamoDB refused this player's item for good (a key it cannot hold):
                 // the record goes to errors/ and the shard moves on.
                 Err(RetryError::Failed { error, .. }) if error.kind() == ErrorKind::Permanent => {

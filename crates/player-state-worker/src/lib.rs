@@ -8,7 +8,8 @@
 //! [`events`] and [`levels`] are the pure parts; [`routes`] serves the counts back
 //! (`GET /levels`, `GET /transitions?since=` on the health port) through the
 //! `live-state` crate, which describes the tables and which `pipelinectl` reads too;
-//! [`quarantine`] stores in `errors/` the records a stage can never apply.
+//! [`quarantine`] stores in `errors/` the records a stage can never apply; [`sink`]
+//! holds every AWS call the stages make, one function per call.
 //!
 //! The stages live and die together: when one fails for good, the others stop, the
 //! worker reports not ready and exits non-zero, so the orchestrator restarts it.
@@ -20,6 +21,7 @@ pub mod levels;
 pub mod pruner;
 pub mod quarantine;
 pub mod routes;
+pub mod sink;
 
 use std::sync::Arc;
 use std::time::Duration;

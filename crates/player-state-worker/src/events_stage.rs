@@ -21,7 +21,7 @@ use crate::events::{
     sighting_from_snowplow,
 };
 use crate::quarantine::Quarantine;
-use crate::sink::player_state::{self, Moved};
+use crate::sink::player_state::{self, Written};
 
 pub const APPLICATION: &str = "player-state";
 
@@ -50,7 +50,7 @@ impl ProcessorFactory<KinesisRecord> for EventsProcessorFactory {
 pub struct EventsProcessor(Arc<EventsStage>);
 
 impl EventsStage {
-    async fn write(&self, sighting: &Sighting) -> Result<Moved, AwsError> {
+    async fn write(&self, sighting: &Sighting) -> Result<Written, AwsError> {
         player_state::move_player(
             &self.dynamodb,
             &self.table,
@@ -135,7 +135,7 @@ impl RecordProcessor<KinesisRecord> for EventsProcessor {
         }
         let latest = latest_per_player(sightings);
         // Owned values in the futures: borrowed ones make this future not `Send`.
-        let results: Vec<(Sighting, Result<Moved, RetryError<AwsError>>)> = futures::stream::iter(latest)
+        let results: Vec<(Sighting, Result<Written, RetryError<AwsError>>)> = futures::stream::iter(latest)
             .map(|sighting| {
                 let stage = stage.clone();
                 let stop = stop.clone();
@@ -150,8 +150,8 @@ impl RecordProcessor<KinesisRecord> for EventsProcessor {
         let (mut moved, mut stale) = (0, 0);
         for (sighting, result) in results {
             match result {
-                Ok(Moved::Moved) => moved += 1,
-                Ok(Moved::Stale) => stale += 1,
+                Ok(Written::Moved) => moved += 1,
+                Ok(Written::Stale) => stale += 1,
                 // DynamoDB refused this player's item for good (a key it cannot hold):
                 // the record goes to errors/ and the shard moves on.
                 Err(RetryError::Failed { error, .. }) if error.kind() == ErrorKind::Permanent => {

@@ -10,9 +10,9 @@ use pipeline_runtime::error::{AwsError, ErrorKind};
 /// What the functions of this module need.
 pub const IAM_ACTIONS: &[&str] = &["dynamodb:UpdateItem", "dynamodb:Scan", "dynamodb:DeleteItem"];
 
-/// What a conditional move did.
+/// What a conditional write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Moved {
+pub enum Written {
     Moved,
     /// PlayerState already holds a later event: this one is older news. (A write of ours
     /// applied before its answer was lost cannot look like this: `lastUpdated <= :ts`
@@ -30,7 +30,7 @@ pub async fn move_player(
     player: &str,
     level: &str,
     timestamp: i64,
-) -> Result<Moved, AwsError> {
+) -> Result<Written, AwsError> {
     let result = dynamodb
         .update_item()
         .table_name(table)
@@ -42,8 +42,8 @@ pub async fn move_player(
         .send()
         .await;
     match result.map_err(|e| AwsError::from_sdk("dynamodb:UpdateItem", e)) {
-        Ok(_) => Ok(Moved::Moved),
-        Err(error) if error.kind == ErrorKind::ConditionFailed => Ok(Moved::Stale),
+        Ok(_) => Ok(Written::Moved),
+        Err(error) if error.kind == ErrorKind::ConditionFailed => Ok(Written::Stale),
         Err(error) => Err(error),
     }
 }

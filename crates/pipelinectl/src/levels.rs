@@ -4,8 +4,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
+use live_state::level_state::{self, LevelCount};
 use pipeline_runtime::config::parse_resource_name;
-use player_state_worker::live::{self, LevelCount};
 
 /// What `levels` reads and how it shows it.
 #[derive(Debug, Clone, Args)]
@@ -38,7 +38,7 @@ pub fn render_table(levels: &[LevelCount]) -> String {
 /// Prints the counts once, or every `--watch` seconds.
 pub async fn run(dynamodb: &aws_sdk_dynamodb::Client, args: &LevelsArgs) -> Result<(), pipeline_runtime::AwsError> {
     loop {
-        let levels = live::levels(dynamodb, &args.level_state_table).await?;
+        let levels = level_state::read_counts(dynamodb, &args.level_state_table).await?;
         let mut stdout = std::io::stdout().lock();
         let text = if args.json {
             let at = std::time::SystemTime::now()

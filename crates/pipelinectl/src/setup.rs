@@ -130,9 +130,9 @@ impl SetupArgs {
             ],
             bucket: self.bucket.clone(),
             tables: vec![
-                TableSpec::player_state(&self.player_state_table),
-                TableSpec::level_state(&self.level_state_table),
-                TableSpec::transitions(&self.transitions_table),
+                live_state::player_state::spec(&self.player_state_table),
+                live_state::level_state::spec(&self.level_state_table),
+                live_state::transitions::spec(&self.transitions_table),
                 TableSpec::lease_table(&self.s3_connector_lease_table),
                 TableSpec::worker_table(&self.s3_connector_lease_table),
                 TableSpec::lease_table(&self.redshift_connector_lease_table),

@@ -85,7 +85,7 @@ pub struct Summary {
     pub files_loaded: i64,
     /// Rows staged by the loads that did not become rows: duplicates dropped.
     pub duplicates_dropped: i64,
-    pub levels: Vec<player_state_worker::live::LevelCount>,
+    pub levels: Vec<live_state::level_state::LevelCount>,
     pub top_transitions: Vec<Transition>,
 }
 
@@ -288,9 +288,9 @@ pub async fn read(
         _ => anyhow::bail!("the warehouse answered no totals"),
     };
     let dynamodb = aws.dynamodb();
-    let levels = player_state_worker::live::levels(&dynamodb, &args.level_state_table).await?;
+    let levels = live_state::level_state::read_counts(&dynamodb, &args.level_state_table).await?;
     let mut moves: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for t in player_state_worker::live::transitions(&dynamodb, &args.transitions_table, now_ms() - 3_600_000).await? {
+    for t in live_state::transitions::read_since(&dynamodb, &args.transitions_table, now_ms() - 3_600_000).await? {
         *moves.entry((t.from, t.to)).or_insert(0) += t.count;
     }
     let mut top_transitions: Vec<Transition> = moves

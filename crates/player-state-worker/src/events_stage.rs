@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use event_model::{RejectedRecord, Rejection, Rules};
 use futures::StreamExt;
 use pipeline_runtime::Metrics;
@@ -22,6 +21,7 @@ use crate::events::{
     sighting_from_snowplow,
 };
 use crate::quarantine::Quarantine;
+use crate::sink::player_state::{self, Written};
 
 pub const APPLICATION: &str = "player-state";
 
@@ -49,39 +49,16 @@ impl ProcessorFactory<KinesisRecord> for EventsProcessorFactory {
 
 pub struct EventsProcessor(Arc<EventsStage>);
 
-/// What a conditional write did.
-enum Written {
-    Moved,
-    /// PlayerState already holds a later event: this one is older news. (A write of ours
-    /// applied before its answer was lost cannot look like this: `lastUpdated <= :ts`
-    /// holds again for the same event, so its retry succeeds.)
-    Stale,
-}
-
 impl EventsStage {
     async fn write(&self, sighting: &Sighting) -> Result<Written, AwsError> {
-        let result = self
-            .dynamodb
-            .update_item()
-            .table_name(&self.table)
-            .key("playerId", AttributeValue::S(sighting.player.clone()))
-            .update_expression("SET levelId = :level, lastUpdated = :ts")
-            .condition_expression("attribute_not_exists(lastUpdated) OR lastUpdated <= :ts")
-            .expression_attribute_values(":level", AttributeValue::S(sighting.level.clone()))
-            .expression_attribute_values(":ts", AttributeValue::N(sighting.timestamp.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Written::Moved),
-            Err(error) => {
-                let error = AwsError::from_sdk("dynamodb:UpdateItem", error);
-                if error.kind == ErrorKind::ConditionFailed {
-                    Ok(Written::Stale)
-                } else {
-                    Err(error)
-                }
-            }
-        }
+        player_state::move_player(
+            &self.dynamodb,
+            &self.table,
+            &sighting.player,
+            &sighting.level,
+            sighting.timestamp,
+        )
+        .await
     }
 
     /// Whether this stage stores a reject in `errors/`. The s3-connector reads the same

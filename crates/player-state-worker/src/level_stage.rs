@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use aws_sdk_dynamodbstreams::types::AttributeValue as StreamValue;
 use base64::Engine;
 use event_model::{RejectedRecord, Rejection};
-use pipeline_runtime::error::{AwsError, Classified, ErrorKind, classify_transaction};
+use live_state::player_state::{LAST_UPDATED, LEVEL_ID};
+use pipeline_runtime::error::ErrorKind;
 use pipeline_runtime::metrics::names;
 use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
 use pipeline_runtime::{Metrics, clock};
@@ -26,12 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::levels::{Effect, LevelChange, chunk_ends, effect};
 use crate::quarantine::Quarantine;
+use crate::sink::level_counts::{self, ApplyError, Chunk, MAX_COUNT_ITEMS, Tables};
 
 pub const APPLICATION: &str = "level-state";
-/// Guards live in the Transitions table under this bucket (no event time is negative).
-pub const GUARD_BUCKET: i64 = -1;
-/// DynamoDB's limit of items per transaction, less the guard.
-const MAX_COUNT_ITEMS: usize = 99;
 /// A guard must outlive every replay of its shard: DynamoDB Streams keeps a record 24 h,
 /// so twice that, whatever the transitions' own TTL. A guard gone before its records
 /// would let a replay count them again.
@@ -65,32 +62,12 @@ pub struct LevelProcessor {
     shard_id: String,
 }
 
-/// Why a chunk was not applied.
-#[derive(Debug, thiserror::Error)]
-enum ApplyError {
-    /// The guard's condition failed: a replay, another writer, or this very write applied
-    /// before its answer was lost. Re-reading the guard tells them apart.
-    #[error("the guard moved since it was read")]
-    GuardMoved,
-    #[error(transparent)]
-    Aws(#[from] AwsError),
-}
-
-impl Classified for ApplyError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            ApplyError::GuardMoved => ErrorKind::ConditionFailed,
-            ApplyError::Aws(error) => error.kind,
-        }
-    }
-}
-
 fn level_of(image: Option<&HashMap<String, StreamValue>>) -> Option<&str> {
-    image?.get("levelId")?.as_s().ok().map(String::as_str)
+    image?.get(LEVEL_ID)?.as_s().ok().map(String::as_str)
 }
 
 fn last_updated(image: Option<&HashMap<String, StreamValue>>) -> Option<i64> {
-    image?.get("lastUpdated")?.as_n().ok()?.parse().ok()
+    image?.get(LAST_UPDATED)?.as_n().ok()?.parse().ok()
 }
 
 /// The level move a stream record describes, and why a level in it cannot key a count
@@ -165,105 +142,31 @@ fn rejected(shard_id: &str, record: &ChangeRecord, why: Rejection) -> RejectedRe
     }
 }
 
-fn guard_key(shard_id: &str) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        ("bucketStart".to_string(), AttributeValue::N(GUARD_BUCKET.to_string())),
-        ("transition".to_string(), AttributeValue::S(format!("guard#{shard_id}"))),
-    ])
-}
-
-fn invalid_request(error: aws_sdk_dynamodb::error::BuildError) -> AwsError {
-    AwsError::new("dynamodb:TransactWriteItems", ErrorKind::Fatal, error.to_string())
-}
-
 impl LevelStage {
+    fn tables(&self) -> Tables<'_> {
+        Tables {
+            dynamodb: &self.dynamodb,
+            level_table: &self.level_table,
+            transitions_table: &self.transitions_table,
+        }
+    }
+
     async fn read_guard(
         &self,
         shard_id: &str,
         stop: &CancellationToken,
     ) -> Result<Option<SequenceNumber>, ProcessorError> {
-        let item = retry(&RetryPolicy::SHARD_OUTPUT, stop, || async {
-            self.dynamodb
-                .get_item()
-                .table_name(&self.transitions_table)
-                .set_key(Some(guard_key(shard_id)))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))
+        let stored = retry(&RetryPolicy::SHARD_OUTPUT, stop, || {
+            level_counts::read_guard(self.tables(), shard_id)
         })
         .await
-        .map_err(ProcessorError::of_own_request)?
-        .item;
-        let sequence = item
-            .as_ref()
-            .and_then(|i| i.get("lastSequence"))
-            .and_then(|v| v.as_s().ok());
-        match sequence {
-            Some(text) => SequenceNumber::parse(text)
+        .map_err(ProcessorError::of_own_request)?;
+        match stored {
+            Some(text) => SequenceNumber::parse(&text)
                 .map(Some)
                 .map_err(|e| ProcessorError::fatal(format!("guard of shard {shard_id}: {e}"))),
             None => Ok(None),
         }
-    }
-
-    /// The transaction applying `effect` and moving the guard from `guard` to `last`.
-    fn transaction(
-        &self,
-        shard_id: &str,
-        effect: &Effect,
-        guard: Option<&SequenceNumber>,
-        last: &SequenceNumber,
-    ) -> Result<Vec<TransactWriteItem>, AwsError> {
-        let stage = self;
-        let now = clock::now_secs();
-        let expires = |ttl: Duration| (now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)).to_string();
-        let transitions_expire = expires(stage.transition_ttl);
-        let mut items = Vec::with_capacity(effect.items() + 1);
-        for (level, delta) in &effect.deltas {
-            let update = Update::builder()
-                .table_name(&stage.level_table)
-                .key("levelId", AttributeValue::S(level.clone()))
-                .update_expression("ADD playerCount :delta")
-                .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()))
-                .build()
-                .map_err(invalid_request)?;
-            items.push(TransactWriteItem::builder().update(update).build());
-        }
-        for (key, count) in &effect.transitions {
-            let update = Update::builder()
-                .table_name(&stage.transitions_table)
-                .key("bucketStart", AttributeValue::N(key.bucket_start.to_string()))
-                .key("transition", AttributeValue::S(key.name()))
-                .update_expression(
-                    "ADD transitionCount :count SET fromLevel = :from, toLevel = :to, expiresAt = :expires",
-                )
-                .expression_attribute_values(":count", AttributeValue::N(count.to_string()))
-                .expression_attribute_values(":from", AttributeValue::S(key.from.clone()))
-                .expression_attribute_values(":to", AttributeValue::S(key.to.clone()))
-                .expression_attribute_values(":expires", AttributeValue::N(transitions_expire.clone()))
-                .build()
-                .map_err(invalid_request)?;
-            items.push(TransactWriteItem::builder().update(update).build());
-        }
-        let mut guard_update = Update::builder()
-            .table_name(&stage.transitions_table)
-            .set_key(Some(guard_key(shard_id)))
-            .update_expression("SET lastSequence = :last, expiresAt = :expires")
-            .expression_attribute_values(":last", AttributeValue::S(last.to_string()))
-            .expression_attribute_values(":expires", AttributeValue::N(expires(guard_ttl(stage.transition_ttl))));
-        guard_update = match guard {
-            Some(read) => guard_update
-                .condition_expression("lastSequence = :read")
-                .expression_attribute_values(":read", AttributeValue::S(read.to_string())),
-            None => guard_update.condition_expression("attribute_not_exists(lastSequence)"),
-        };
-        items.push(
-            TransactWriteItem::builder()
-                .update(guard_update.build().map_err(invalid_request)?)
-                .build(),
-        );
-        Ok(items)
     }
 
     /// One transaction: the counts of `effect` and the guard from `guard` to `last`.
@@ -274,20 +177,17 @@ impl LevelStage {
         guard: Option<&SequenceNumber>,
         last: &SequenceNumber,
     ) -> Result<(), ApplyError> {
-        let items = self.transaction(shard_id, effect, guard, last)?;
-        let result = self
-            .dynamodb
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) => match classify_transaction(&error) {
-                ErrorKind::ConditionFailed => Err(ApplyError::GuardMoved),
-                kind => Err(AwsError::with_kind("dynamodb:TransactWriteItems", kind, &error).into()),
-            },
-        }
+        let now = clock::now_secs();
+        let expires = |ttl: Duration| now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        let chunk = Chunk {
+            shard_id,
+            effect,
+            guard,
+            last,
+            transitions_expire_at: expires(self.transition_ttl),
+            guard_expires_at: expires(guard_ttl(self.transition_ttl)),
+        };
+        level_counts::apply(self.tables(), &chunk).await
     }
 
     /// Applies every record of `shard_id` after its guard, chunk by chunk. Safe to call

@@ -14,11 +14,6 @@ pub struct LevelChange {
     pub at: Option<i64>,
 }
 
-/// Separates the two level ids in a transition's sort key. Level ids may hold no control
-/// character (the event model's rule on every input path), so `from␟to` names one pair
-/// only; the `→` used before did not (`a→b`→`c` and `a`→`b→c` were one item).
-pub const TRANSITION_SEPARATOR: char = '\u{1f}';
-
 /// A transition count's key: the bucket's start (ms) and `from`␟`to`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TransitionKey {
@@ -30,7 +25,7 @@ pub struct TransitionKey {
 impl TransitionKey {
     /// The `transition` sort key in the Transitions table.
     pub fn name(&self) -> String {
-        format!("{}{TRANSITION_SEPARATOR}{}", self.from, self.to)
+        live_state::transitions::sort_key(&self.from, &self.to)
     }
 }
 

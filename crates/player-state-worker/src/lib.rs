@@ -5,9 +5,11 @@
 //! - levels ([`level_stage`]): PlayerState's stream → exactly-once LevelState and Transitions counts;
 //! - pruner ([`pruner`]): deletes idle players, one instance at a time.
 //!
-//! [`events`] and [`levels`] are the pure parts; [`live`] reads the counts back
-//! (`GET /levels`, `GET /transitions?since=` on the health port, and `pipelinectl levels`);
-//! [`quarantine`] stores in `errors/` the records a stage can never apply.
+//! [`events`] and [`levels`] are the pure parts; [`routes`] serves the counts back
+//! (`GET /levels`, `GET /transitions?since=` on the health port) through the
+//! `live-state` crate, which describes the tables and which `pipelinectl` reads too;
+//! [`quarantine`] stores in `errors/` the records a stage can never apply; [`sink`]
+//! holds every AWS call the stages make, one function per call.
 //!
 //! The stages live and die together: when one fails for good, the others stop, the
 //! worker reports not ready and exits non-zero, so the orchestrator restarts it.
@@ -16,17 +18,19 @@ pub mod events;
 pub mod events_stage;
 pub mod level_stage;
 pub mod levels;
-pub mod live;
 pub mod pruner;
 pub mod quarantine;
+pub mod routes;
+pub mod sink;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use event_model::Rules;
+use live_state::{level_state, player_state, transitions};
 use pipeline_runtime::config::parse_resource_name;
-use pipeline_runtime::resources::{self, MissingResources, Resource, TableSpec};
+use pipeline_runtime::resources::{self, MissingResources, Resource};
 use pipeline_runtime::retry::{RetryPolicy, retry};
 use pipeline_runtime::s3::Lake;
 use pipeline_runtime::{AwsArgs, ServiceArgs, ServiceContext};
@@ -185,9 +189,9 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
             Resource::Bucket {
                 name: config.bucket.clone(),
             },
-            Resource::Table(TableSpec::player_state(&config.player_state_table)),
-            Resource::Table(TableSpec::level_state(&config.level_state_table)),
-            Resource::Table(TableSpec::transitions(&config.transitions_table)),
+            Resource::Table(player_state::spec(&config.player_state_table)),
+            Resource::Table(level_state::spec(&config.level_state_table)),
+            Resource::Table(transitions::spec(&config.transitions_table)),
         ],
     )
     .await?;

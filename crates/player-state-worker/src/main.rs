@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use pipeline_runtime::service::Service;
-use player_state_worker::{Config, SERVICE, live};
+use player_state_worker::{Config, SERVICE, routes};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -9,7 +9,7 @@ async fn main() -> ExitCode {
     let (service, aws) = (config.service.clone(), config.aws.clone());
     let (levels, transitions) = (config.level_state_table.clone(), config.transitions_table.clone());
     Service::new(SERVICE, &service, &aws)
-        .with_routes(move |clients| live::routes(clients.dynamodb(), &levels, &transitions))
+        .with_routes(move |clients| routes::routes(clients.dynamodb(), &levels, &transitions))
         .run(|context| player_state_worker::run(config, context))
         .await
 }

@@ -3,18 +3,19 @@
 //! `lastUpdated` not having moved since the scan, and the stream turns it into a
 //! level decrement.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use futures::StreamExt;
 use pipeline_runtime::Metrics;
 use pipeline_runtime::clock::now_ms;
-use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
+use pipeline_runtime::error::AwsError;
 use pipeline_runtime::metrics::names::{self, dimension::LEVEL};
 use shard_consumer::lease_table::LeaseTableError;
 use shard_consumer::singleton::SingletonLease;
 use tokio_util::sync::CancellationToken;
+
+use crate::sink::player_state;
 
 /// Why the pruner stopped: it cannot take its lease or cannot do its work at all.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +84,7 @@ impl Pruner {
     /// Sets `PlayersOnLevel` per level from LevelState; a level that emptied since the
     /// last pass is set to 0 (a gauge keeps its last value).
     async fn publish_levels(&self, published: &mut BTreeSet<String>) -> Result<(), AwsError> {
-        let levels = crate::live::levels(&self.dynamodb, &self.level_state_table).await?;
+        let levels = live_state::level_state::read_counts(&self.dynamodb, &self.level_state_table).await?;
         let now: BTreeSet<String> = levels.iter().map(|l| l.level_id.clone()).collect();
         for level in &levels {
             self.metrics.gauge(
@@ -121,46 +122,19 @@ impl Pruner {
     }
 
     async fn prune_segment(&self, segment: i32, cutoff: i64) -> Result<u64, AwsError> {
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let mut start = None;
         let mut pruned = 0;
         loop {
-            let page = self
-                .dynamodb
-                .scan()
-                .table_name(&self.table)
-                .segment(segment)
-                .total_segments(self.segments)
-                .filter_expression("lastUpdated < :cutoff")
-                .projection_expression("playerId, lastUpdated")
-                .expression_attribute_values(":cutoff", AttributeValue::N(cutoff.to_string()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
-            for item in page.items() {
-                let (Some(player), Some(seen)) = (item.get("playerId"), item.get("lastUpdated")) else {
-                    continue;
-                };
-                let deleted = self
-                    .dynamodb
-                    .delete_item()
-                    .table_name(&self.table)
-                    .key("playerId", player.clone())
-                    .condition_expression("lastUpdated = :seen")
-                    .expression_attribute_values(":seen", seen.clone())
-                    .send()
-                    .await;
-                match deleted.map_err(|e| AwsError::from_sdk("dynamodb:DeleteItem", e)) {
-                    Ok(_) => pruned += 1,
-                    // A new event moved the player since the scan (still present), or this
-                    // delete was applied before its answer was lost (gone): nothing to do.
-                    Err(error) if error.kind() == ErrorKind::ConditionFailed => {}
-                    Err(error) => return Err(error),
+            let page =
+                player_state::scan_idle(&self.dynamodb, &self.table, segment, self.segments, cutoff, start).await?;
+            for idle in page.players {
+                if player_state::delete_if_unchanged(&self.dynamodb, &self.table, idle).await? {
+                    pruned += 1;
                 }
             }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(pruned),
+            match page.next {
+                Some(key) => start = Some(key),
+                None => return Ok(pruned),
             }
         }
     }

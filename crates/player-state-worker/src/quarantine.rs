@@ -12,6 +12,8 @@ use pipeline_runtime::s3::Lake;
 use pipeline_runtime::{AwsError, Metrics};
 use tokio_util::sync::CancellationToken;
 
+use crate::sink;
+
 /// Where one stage's rejects go.
 #[derive(Debug, Clone)]
 pub struct Quarantine {
@@ -40,7 +42,7 @@ impl Quarantine {
         let body = Bytes::from(file.finish());
         let key = quarantine_key(self.application, first.arrival, &first.sequence, &last.sequence);
         retry(&RetryPolicy::SHARD_OUTPUT, stop, || {
-            self.lake.put_gzip_json_lines(&key, body.clone())
+            sink::quarantine::put_file(&self.lake, &key, body.clone())
         })
         .await?;
         let mut by_reason: BTreeMap<&str, u64> = BTreeMap::new();

@@ -1,6 +1,8 @@
 //! The AWS resources the pipeline expects, and a check that they exist in the
 //! expected shape. `pipelinectl setup` creates them; each service checks its own at
-//! start so a wrong name fails fast with the name in the message.
+//! start so a wrong name fails fast with the name in the message. The tables every
+//! shard consumer shares are described here; the live-state tables in the
+//! `live-state` crate.
 
 use std::fmt;
 
@@ -48,79 +50,43 @@ pub struct TableSpec {
     pub ttl_attribute: Option<&'static str>,
 }
 
+impl KeyAttribute {
+    pub const fn string(name: &'static str) -> Self {
+        Self {
+            name,
+            kind: KeyKind::String,
+        }
+    }
+
+    pub const fn number(name: &'static str) -> Self {
+        Self {
+            name,
+            kind: KeyKind::Number,
+        }
+    }
+}
+
 impl TableSpec {
-    /// PlayerState: one item per present player, streamed to the level stage.
-    pub fn player_state(name: &str) -> Self {
+    /// A table keyed by `hash_key` alone, without a stream or TTL.
+    pub fn hash_keyed(name: &str, hash_key: KeyAttribute) -> Self {
         Self {
             name: name.to_string(),
-            hash_key: KeyAttribute {
-                name: "playerId",
-                kind: KeyKind::String,
-            },
-            range_key: None,
-            stream: true,
-            ttl_attribute: None,
-        }
-    }
-
-    /// LevelState: one item per level with its player count.
-    pub fn level_state(name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            hash_key: KeyAttribute {
-                name: "levelId",
-                kind: KeyKind::String,
-            },
+            hash_key,
             range_key: None,
             stream: false,
             ttl_attribute: None,
-        }
-    }
-
-    /// Transitions: counts per time bucket (epoch ms of its start) and `from→to` pair.
-    pub fn transitions(name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            hash_key: KeyAttribute {
-                name: "bucketStart",
-                kind: KeyKind::Number,
-            },
-            range_key: Some(KeyAttribute {
-                name: "transition",
-                kind: KeyKind::String,
-            }),
-            stream: false,
-            ttl_attribute: Some("expiresAt"),
         }
     }
 
     /// The worker table beside a shard consumer's lease table (hash key `workerId`):
     /// one entry per live worker, its heartbeat.
     pub fn worker_table(lease_table: &str) -> Self {
-        Self {
-            name: worker_table_name(lease_table),
-            hash_key: KeyAttribute {
-                name: "workerId",
-                kind: KeyKind::String,
-            },
-            range_key: None,
-            stream: false,
-            ttl_attribute: None,
-        }
+        Self::hash_keyed(&worker_table_name(lease_table), KeyAttribute::string("workerId"))
     }
 
     /// A lease table in the Java KCL 2.x layout (hash key `leaseKey`).
     pub fn lease_table(name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            hash_key: KeyAttribute {
-                name: "leaseKey",
-                kind: KeyKind::String,
-            },
-            range_key: None,
-            stream: false,
-            ttl_attribute: None,
-        }
+        Self::hash_keyed(name, KeyAttribute::string("leaseKey"))
     }
 }
 

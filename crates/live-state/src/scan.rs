@@ -1,0 +1,40 @@
+//! A whole-table Scan, page by page, and reading an item's attributes leniently (a
+//! missing or malformed attribute reads as empty: these are counts to show).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder;
+use aws_sdk_dynamodb::types::AttributeValue;
+use pipeline_runtime::AwsError;
+
+pub(crate) type Item = HashMap<String, AttributeValue>;
+
+/// Sends `request` (dynamodb:Scan, up to 1 MB a page) from the first page to the last,
+/// handing each item to `each`.
+pub(crate) async fn scan_all(request: ScanFluentBuilder, mut each: impl FnMut(&Item)) -> Result<(), AwsError> {
+    let mut start: Option<Item> = None;
+    loop {
+        let page = request
+            .clone()
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
+        page.items().iter().for_each(&mut each);
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(()),
+        }
+    }
+}
+
+pub(crate) fn number(item: &Item, name: &str) -> i64 {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+pub(crate) fn text(item: &Item, name: &str) -> String {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
+}

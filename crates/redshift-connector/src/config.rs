@@ -5,8 +5,7 @@ use std::time::Duration;
 use clap::Parser;
 use pipeline_runtime::config::parse_resource_name;
 use pipeline_runtime::resources::Resource;
-use pipeline_runtime::{AwsArgs, ServiceArgs};
-use shard_consumer::ConsumerArgs;
+use shard_consumer::StreamServiceArgs;
 use warehouse::WarehouseArgs;
 
 use crate::SERVICE;
@@ -58,14 +57,9 @@ pub struct Config {
     #[command(flatten)]
     pub warehouse: WarehouseArgs,
 
+    /// The consumer's, the service's and AWS's settings.
     #[command(flatten)]
-    pub consumer: ConsumerArgs,
-
-    #[command(flatten)]
-    pub service: ServiceArgs,
-
-    #[command(flatten)]
-    pub aws: AwsArgs,
+    pub runtime: StreamServiceArgs,
 }
 
 impl Config {

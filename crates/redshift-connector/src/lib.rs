@@ -62,7 +62,7 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
     };
     let factory = BufferedFactory::for_service(&context, loader, move |_shard: &str| PendingLoad::new(loading.clone()));
     tracing::info!(files_stream = %config.files_stream, bucket = %config.bucket, "loading");
-    let consumer = config.consumer.config(APPLICATION);
+    let consumer = config.runtime.consumer.config(APPLICATION);
     run_consumer(&context, consumer, source, &config.lease_table, factory).await?;
     Ok(())
 }

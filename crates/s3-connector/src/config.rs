@@ -6,8 +6,7 @@ use clap::Parser;
 use event_model::Rules;
 use pipeline_runtime::config::parse_resource_name;
 use pipeline_runtime::resources::Resource;
-use pipeline_runtime::{AwsArgs, ServiceArgs};
-use shard_consumer::ConsumerArgs;
+use shard_consumer::StreamServiceArgs;
 
 use crate::SERVICE;
 use crate::batch::{Batching, FlushLimits};
@@ -73,14 +72,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=604_800))]
     pub future_window_secs: u64,
 
+    /// The consumer's, the service's and AWS's settings.
     #[command(flatten)]
-    pub consumer: ConsumerArgs,
-
-    #[command(flatten)]
-    pub service: ServiceArgs,
-
-    #[command(flatten)]
-    pub aws: AwsArgs,
+    pub runtime: StreamServiceArgs,
 }
 
 impl Config {

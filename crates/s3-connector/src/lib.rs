@@ -62,7 +62,7 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
         bucket = %config.bucket,
         "consuming"
     );
-    let consumer = config.consumer.config(APPLICATION);
+    let consumer = config.runtime.consumer.config(APPLICATION);
     run_consumer(&context, consumer, source, &config.lease_table, factory).await?;
     Ok(())
 }

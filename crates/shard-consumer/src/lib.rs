@@ -56,6 +56,6 @@ pub use lease_store::LeaseStore;
 pub use lease_table::LeaseTable;
 pub use position::{Checkpoint, RecordPosition, SequenceNumber};
 pub use processor::{Batch, Checkpointer, CheckpointerError, ProcessorError, ProcessorFactory, RecordProcessor};
-pub use service::run_consumer;
+pub use service::{StreamServiceArgs, run_consumer};
 pub use shard::ShardOutcome;
 pub use source::{Shard, Source, StartPosition, StreamRecord};

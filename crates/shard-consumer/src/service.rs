@@ -16,13 +16,29 @@
 //! tokio::try_join!(events.run(stop.clone()), levels.run(stop.clone()))?;
 //! ```
 
-use pipeline_runtime::ServiceContext;
+use pipeline_runtime::{AwsArgs, ServiceArgs, ServiceContext};
 
+use crate::args::ConsumerArgs;
 use crate::config::ConsumerConfig;
 use crate::consumer::{Consumer, ConsumerError};
 use crate::lease_table::LeaseTable;
 use crate::processor::ProcessorFactory;
 use crate::source::Source;
+
+/// The settings every service that consumes a stream has: the consumer's, the
+/// service's own (health port, shutdown deadline, logs) and AWS's. A service's settings
+/// flatten them after its own.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StreamServiceArgs {
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+
+    #[command(flatten)]
+    pub service: ServiceArgs,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
 
 /// A consumer of `source` whose leases are in the DynamoDB table `lease_table`, with
 /// the service's metrics. Run it with the token that should stop it.

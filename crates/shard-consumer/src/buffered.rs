@@ -281,7 +281,8 @@ where
     }
 
     /// Takes `bytes` of the memory budget, flushing this shard's buffer first when the
-    /// budget is spent, then waiting for other shards to flush theirs.
+    /// budget is spent, then waiting for other shards to flush theirs (until shutdown or
+    /// the lease is lost).
     async fn reserve(&mut self, bytes: usize, checkpointer: &Checkpointer) -> Result<(), FlushError> {
         let Some(memory) = self.memory.clone() else {
             return Ok(());
@@ -295,6 +296,7 @@ where
                 tokio::select! {
                     permit = memory.bytes.clone().acquire_many_owned(wanted) => permit.map_err(FlushError::fatal)?,
                     () = self.shutdown.cancelled() => return Err(FlushError::ShuttingDown),
+                    () = checkpointer.lease_lost_token().cancelled() => return Err(FlushError::LeaseLost),
                 }
             }
         };
@@ -483,10 +485,13 @@ mod tests {
 
     type Log = Arc<Mutex<Vec<Event>>>;
 
-    /// Due at `due` records.
+    /// Due at `due` records. With `hold_first`, the first part written is held back
+    /// and taken again 5 s later (as a load holds a file the warehouse refused).
     struct Pile {
         records: Vec<Record>,
         due: usize,
+        hold_first: bool,
+        held: Option<(Vec<Record>, Instant)>,
     }
 
     impl Buffer<Record> for Pile {
@@ -499,14 +504,25 @@ mod tests {
         fn is_due(&self, _now: Instant) -> bool {
             self.records.len() >= self.due
         }
-        fn take(&mut self, _now: Instant) -> Option<Vec<Record>> {
+        fn take(&mut self, now: Instant) -> Option<Vec<Record>> {
+            if let Some((held, _)) = self.held.take_if(|(_, at)| *at <= now) {
+                return Some(held);
+            }
             (!self.records.is_empty()).then(|| std::mem::take(&mut self.records))
         }
         fn written(&mut self, taken: &mut Vec<Record>) -> Option<RecordPosition> {
+            if std::mem::take(&mut self.hold_first) {
+                self.held = Some((std::mem::take(taken), Instant::now() + Duration::from_secs(5)));
+                return None;
+            }
             taken.last().map(|r| r.0.clone())
+        }
+        fn waiting_until(&self) -> Option<Instant> {
+            self.held.as_ref().map(|(_, at)| *at)
         }
         fn clear(&mut self) {
             self.records.clear();
+            self.held = None;
         }
     }
 
@@ -633,6 +649,8 @@ mod tests {
             move |_: &str| Pile {
                 records: Vec::new(),
                 due,
+                hold_first: false,
+                held: None,
             },
             metrics,
             shutdown.clone(),
@@ -782,5 +800,41 @@ mod tests {
         let (result, ()) = tokio::join!(shard.deliver(&batch), stop);
         assert!(result.is_err(), "a wait for memory ends at shutdown");
         drop(other);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shard_ends_only_once_nothing_is_held_back() {
+        let mut shard = shard(10, 0);
+        shard.processor.buffer.hold_first = true;
+        shard.deliver(&records(1..=2)).await.expect("buffered");
+        let started = Instant::now();
+        shard
+            .processor
+            .shard_ended(&mut shard.checkpointer)
+            .await
+            .expect("ended");
+        assert_eq!(
+            shard.log(),
+            [
+                Event::Wrote(vec![1, 2]),
+                Event::Wrote(vec![1, 2]),
+                Event::Checkpointed(2)
+            ],
+            "held back once, written again in its time, then checkpointed"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+
+        // A stop while something is held back ends the wait without a checkpoint.
+        let mut shard = self::shard(10, 0);
+        shard.processor.buffer.hold_first = true;
+        shard.deliver(&records(1..=2)).await.expect("buffered");
+        shard.shutdown.cancel();
+        let error = shard
+            .processor
+            .shard_ended(&mut shard.checkpointer)
+            .await
+            .expect_err("stopped while waiting");
+        assert!(!error.stops_the_consumer(), "{error}");
+        assert_eq!(shard.log(), [Event::Wrote(vec![1, 2])]);
     }
 }

@@ -78,7 +78,7 @@ impl Sink {
     }
 
     /// The file of `batch` that is missing from the bucket, if one is: S3 HeadObject of
-    /// each file, at most [`HEADS_IN_FLIGHT`] at a time, until one is not found. Any
+    /// each file, at most `HEADS_IN_FLIGHT` at a time, until one is not found. Any
     /// other answer (found, or an error) counts as present.
     pub async fn missing_file(&self, batch: &LoadBatch) -> Option<String> {
         // Owned values in the futures: borrowed ones make this future not `Send`.

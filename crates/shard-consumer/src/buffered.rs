@@ -4,7 +4,7 @@
 //! rest:
 //!
 //! - records at or before the last one gathered are skipped (a failed call is retried
-//!   with the same records, and a re-read after a flush hands them again);
+//!   with the same records);
 //! - the buffer is flushed when it is due (after new records, or on a quiet shard),
 //!   at the shard's end (again until nothing waits) and at shutdown;
 //! - the checkpoint is written only after the output made a part durable, never past
@@ -13,6 +13,10 @@
 //!   lease drops everything (the next owner reads again from the checkpoint);
 //! - an optional [`MemoryBudget`] shared by every shard bounds what is buffered: when
 //!   it is spent, a shard flushes its own buffer, then waits for others to flush theirs.
+//!
+//! s3-connector (a batch of files per flush) and redshift-connector (a warehouse load
+//! per flush, with files held back and retried) are built on it; a [`BufferedFactory`]
+//! is the processor factory to hand [`crate::service::run_consumer`].
 
 use std::future::Future;
 use std::marker::PhantomData;

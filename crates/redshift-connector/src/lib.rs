@@ -3,86 +3,33 @@
 //! insert, record the files, all in one transaction), then checkpoints. A file the
 //! warehouse keeps refusing goes to `dead-letters/` after a retry window.
 //!
-//! [`pending`] is the pure part (the load being gathered, its failing files);
-//! [`processor`] does the loading, the retries and the dead letters.
+//! Source → transform → sink: the `files` stream, read by `shard-consumer`; [`pending`],
+//! the pure part (the load being gathered, its failing files); [`loader`], the output
+//! of the shard's buffered processor (loads, retries, dead letters), through [`sink`],
+//! every call it makes to S3 and the warehouse.
 
+pub mod config;
+pub mod loader;
 pub mod pending;
-pub mod processor;
+pub mod sink;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use clap::Parser;
-use pipeline_runtime::config::parse_resource_name;
-use pipeline_runtime::resources::{self, MissingResources, Resource};
+use pipeline_runtime::ServiceContext;
+use pipeline_runtime::resources::{self, MissingResources};
 use pipeline_runtime::retry::{RetryPolicy, retry};
-use pipeline_runtime::s3::Lake;
-use pipeline_runtime::{AwsArgs, ServiceArgs, ServiceContext};
 use shard_consumer::kinesis::KinesisSource;
-use shard_consumer::{ConsumerArgs, ConsumerError, LeaseTable};
-use warehouse::WarehouseArgs;
+use shard_consumer::{BufferedFactory, ConsumerError, run_consumer};
 use warehouse::config::WarehouseConfigError;
 
-use pending::LoadLimits;
-use processor::{LoaderFactory, Shared};
+pub use config::Config;
+use loader::Loader;
+use pending::PendingLoad;
+use sink::Sink;
 
 pub const SERVICE: &str = "redshift-connector";
-
-/// Settings of the redshift-connector.
-#[derive(Debug, Clone, Parser)]
-#[command(name = SERVICE, version, about = "Batch pointers on the files stream → exactly-once loads into Redshift")]
-pub struct Config {
-    /// Kinesis stream carrying one pointer per batch file.
-    #[arg(long, env = "FILES_STREAM", default_value = "files", value_parser = parse_resource_name)]
-    pub files_stream: String,
-
-    /// S3 bucket holding the batches (and the manifests this connector writes).
-    #[arg(long, env = "BUCKET", value_parser = parse_resource_name)]
-    pub bucket: String,
-
-    /// DynamoDB lease table of this connector's shard leases (created if missing).
-    #[arg(long = "redshift-connector-lease-table", env = "REDSHIFT_CONNECTOR_LEASE_TABLE", default_value = "redshift-connector", value_parser = parse_resource_name)]
-    pub lease_table: String,
-
-    /// Load when this many files are pending.
-    #[arg(long, env = "LOAD_MAX_FILES", default_value_t = 100,
-          value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    pub load_max_files: u64,
-
-    /// Load when the pending files hold this many MiB (compressed).
-    #[arg(long, env = "LOAD_MAX_MIB", default_value_t = 1024,
-          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
-    pub load_max_mib: u64,
-
-    /// Load this many seconds after the first pending pointer arrived, even if little is pending.
-    #[arg(long, env = "LOAD_MAX_AGE_SECS", default_value_t = 120,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub load_max_age_secs: u64,
-
-    /// Seconds a batch file the warehouse keeps refusing (missing, not gzip, a line it
-    /// cannot load) is retried before its pointer goes to `dead-letters/` in the bucket
-    /// and the rest of the load goes on (0: at the first refusal). `pipelinectl
-    /// dead-letters redrive` loads them once the cause is fixed.
-    #[arg(long, env = "DEAD_LETTER_AFTER_SECS", default_value_t = 300,
-          value_parser = clap::value_parser!(u64).range(0..=604_800))]
-    pub dead_letter_after_secs: u64,
-
-    /// KMS key (id or ARN) for SSE-KMS on the manifests and dead letters written; unset = the bucket's default encryption.
-    #[arg(long, env = "SSE_KMS_KEY_ID")]
-    pub sse_kms_key_id: Option<String>,
-
-    #[command(flatten)]
-    pub warehouse: WarehouseArgs,
-
-    #[command(flatten)]
-    pub consumer: ConsumerArgs,
-
-    #[command(flatten)]
-    pub service: ServiceArgs,
-
-    #[command(flatten)]
-    pub aws: AwsArgs,
-}
+/// The lease application name.
+pub const APPLICATION: &str = "redshift-connector";
 
 /// Why the connector stopped.
 #[derive(Debug, thiserror::Error)]
@@ -99,61 +46,46 @@ pub enum Error {
     Consumer(#[from] ConsumerError),
 }
 
-/// The lease application name.
-pub const APPLICATION: &str = "redshift-connector";
-
 /// Runs the connector until `context.shutdown` is cancelled.
 pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
-    resources::require(
-        &context.aws,
-        &[
-            Resource::Stream {
-                name: config.files_stream.clone(),
-            },
-            Resource::Bucket {
-                name: config.bucket.clone(),
-            },
-        ],
-    )
-    .await?;
-    let max_files = usize::try_from(config.load_max_files).unwrap_or(usize::MAX);
-    warehouse::check_max_files(max_files).map_err(Error::LoadTooLarge)?;
+    resources::require(&context.aws, &config.resources()).await?;
+    warehouse::check_max_files(config.max_files()).map_err(Error::LoadTooLarge)?;
+    let Some(sink) = connect(&config, &context).await? else {
+        return Ok(());
+    };
+    let source = KinesisSource::new(context.aws.kinesis(), &config.files_stream);
+    let loading = Arc::new(config.loading());
+    let loader = Loader {
+        sink,
+        dead_letter_after: config.dead_letter_after(),
+        metrics: context.metrics.clone(),
+    };
+    let factory = BufferedFactory::for_service(&context, loader, move |_shard: &str| PendingLoad::new(loading.clone()));
+    tracing::info!(files_stream = %config.files_stream, bucket = %config.bucket, "loading");
+    let consumer = config.runtime.consumer.config(APPLICATION);
+    run_consumer(&context, consumer, source, &config.lease_table, factory).await?;
+    Ok(())
+}
+
+/// The sink, once the warehouse answers with this build's schema; `None` when the
+/// service was stopped first.
+async fn connect(config: &Config, context: &ServiceContext) -> Result<Option<Sink>, Error> {
     let warehouse = config
         .warehouse
         .open(context.aws.s3(), || context.aws.redshift_data())?;
+    let sink = Sink::new(
+        &context.aws,
+        &config.bucket,
+        config.sse_kms_key_id.as_deref(),
+        warehouse,
+    );
     // A warehouse still starting (Serverless resuming) must not fail a deployment. The
     // schema is `pipelinectl setup`'s: this user may only load.
-    let version = match retry(&RetryPolicy::START, &context.shutdown, || warehouse.check_schema()).await {
+    let version = match retry(&RetryPolicy::START, &context.shutdown, || sink.check_schema()).await {
         Ok(version) => version,
-        Err(error) if error.is_stopped() => return Ok(()),
+        Err(error) if error.is_stopped() => return Ok(None),
         Err(error) => return Err(error.into_error().into()),
     };
-    tracing::info!(schema_version = version, dialect = ?warehouse.dialect(), "warehouse schema is current");
-    let shared = Arc::new(Shared {
-        warehouse,
-        lake: Lake {
-            s3: context.aws.s3(),
-            bucket: config.bucket.clone(),
-            sse_kms_key_id: config.sse_kms_key_id.clone(),
-        },
-        limits: LoadLimits {
-            max_files,
-            max_bytes: config.load_max_mib * 1024 * 1024,
-            max_age: Duration::from_secs(config.load_max_age_secs),
-        },
-        dead_letter_after: Duration::from_secs(config.dead_letter_after_secs),
-        metrics: context.metrics.clone(),
-        shutdown: context.shutdown.clone(),
-    });
-    let consumer = shard_consumer::Consumer::new(
-        KinesisSource::new(context.aws.kinesis(), &config.files_stream),
-        LeaseTable::new(context.aws.dynamodb(), &config.lease_table),
-        LoaderFactory(shared),
-        config.consumer.config(APPLICATION),
-        context.metrics.clone(),
-    );
-    context.health.set_ready(true);
-    tracing::info!(files_stream = %config.files_stream, bucket = %config.bucket, "loading");
-    consumer.run(context.shutdown.clone()).await?;
-    Ok(())
+    tracing::info!(schema_version = version, dialect = ?sink.dialect(), "warehouse schema is current");
+    Ok(Some(sink))
 }

@@ -1,7 +1,9 @@
 //! One `files` shard's loads: the pointers gathered since the last load, when the next
 //! load is due, the files a load could not take (held back and retried alone until
 //! they load or go to the dead letters), and how far the shard may be checkpointed.
-//! Pure.
+//! Pure. [`PendingLoad`] is the buffer of the shard's processor; a flush takes a
+//! [`Load`] out of it (the gathered files and the held ones), which the loader settles
+//! with the warehouse's answers and hands back.
 //!
 //! A held file never holds the other files back: they load as usual, and the warehouse's
 //! `loaded_files` keeps them exactly once if the shard is read again. Only the
@@ -12,10 +14,14 @@
 //! failing. During an outage of the warehouse every load fails: then nothing is given
 //! up, everything waits.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use event_model::FilePointer;
 use shard_consumer::RecordPosition;
+use shard_consumer::buffered::Buffer;
+use shard_consumer::kinesis::KinesisRecord;
 use tokio::time::Instant;
 use warehouse::LoadBatch;
 use warehouse::manifest::manifest_key;
@@ -27,6 +33,14 @@ pub struct LoadLimits {
     /// Compressed bytes of the files.
     pub max_bytes: u64,
     pub max_age: Duration,
+}
+
+/// What every shard's loads follow.
+#[derive(Debug, Clone)]
+pub struct Loading {
+    /// The lake's bucket: a pointer to another is refused.
+    pub bucket: String,
+    pub limits: LoadLimits,
 }
 
 /// A pointer and the `files` record it came in.
@@ -61,9 +75,29 @@ pub enum Added {
     Seen,
 }
 
+/// A `files` record that is not a pointer to the lake, and never will be: it goes to
+/// the dead letters, with its bytes, before the checkpoint can pass it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotAPointer {
+    pub position: RecordPosition,
+    pub raw: Bytes,
+    pub why: String,
+}
+
+/// What gathering records found, for the loader to act on at once.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Gathered {
+    pub not_pointers: Vec<NotAPointer>,
+    /// Records whose file is already pending (a producer's retried put).
+    pub duplicates: Vec<RecordPosition>,
+    /// Files gathered, not yet loaded.
+    pub files: usize,
+}
+
 /// The loads of one shard.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PendingLoad {
+    loading: Arc<Loading>,
     files: Vec<Pending>,
     /// First and last `files` records gathered (pointers or not).
     first: Option<RecordPosition>,
@@ -77,6 +111,19 @@ pub struct PendingLoad {
 }
 
 impl PendingLoad {
+    pub fn new(loading: Arc<Loading>) -> Self {
+        Self {
+            loading,
+            files: Vec::new(),
+            first: None,
+            last: None,
+            started: None,
+            held: Vec::new(),
+            committed_through: None,
+            last_success: None,
+        }
+    }
+
     /// Whether `position` was already gathered or loaded.
     pub fn covers(&self, position: &RecordPosition) -> bool {
         self.last
@@ -85,8 +132,20 @@ impl PendingLoad {
             .is_some_and(|last| position <= last)
     }
 
-    /// Notes a record of the stream, a pointer or not (`None`: it was dead-lettered).
-    pub fn add(&mut self, position: &RecordPosition, pointer: Option<FilePointer>, now: Instant) -> Added {
+    /// The pointer a `files` record holds, if it is one to the lake.
+    pub fn pointer(&self, data: &[u8]) -> Result<FilePointer, String> {
+        match FilePointer::from_json(data) {
+            Ok(pointer) if pointer.bucket == self.loading.bucket => Ok(pointer),
+            Ok(pointer) => Err(format!(
+                "the pointer names bucket {}; this connector loads only from {}",
+                pointer.bucket, self.loading.bucket
+            )),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Notes a record of the stream, a pointer or not (`None`: it goes to the dead letters).
+    pub fn note(&mut self, position: &RecordPosition, pointer: Option<FilePointer>, now: Instant) -> Added {
         if self.covers(position) {
             return Added::Seen;
         }
@@ -112,15 +171,6 @@ impl PendingLoad {
         Added::Pointer
     }
 
-    /// The gathered records reached a limit, or a held file waits for its next try.
-    pub fn is_due(&self, limits: &LoadLimits, now: Instant) -> bool {
-        let bytes: u64 = self.files.iter().map(|p| p.pointer.bytes).sum();
-        let gathered = self.started.is_some_and(|s| now.duration_since(s) >= limits.max_age)
-            || self.files.len() >= limits.max_files
-            || bytes >= limits.max_bytes;
-        gathered || self.held.iter().any(|h| h.next_try <= now)
-    }
-
     /// Files gathered, not yet loaded.
     pub fn files(&self) -> usize {
         self.files.len()
@@ -130,6 +180,102 @@ impl PendingLoad {
         &self.held
     }
 
+    /// Where to checkpoint: the last committed record, once no file is held.
+    pub fn checkpoint(&self) -> Option<&RecordPosition> {
+        if self.held.is_empty() && self.files.is_empty() {
+            self.committed_through.as_ref()
+        } else {
+            None
+        }
+    }
+}
+
+impl Buffer<KinesisRecord> for PendingLoad {
+    type Taken = Load;
+    type Added = Gathered;
+
+    fn add(&mut self, records: &[KinesisRecord], now: Instant) -> Gathered {
+        let mut gathered = Gathered::default();
+        for record in records {
+            let pointer = match self.pointer(&record.data) {
+                Ok(pointer) => Some(pointer),
+                Err(why) => {
+                    gathered.not_pointers.push(NotAPointer {
+                        position: record.position.clone(),
+                        raw: record.data.clone(),
+                        why,
+                    });
+                    None
+                }
+            };
+            if self.note(&record.position, pointer, now) == Added::Duplicate {
+                gathered.duplicates.push(record.position.clone());
+            }
+        }
+        gathered.files = self.files.len();
+        gathered
+    }
+
+    /// The gathered records reached a limit, or a held file waits for its next try.
+    fn is_due(&self, now: Instant) -> bool {
+        let limits = &self.loading.limits;
+        let bytes: u64 = self.files.iter().map(|p| p.pointer.bytes).sum();
+        let gathered = self.started.is_some_and(|s| now.duration_since(s) >= limits.max_age)
+            || self.files.len() >= limits.max_files
+            || bytes >= limits.max_bytes;
+        gathered || self.held.iter().any(|h| h.next_try <= now)
+    }
+
+    /// The gathered records, and the held files (those due are tried again).
+    fn take(&mut self, now: Instant) -> Option<Load> {
+        if self.last.is_none() && !self.held.iter().any(|h| h.next_try <= now) {
+            return None;
+        }
+        self.started = None;
+        Some(Load {
+            files: std::mem::take(&mut self.files),
+            first: self.first.take(),
+            last: self.last.take(),
+            held: std::mem::take(&mut self.held),
+            last_success: self.last_success,
+        })
+    }
+
+    /// The gathered files committed (those held aside excepted): the held files come
+    /// back, and the checkpoint may move once none is left.
+    fn written(&mut self, load: &mut Load) -> Option<RecordPosition> {
+        if let Some(last) = load.last.take() {
+            self.committed_through = Some(last);
+        }
+        self.held.append(&mut load.held);
+        self.last_success = self.last_success.max(load.last_success);
+        self.checkpoint().cloned()
+    }
+
+    /// The shard ends only once every held file loaded or went to the dead letters.
+    fn waiting_until(&self) -> Option<Instant> {
+        self.held.iter().map(|h| h.next_try).min()
+    }
+
+    /// The lease moved: the next owner reads again from the checkpoint.
+    fn clear(&mut self) {
+        *self = Self::new(self.loading.clone());
+    }
+}
+
+/// A load taken out of a shard's [`PendingLoad`]: the files gathered since the last
+/// load, and the files held back.
+#[derive(Debug)]
+pub struct Load {
+    files: Vec<Pending>,
+    first: Option<RecordPosition>,
+    last: Option<RecordPosition>,
+    held: Vec<Held>,
+    /// When a load last committed: proof that the warehouse works.
+    last_success: Option<Instant>,
+}
+
+impl Load {
     /// The batch of the gathered files; `None` when there is none.
     pub fn batch(&self, bucket: &str) -> Option<LoadBatch> {
         let (first, last) = (self.first.as_ref()?, self.last.as_ref()?);
@@ -143,14 +289,18 @@ impl PendingLoad {
         })
     }
 
-    /// A held file loaded on its own.
-    pub fn held_batch(held: &Held, bucket: &str) -> LoadBatch {
-        let sequence = held.file.position.sequence.as_str();
+    /// A file loaded on its own.
+    pub fn alone(file: &Pending, bucket: &str) -> LoadBatch {
+        let sequence = file.position.sequence.as_str();
         LoadBatch {
             bucket: bucket.to_string(),
-            files: vec![held.file.pointer.clone()],
+            files: vec![file.pointer.clone()],
             manifest_key: manifest_key(sequence, sequence),
         }
+    }
+
+    pub fn held(&self) -> &[Held] {
+        &self.held
     }
 
     /// Takes the gathered file `key` out of its load: it is retried alone from now on.
@@ -231,35 +381,6 @@ impl PendingLoad {
         let index = self.held.iter().position(|h| h.file.pointer.key == key)?;
         Some(self.held.remove(index))
     }
-
-    /// The gathered files committed (those held aside excepted): gather the next load.
-    pub fn committed(&mut self) {
-        if let Some(last) = self.last.take() {
-            self.committed_through = Some(last);
-        }
-        self.files.clear();
-        self.first = None;
-        self.started = None;
-    }
-
-    /// Where to checkpoint: the last committed record, once no file is held.
-    pub fn checkpoint(&self) -> Option<&RecordPosition> {
-        if self.held.is_empty() && self.files.is_empty() {
-            self.committed_through.as_ref()
-        } else {
-            None
-        }
-    }
-
-    /// The checkpoint was written.
-    pub fn checkpointed(&mut self) {
-        self.committed_through = None;
-    }
-
-    /// The lease moved: the next owner reads again from the checkpoint.
-    pub fn clear(&mut self) {
-        *self = Self::default();
-    }
 }
 
 /// Why a file did not load.
@@ -275,6 +396,7 @@ pub struct Refusal {
 #[cfg(test)]
 mod tests {
     use shard_consumer::SequenceNumber;
+    use shard_consumer::kinesis::decode_record;
 
     use super::*;
 
@@ -308,38 +430,85 @@ mod tests {
         }
     }
 
+    fn pending(limits: LoadLimits) -> PendingLoad {
+        PendingLoad::new(Arc::new(Loading {
+            bucket: "lake".into(),
+            limits,
+        }))
+    }
+
+    const LOOSE: LoadLimits = LoadLimits {
+        max_files: 100,
+        max_bytes: 1 << 30,
+        max_age: Duration::from_secs(3600),
+    };
+
     #[test]
     fn pointers_are_kept_once_and_the_load_is_due_at_a_limit() {
         let now = Instant::now();
-        let limits = LoadLimits {
+        let mut load = pending(LoadLimits {
             max_files: 3,
             max_bytes: 1_000,
             max_age: Duration::from_secs(5),
-        };
-        let mut load = PendingLoad::default();
-        assert!(
-            !load.is_due(&limits, now + Duration::from_secs(60)),
-            "empty is never due"
-        );
-        assert_eq!(load.add(&at("10"), Some(pointer("a", 10)), now), Added::Pointer);
-        assert_eq!(load.add(&at("10"), Some(pointer("a", 10)), now), Added::Seen);
-        assert_eq!(load.add(&at("11"), Some(pointer("a", 10)), now), Added::Duplicate);
-        assert_eq!(load.add(&at("12"), None, now), Added::Pointer);
+        });
+        assert!(!load.is_due(now + Duration::from_secs(60)), "empty is never due");
+        assert!(load.take(now).is_none(), "nothing to take");
+        assert_eq!(load.note(&at("10"), Some(pointer("a", 10)), now), Added::Pointer);
+        assert_eq!(load.note(&at("10"), Some(pointer("a", 10)), now), Added::Seen);
+        assert_eq!(load.note(&at("11"), Some(pointer("a", 10)), now), Added::Duplicate);
+        assert_eq!(load.note(&at("12"), None, now), Added::Pointer);
         assert_eq!(load.files(), 1);
-        assert!(!load.is_due(&limits, now + Duration::from_secs(4)));
-        assert!(load.is_due(&limits, now + Duration::from_secs(5)), "age");
-        load.add(&at("13"), Some(pointer("b", 995)), now);
-        assert!(load.is_due(&limits, now), "bytes");
-        let batch = load.batch("lake").expect("batch");
+        assert!(!load.is_due(now + Duration::from_secs(4)));
+        assert!(load.is_due(now + Duration::from_secs(5)), "age");
+        load.note(&at("13"), Some(pointer("b", 995)), now);
+        assert!(load.is_due(now), "bytes");
+        let mut taken = load.take(now).expect("a load");
+        let batch = taken.batch("lake").expect("batch");
         assert_eq!(batch.manifest_key, "manifests/10-13.manifest");
         assert_eq!(batch.files.len(), 2);
-        load.committed();
-        assert_eq!(load.checkpoint(), Some(&at("13")));
+        assert_eq!(load.written(&mut taken), Some(at("13")));
         assert_eq!(
-            load.add(&at("13"), Some(pointer("c", 1)), now),
+            load.note(&at("13"), Some(pointer("c", 1)), now),
             Added::Seen,
             "loaded already"
         );
+    }
+
+    #[test]
+    fn records_that_are_not_pointers_to_the_lake_are_set_apart() {
+        let record = |sequence: &str, data: &[u8]| {
+            let mut out = Vec::new();
+            decode_record(
+                SequenceNumber::parse(sequence).expect("digits"),
+                "pk",
+                Bytes::copy_from_slice(data),
+                0,
+                &mut out,
+            );
+            out.remove(0)
+        };
+        let elsewhere = FilePointer {
+            bucket: "other".into(),
+            ..pointer("x", 1)
+        };
+        let records = [
+            record("1", &pointer("a", 1).to_json()),
+            record("2", b"{not json"),
+            record("3", &elsewhere.to_json()),
+            record("4", &pointer("a", 1).to_json()),
+        ];
+        let mut load = pending(LOOSE);
+        let gathered = load.add(&records, Instant::now());
+        assert_eq!(
+            gathered
+                .not_pointers
+                .iter()
+                .map(|n| (n.position.clone(), n.raw.clone()))
+                .collect::<Vec<_>>(),
+            [(at("2"), records[1].data.clone()), (at("3"), records[2].data.clone())]
+        );
+        assert!(gathered.not_pointers[1].why.contains("bucket other"));
+        assert_eq!((gathered.duplicates, gathered.files), (vec![at("4")], 1));
     }
 
     #[test]
@@ -347,45 +516,44 @@ mod tests {
         let now = Instant::now();
         let window = Duration::from_secs(300);
         let retry_in = Duration::from_secs(10);
-        let mut load = PendingLoad::default();
-        load.add(&at("1"), Some(pointer("good", 1)), now);
-        load.add(&at("2"), Some(pointer("bad", 1)), now);
-        load.add(&at("3"), Some(pointer("later", 1)), now);
-        assert!(load.hold("bad", refusal(), now, retry_in));
-        let rest = load.batch("lake").expect("the rest");
+        let mut load = pending(LOOSE);
+        load.note(&at("1"), Some(pointer("good", 1)), now);
+        load.note(&at("2"), Some(pointer("bad", 1)), now);
+        load.note(&at("3"), Some(pointer("later", 1)), now);
+        let mut taken = load.take(now).expect("a load");
+        assert!(taken.hold("bad", refusal(), now, retry_in));
+        let rest = taken.batch("lake").expect("the rest");
         assert_eq!(
             rest.files.iter().map(|f| f.key.as_str()).collect::<Vec<_>>(),
             ["good", "later"],
             "the other files load at once"
         );
-        load.committed();
-        assert_eq!(load.checkpoint(), None, "the held file holds the checkpoint");
-        load.add(&at("4"), Some(pointer("bad", 1)), now);
+        assert_eq!(load.written(&mut taken), None, "the held file holds the checkpoint");
+        assert_eq!(load.waiting_until(), Some(now + retry_in), "the shard cannot end yet");
+        assert!(load.take(now).is_none(), "nothing gathered, the held file not due");
+        assert!(load.is_due(now + retry_in));
+        load.note(&at("4"), Some(pointer("bad", 1)), now);
         assert_eq!(load.files(), 0, "a held file's pointer sent again is a duplicate");
-        assert!(load.held_due(now).is_empty());
-        assert_eq!(load.held_due(now + retry_in), vec!["bad".to_string()]);
-        let (held, given_up) = load
+        let mut taken = load.take(now).expect("a load");
+        assert!(taken.held_due(now).is_empty());
+        assert_eq!(taken.held_due(now + retry_in), vec!["bad".to_string()]);
+        let (held, given_up) = taken
             .refused_again("bad", refusal(), now + retry_in, retry_in, window)
             .expect("held");
         assert_eq!((held.attempts, given_up), (2, false));
-        let (_, given_up) = load
+        let (_, given_up) = taken
             .refused_again("bad", refusal(), now + window, retry_in, window)
             .expect("held");
         assert!(given_up);
-        let held = load.release("bad").expect("held");
+        let held = taken.release("bad").expect("held");
         assert_eq!(held.file.position, at("2"));
-        load.committed();
         assert_eq!(
-            load.checkpoint(),
-            Some(&at("4")),
+            load.written(&mut taken),
+            Some(at("4")),
             "past the dead letter and the duplicate"
         );
-        load.checkpointed();
-        assert_eq!(load.checkpoint(), None);
-        assert_eq!(
-            PendingLoad::held_batch(&held, "lake").manifest_key,
-            "manifests/2-2.manifest"
-        );
+        assert_eq!(load.waiting_until(), None);
+        assert_eq!(Load::alone(&held.file, "lake").manifest_key, "manifests/2-2.manifest");
     }
 
     #[test]
@@ -396,18 +564,19 @@ mod tests {
             attributed: false,
             ..refusal()
         };
-        let mut load = PendingLoad::default();
-        load.add(&at("1"), Some(pointer("odd", 1)), now);
-        assert!(load.hold("odd", unexplained.clone(), now, window));
+        let mut load = pending(LOOSE);
+        load.note(&at("1"), Some(pointer("odd", 1)), now);
+        let mut taken = load.take(now).expect("a load");
+        assert!(taken.hold("odd", unexplained.clone(), now, window));
         // The warehouse is down: nothing loads, the file waits however long it takes.
         let later = now + window * 10;
-        let (_, given_up) = load
+        let (_, given_up) = taken
             .refused_again("odd", unexplained.clone(), later, window, window)
             .expect("held");
         assert!(!given_up, "an outage dead-letters nothing");
         // Other files load while this one keeps failing: it is the file's fault.
-        load.succeeded(later + Duration::from_secs(1));
-        let (_, given_up) = load
+        taken.succeeded(later + Duration::from_secs(1));
+        let (_, given_up) = taken
             .refused_again("odd", unexplained, later + Duration::from_secs(2), window, window)
             .expect("held");
         assert!(given_up);

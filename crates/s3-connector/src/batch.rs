@@ -1,12 +1,16 @@
 //! One shard's batch under construction: valid events and rejects, each in its own
 //! gzipped JSON-lines file, and what the flush policy and the pointer need. Pure.
+//! [`ShardBatches`] is the buffer of the shard's processor: one open batch at a time,
+//! sealed when a flush takes it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use event_model::{BatchFile, BatchKind, Event, FilePointer, RejectedRecord, Rules, batch_key};
 use shard_consumer::RecordPosition;
+use shard_consumer::buffered::Buffer;
 use shard_consumer::kinesis::KinesisRecord;
 use tokio::time::Instant;
 
@@ -89,12 +93,6 @@ impl ShardBatch {
 
     pub fn uncompressed_bytes(&self) -> u64 {
         self.events.uncompressed_bytes() + self.errors.uncompressed_bytes()
-    }
-
-    /// Records after [`ShardBatch::last`], in stream order (a retried call hands the same ones again).
-    pub fn unseen<'r>(&self, records: &'r [KinesisRecord]) -> &'r [KinesisRecord] {
-        let seen = records.partition_point(|r| self.last.as_ref().is_some_and(|last| r.position <= *last));
-        &records[seen..]
     }
 
     /// Adds records, each as a valid event (with `server_timestamp` = its arrival) or a reject.
@@ -213,6 +211,57 @@ impl ShardBatch {
     }
 }
 
+/// What every shard's batches follow.
+#[derive(Debug, Clone)]
+pub struct Batching {
+    pub rules: Rules,
+    pub limits: FlushLimits,
+    pub gzip_level: u32,
+    /// The lake's bucket, which the pointers name.
+    pub bucket: String,
+}
+
+/// A shard's batches: the open one, sealed when a flush takes it.
+pub struct ShardBatches {
+    open: ShardBatch,
+    batching: Arc<Batching>,
+}
+
+impl ShardBatches {
+    pub fn new(shard: &str, batching: Arc<Batching>) -> Self {
+        Self {
+            open: ShardBatch::new(shard, batching.gzip_level),
+            batching,
+        }
+    }
+}
+
+impl Buffer<KinesisRecord> for ShardBatches {
+    type Taken = SealedBatch;
+    type Added = ();
+
+    fn add(&mut self, records: &[KinesisRecord], now: Instant) {
+        self.open.add_all(records, &self.batching.rules, now);
+    }
+
+    fn is_due(&self, now: Instant) -> bool {
+        self.open.is_due(&self.batching.limits, now)
+    }
+
+    fn take(&mut self, now: Instant) -> Option<SealedBatch> {
+        let fresh = self.open.renewed();
+        std::mem::replace(&mut self.open, fresh).seal(&self.batching.bucket, now)
+    }
+
+    fn written(&mut self, sealed: &mut SealedBatch) -> Option<RecordPosition> {
+        Some(sealed.last.clone())
+    }
+
+    fn clear(&mut self) {
+        self.open = self.open.renewed();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Read;
@@ -302,19 +351,31 @@ mod tests {
     }
 
     #[test]
-    fn a_retried_read_is_not_added_twice() {
+    fn a_flush_takes_the_open_batch_and_checkpoints_its_last_record() {
         let now = Instant::now();
-        let rules = Rules::default();
-        let mut batch = ShardBatch::new("s", 1);
-        let first = vec![record("1", &event(1, 1)), record("2", &event(2, 1))];
-        let unseen = batch.unseen(&first);
-        batch.add_all(unseen, &rules, now);
-        assert!(batch.unseen(&first).is_empty(), "the same read again adds nothing");
-        let overlapping = vec![record("2", &event(2, 1)), record("3", &event(3, 1))];
-        assert_eq!(batch.unseen(&overlapping).len(), 1);
-        let unseen = batch.unseen(&overlapping);
-        batch.add_all(unseen, &rules, now);
-        assert_eq!(batch.records(), 3);
+        let batching = Arc::new(Batching {
+            rules: Rules::default(),
+            limits: FlushLimits {
+                max_bytes: 1_000_000,
+                max_records: 2,
+                max_age: Duration::from_secs(60),
+            },
+            gzip_level: 1,
+            bucket: "lake".into(),
+        });
+        let mut batches = ShardBatches::new("s", batching);
+        assert!(batches.take(now).is_none(), "nothing to take");
+        batches.add(&[record("1", &event(1, 1))], now);
+        assert!(!batches.is_due(now));
+        batches.add(&[record("2", &event(2, 1))], now);
+        assert!(batches.is_due(now), "two records");
+        let mut sealed = batches.take(now).expect("sealed");
+        assert_eq!(sealed.pointer.as_ref().map(|p| p.bucket.as_str()), Some("lake"));
+        assert_eq!(
+            batches.written(&mut sealed).map(|p| p.sequence.to_string()),
+            Some("2".into())
+        );
+        assert!(!batches.is_due(now + Duration::from_secs(600)), "a fresh batch");
     }
 
     #[test]

@@ -5,11 +5,11 @@ use std::time::Duration;
 use clap::Parser;
 use event_model::Rules;
 use pipeline_runtime::config::parse_resource_name;
-use pipeline_runtime::{AwsArgs, ServiceArgs};
-use shard_consumer::ConsumerArgs;
+use pipeline_runtime::resources::Resource;
+use shard_consumer::StreamServiceArgs;
 
 use crate::SERVICE;
-use crate::batch::FlushLimits;
+use crate::batch::{Batching, FlushLimits};
 
 /// Settings of the s3-connector.
 ///
@@ -72,14 +72,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=604_800))]
     pub future_window_secs: u64,
 
+    /// The consumer's, the service's and AWS's settings.
     #[command(flatten)]
-    pub consumer: ConsumerArgs,
-
-    #[command(flatten)]
-    pub service: ServiceArgs,
-
-    #[command(flatten)]
-    pub aws: AwsArgs,
+    pub runtime: StreamServiceArgs,
 }
 
 impl Config {
@@ -96,6 +91,25 @@ impl Config {
             max_event_bytes: usize::try_from(self.max_event_bytes).unwrap_or(usize::MAX),
             future_window_ms: i64::try_from(self.future_window_secs * 1000).unwrap_or(i64::MAX),
         }
+    }
+
+    /// What every shard's batches follow.
+    pub fn batching(&self) -> Batching {
+        Batching {
+            rules: self.rules(),
+            limits: self.limits(),
+            gzip_level: self.gzip_level,
+            bucket: self.bucket.clone(),
+        }
+    }
+
+    /// What must exist before the connector starts.
+    pub fn resources(&self) -> Vec<Resource> {
+        let stream = |name: &String| Resource::Stream { name: name.clone() };
+        let bucket = Resource::Bucket {
+            name: self.bucket.clone(),
+        };
+        vec![stream(&self.telemetry_stream), stream(&self.files_stream), bucket]
     }
 
     pub fn memory_cap_bytes(&self) -> usize {

@@ -3,24 +3,27 @@
 //! `errors/…` with their reasons and raw bytes), publishes one pointer per events file
 //! on the `files` stream, and only then checkpoints.
 //!
-//! [`batch`] is the pure part (what goes in which file, when to flush); [`processor`]
-//! does the writing, the retries and the memory bound.
+//! Source → transform → sink: the telemetry stream, read by `shard-consumer`; [`batch`],
+//! the pure part (what goes in which file, when to flush); [`writer`], the output of
+//! the shard's buffered processor (retries, metrics), through [`sink`], every AWS call
+//! it makes.
 
 pub mod batch;
 pub mod config;
-pub mod processor;
+pub mod sink;
+pub mod writer;
 
 use std::sync::Arc;
 
 use pipeline_runtime::ServiceContext;
-use pipeline_runtime::resources::{self, MissingResources, Resource};
-use pipeline_runtime::s3::Lake;
+use pipeline_runtime::resources::{self, MissingResources};
 use shard_consumer::kinesis::KinesisSource;
-use shard_consumer::{Consumer, ConsumerError, LeaseTable};
-use tokio::sync::Semaphore;
+use shard_consumer::{BufferedFactory, ConsumerError, MemoryBudget, run_consumer};
 
+use batch::ShardBatches;
 pub use config::Config;
-use processor::{S3ProcessorFactory, Shared};
+use sink::Sink;
+use writer::Writer;
 
 pub const SERVICE: &str = "s3-connector";
 /// The lease application name (the `Application` dimension of consumer metrics).
@@ -37,52 +40,29 @@ pub enum Error {
 
 /// Runs the connector until `context.shutdown` is cancelled.
 pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
-    resources::require(
-        &context.aws,
-        &[
-            Resource::Stream {
-                name: config.telemetry_stream.clone(),
-            },
-            Resource::Stream {
-                name: config.files_stream.clone(),
-            },
-            Resource::Bucket {
-                name: config.bucket.clone(),
-            },
-        ],
-    )
-    .await?;
-    let memory_cap = config.memory_cap_bytes();
-    let shared = Arc::new(Shared {
-        lake: Lake {
-            s3: context.aws.s3(),
-            bucket: config.bucket.clone(),
-            sse_kms_key_id: config.sse_kms_key_id.clone(),
-        },
-        kinesis: context.aws.kinesis(),
-        files_stream: config.files_stream.clone(),
-        rules: config.rules(),
-        limits: config.limits(),
-        gzip_level: config.gzip_level,
-        memory: Arc::new(Semaphore::new(memory_cap)),
-        memory_cap,
+    resources::require(&context.aws, &config.resources()).await?;
+    let source = KinesisSource::new(context.aws.kinesis(), &config.telemetry_stream);
+    let batching = Arc::new(config.batching());
+    let writer = Writer {
+        sink: Sink::new(
+            &context.aws,
+            &config.bucket,
+            config.sse_kms_key_id.as_deref(),
+            &config.files_stream,
+        ),
         metrics: context.metrics.clone(),
-        shutdown: context.shutdown.clone(),
-    });
-    let consumer = Consumer::new(
-        KinesisSource::new(context.aws.kinesis(), &config.telemetry_stream),
-        LeaseTable::new(context.aws.dynamodb(), &config.lease_table),
-        S3ProcessorFactory { shared },
-        config.consumer.config(APPLICATION),
-        context.metrics.clone(),
-    );
-    context.health.set_ready(true);
+    };
+    let factory = BufferedFactory::for_service(&context, writer, move |shard: &str| {
+        ShardBatches::new(shard, batching.clone())
+    })
+    .with_memory(MemoryBudget::new(config.memory_cap_bytes()));
     tracing::info!(
         telemetry_stream = %config.telemetry_stream,
         files_stream = %config.files_stream,
         bucket = %config.bucket,
         "consuming"
     );
-    consumer.run(context.shutdown.clone()).await?;
+    let consumer = config.runtime.consumer.config(APPLICATION);
+    run_consumer(&context, consumer, source, &config.lease_table, factory).await?;
     Ok(())
 }

@@ -27,6 +27,7 @@ pub mod args;
 pub mod assignment;
 // Backoff lives with the runtime (start-up checks retry too); its old path still works.
 pub use pipeline_runtime::backoff;
+pub mod buffered;
 pub mod config;
 pub mod consumer;
 pub mod dynamodb_streams;
@@ -41,17 +42,20 @@ pub mod lease_table;
 pub mod membership;
 pub mod position;
 pub mod processor;
+pub mod service;
 mod shard;
 pub mod shard_sync;
 pub mod singleton;
 pub mod source;
 
 pub use args::ConsumerArgs;
+pub use buffered::{Buffer, BufferedFactory, BufferedProcessor, FlushError, Flushing, MemoryBudget, Output};
 pub use config::{ConsumerConfig, InitialPosition};
 pub use consumer::{Consumer, ConsumerError};
 pub use lease_store::LeaseStore;
 pub use lease_table::LeaseTable;
 pub use position::{Checkpoint, RecordPosition, SequenceNumber};
 pub use processor::{Batch, Checkpointer, CheckpointerError, ProcessorError, ProcessorFactory, RecordProcessor};
+pub use service::{StreamServiceArgs, run_consumer};
 pub use shard::ShardOutcome;
 pub use source::{Shard, Source, StartPosition, StreamRecord};

@@ -6,7 +6,7 @@ use player_state_worker::{Config, SERVICE, routes};
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: Config = pipeline_runtime::config::parse();
-    let (service, aws) = (config.service.clone(), config.aws.clone());
+    let (service, aws) = (config.runtime.service.clone(), config.runtime.aws.clone());
     let (levels, transitions) = (config.level_state_table.clone(), config.transitions_table.clone());
     Service::new(SERVICE, &service, &aws)
         .with_routes(move |clients| routes::routes(clients.dynamodb(), &levels, &transitions))

@@ -26,6 +26,9 @@ pub enum PrunerError {
     Store(AwsError),
 }
 
+/// The lease application name of the pruner's singleton lease.
+pub const APPLICATION: &str = "player-state-pruner";
+
 pub struct Pruner {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub table: String,

@@ -1,0 +1,226 @@
+//! The worker's settings, and the stages built from them.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use event_model::Rules;
+use live_state::{level_state, player_state, transitions};
+use pipeline_runtime::ServiceContext;
+use pipeline_runtime::config::parse_resource_name;
+use pipeline_runtime::resources::Resource;
+use pipeline_runtime::s3::Lake;
+use shard_consumer::LeaseTable;
+use shard_consumer::service::StreamServiceArgs;
+use shard_consumer::singleton::SingletonLease;
+
+use crate::events_stage::{self, EventsStage};
+use crate::level_stage::{self, LevelStage};
+use crate::pruner::Pruner;
+use crate::quarantine::Quarantine;
+use crate::{events, pruner};
+
+/// A part of the worker that can be switched on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Stage {
+    /// telemetry → PlayerState
+    Events,
+    /// PlayerState stream → LevelState and Transitions
+    Levels,
+    /// deletes idle players
+    Pruner,
+}
+/// Settings of the player-state-worker.
+#[derive(Debug, Clone, Parser)]
+#[command(name = crate::SERVICE, version, about = "Telemetry → PlayerState → exactly-once LevelState and Transitions in DynamoDB")]
+pub struct Config {
+    /// Kinesis stream the games write telemetry events to.
+    #[arg(long, env = "TELEMETRY_STREAM", default_value = "telemetry", value_parser = parse_resource_name)]
+    pub telemetry_stream: String,
+
+    /// S3 bucket of the data lake: records a stage can never apply go to its `errors/`.
+    #[arg(long, env = "BUCKET", value_parser = parse_resource_name)]
+    pub bucket: String,
+
+    /// KMS key (id or ARN) for SSE-KMS on the objects written; unset = the bucket's default encryption.
+    #[arg(long, env = "SSE_KMS_KEY_ID")]
+    pub sse_kms_key_id: Option<String>,
+
+    /// DynamoDB table with each present player's level (must have a NEW_AND_OLD_IMAGES stream).
+    #[arg(long, env = "PLAYER_STATE_TABLE", default_value = "PlayerState", value_parser = parse_resource_name)]
+    pub player_state_table: String,
+
+    /// DynamoDB table with the player count of each level.
+    #[arg(long, env = "LEVEL_STATE_TABLE", default_value = "LevelState", value_parser = parse_resource_name)]
+    pub level_state_table: String,
+
+    /// DynamoDB table with level-to-level transition counts per time bucket.
+    #[arg(long, env = "TRANSITIONS_TABLE", default_value = "Transitions", value_parser = parse_resource_name)]
+    pub transitions_table: String,
+
+    /// Lease table of the events stage (telemetry shards); created if missing.
+    #[arg(long, env = "PLAYER_STATE_LEASE_TABLE", default_value = "player-state", value_parser = parse_resource_name)]
+    pub player_state_lease_table: String,
+
+    /// Lease table of the level stage (PlayerState stream shards); created if missing.
+    #[arg(long, env = "LEVEL_STATE_LEASE_TABLE", default_value = "level-state", value_parser = parse_resource_name)]
+    pub level_state_lease_table: String,
+
+    /// Lease table of the idle-player pruner's singleton lease; created if missing.
+    #[arg(long, env = "PRUNER_LEASE_TABLE", default_value = "player-state-pruner", value_parser = parse_resource_name)]
+    pub pruner_lease_table: String,
+
+    /// Stages this process runs, comma-separated: `events`, `levels`, `pruner`.
+    #[arg(
+        long,
+        env = "STAGES",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "events,levels,pruner"
+    )]
+    pub stages: Vec<Stage>,
+
+    /// What the telemetry records are: `auto` (JSON if a record starts with `{`, else
+    /// Snowplow TSV), `json` (the pipeline's event) or `snowplow` (enriched TSV).
+    #[arg(long, env = "INPUT_FORMAT", value_enum, default_value = "auto")]
+    pub input_format: events::InputFormat,
+
+    /// Iglu schema of the Snowplow context that carries `user_id` and `level_slug`.
+    #[arg(long, env = "SNOWPLOW_LEVEL_CONTEXT", default_value = "iglu:com.codecombat/level_context/jsonschema/1-0-0",
+          value_parser = parse_level_context)]
+    pub snowplow_level_context: events::SnowplowLevelContext,
+
+    /// Seconds without an event after which a player counts as gone (pruned, and older
+    /// events are ignored).
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_secs: u64,
+
+    /// Seconds between two pruning passes.
+    #[arg(long, env = "PRUNE_INTERVAL_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub prune_interval_secs: u64,
+
+    /// Parallel scan segments of a pruning pass.
+    #[arg(long, env = "PRUNE_SEGMENTS", default_value_t = 4,
+          value_parser = clap::value_parser!(i32).range(1..=64))]
+    pub prune_segments: i32,
+
+    /// PlayerState writes in flight at once per shard.
+    #[arg(long, env = "WRITE_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub write_concurrency: u64,
+
+    /// Seconds per transition-count bucket.
+    #[arg(long, env = "TRANSITION_BUCKET_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub transition_bucket_secs: u64,
+
+    /// Seconds a transition count is kept (DynamoDB TTL on `expiresAt`).
+    #[arg(long, env = "TRANSITION_TTL_SECS", default_value_t = 604_800,
+          value_parser = clap::value_parser!(u64).range(3600..=31_536_000))]
+    pub transition_ttl_secs: u64,
+
+    /// Seconds an event's timestamp may be ahead of its arrival before it is rejected.
+    #[arg(long, env = "FUTURE_WINDOW_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    pub future_window_secs: u64,
+
+    #[command(flatten)]
+    pub runtime: StreamServiceArgs,
+}
+
+impl Config {
+    /// Whether this process runs `stage`.
+    pub fn runs(&self, stage: Stage) -> bool {
+        self.stages.contains(&stage)
+    }
+
+    /// What must exist before the worker starts.
+    pub fn resources(&self) -> Vec<Resource> {
+        vec![
+            Resource::Stream {
+                name: self.telemetry_stream.clone(),
+            },
+            Resource::Bucket {
+                name: self.bucket.clone(),
+            },
+            Resource::Table(player_state::spec(&self.player_state_table)),
+            Resource::Table(level_state::spec(&self.level_state_table)),
+            Resource::Table(transitions::spec(&self.transitions_table)),
+        ]
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// Where `application` stores the records it can never apply.
+    fn quarantine(&self, application: &'static str, context: &ServiceContext) -> Quarantine {
+        Quarantine {
+            lake: Lake {
+                s3: context.aws.s3(),
+                bucket: self.bucket.clone(),
+                sse_kms_key_id: self.sse_kms_key_id.clone(),
+            },
+            application,
+            metrics: context.metrics.clone(),
+        }
+    }
+
+    /// The events stage: telemetry → PlayerState.
+    pub fn events_stage(&self, context: &ServiceContext) -> EventsStage {
+        EventsStage {
+            dynamodb: context.aws.dynamodb(),
+            table: self.player_state_table.clone(),
+            rules: Rules {
+                future_window_ms: i64::try_from(self.future_window_secs * 1000).unwrap_or(i64::MAX),
+                ..Rules::default()
+            },
+            format: self.input_format,
+            level_context: self.snowplow_level_context.clone(),
+            idle_timeout: self.idle_timeout(),
+            concurrency: usize::try_from(self.write_concurrency).unwrap_or(16),
+            quarantine: self.quarantine(events_stage::APPLICATION, context),
+            metrics: context.metrics.clone(),
+        }
+    }
+
+    /// The level stage: PlayerState's stream → LevelState and Transitions.
+    pub fn level_stage(&self, context: &ServiceContext) -> LevelStage {
+        LevelStage {
+            dynamodb: context.aws.dynamodb(),
+            level_table: self.level_state_table.clone(),
+            transitions_table: self.transitions_table.clone(),
+            bucket: Duration::from_secs(self.transition_bucket_secs),
+            transition_ttl: Duration::from_secs(self.transition_ttl_secs),
+            quarantine: self.quarantine(level_stage::APPLICATION, context),
+            metrics: context.metrics.clone(),
+        }
+    }
+
+    /// The idle-player pruner, under its singleton lease.
+    pub fn pruner(&self, context: &ServiceContext) -> Pruner {
+        let consumer = self.runtime.consumer.config(pruner::APPLICATION);
+        Pruner {
+            dynamodb: context.aws.dynamodb(),
+            table: self.player_state_table.clone(),
+            level_state_table: self.level_state_table.clone(),
+            idle_timeout: self.idle_timeout(),
+            interval: Duration::from_secs(self.prune_interval_secs),
+            segments: self.prune_segments,
+            lease: SingletonLease::new(
+                LeaseTable::new(context.aws.dynamodb(), &self.pruner_lease_table),
+                "pruner",
+                &consumer.worker_id,
+                consumer.failover,
+            )
+            .creating_table(consumer.create_lease_table),
+            metrics: context.metrics.clone(),
+        }
+    }
+}
+
+fn parse_level_context(value: &str) -> Result<events::SnowplowLevelContext, String> {
+    events::SnowplowLevelContext::from_schema(value)
+        .ok_or_else(|| "expected an Iglu URI: iglu:<vendor>/<name>/jsonschema/<major>-<minor>-<patch>".into())
+}

@@ -6,124 +6,30 @@
 //! missing table, a refused login) stops the service with its message, since no later
 //! run can succeed until someone fixes it.
 
+pub mod config;
 pub mod jobs;
 
 use std::time::Duration;
 
 use chrono::Utc;
-use clap::Parser;
-use pipeline_runtime::config::parse_resource_name;
+use pipeline_runtime::ServiceContext;
 use pipeline_runtime::error::{Classified, ErrorKind};
 use pipeline_runtime::metrics::names::{
     self,
     dimension::{JOB, OUTCOME},
 };
 use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
-use pipeline_runtime::{AwsArgs, ServiceArgs, ServiceContext};
 use shard_consumer::LeaseTable;
 use shard_consumer::args::default_worker_id;
+use shard_consumer::singleton::SingletonGuard;
 use shard_consumer::singleton::SingletonLease;
 use warehouse::config::WarehouseConfigError;
-use warehouse::{Maintenance, Warehouse, WarehouseArgs, WarehouseError};
+use warehouse::{Warehouse, WarehouseError};
 
-use jobs::{Job, Schedule};
+pub use config::Config;
+use jobs::Job;
 
 pub const SERVICE: &str = "cron-connector";
-
-fn schedule(text: &str) -> Result<Schedule, String> {
-    Schedule::parse(text)
-}
-
-/// Settings of the cron-connector.
-#[derive(Debug, Clone, Parser)]
-#[command(name = SERVICE, version, about = "Scheduled warehouse maintenance, one instance at a time")]
-pub struct Config {
-    /// DynamoDB lease table holding the singleton lease (created if missing).
-    #[arg(long = "cron-connector-lease-table", env = "CRON_CONNECTOR_LEASE_TABLE", default_value = "cron-connector", value_parser = parse_resource_name)]
-    pub lease_table: String,
-
-    /// When to VACUUM the events table (cron, UTC; 5 fields or 6 with seconds; `off`).
-    #[arg(long, env = "CRON_VACUUM", default_value = "0 3 * * *", value_parser = schedule)]
-    pub cron_vacuum: Schedule,
-
-    /// When to ANALYZE the tables.
-    #[arg(long, env = "CRON_ANALYZE", default_value = "30 3 * * *", value_parser = schedule)]
-    pub cron_analyze: Schedule,
-
-    /// When to forget loaded files older than LOADED_FILES_RETENTION_DAYS.
-    #[arg(long, env = "CRON_PRUNE_LOADED_FILES", default_value = "0 4 * * *", value_parser = schedule)]
-    pub cron_prune_loaded_files: Schedule,
-
-    /// Days a loaded file is remembered: a pointer replayed later than this could load twice.
-    #[arg(long, env = "LOADED_FILES_RETENTION_DAYS", default_value_t = 30,
-          value_parser = clap::value_parser!(u32).range(1..=3650))]
-    pub loaded_files_retention_days: u32,
-
-    /// When to delete events older than EVENTS_RETENTION_DAYS.
-    #[arg(long, env = "CRON_RETENTION", default_value = "0 5 * * *", value_parser = schedule)]
-    pub cron_retention: Schedule,
-
-    /// Days events are kept (0: forever, the retention job does nothing).
-    #[arg(long, env = "EVENTS_RETENTION_DAYS", default_value_t = 0)]
-    pub events_retention_days: u32,
-
-    /// Seconds the singleton lease may go unrenewed before another instance takes it.
-    #[arg(long, env = "LEASE_FAILOVER_SECS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(3..=600))]
-    pub lease_failover_secs: u64,
-
-    /// This instance's name in the lease table (default: host name, pid, random suffix).
-    #[arg(long, env = "WORKER_ID")]
-    pub worker_id: Option<String>,
-
-    /// Create the lease table at start when it is missing (needs `dynamodb:CreateTable`);
-    /// `false` where the templates create it: a missing table then stops the service.
-    #[arg(long, env = "CREATE_LEASE_TABLES", default_value_t = true, action = clap::ArgAction::Set)]
-    pub create_lease_tables: bool,
-
-    #[command(flatten)]
-    pub warehouse: WarehouseArgs,
-
-    #[command(flatten)]
-    pub service: ServiceArgs,
-
-    #[command(flatten)]
-    pub aws: AwsArgs,
-}
-
-impl Config {
-    pub fn jobs(&self) -> Vec<Job> {
-        let mut jobs = vec![
-            Job {
-                name: "vacuum",
-                schedule: self.cron_vacuum.clone(),
-                work: Maintenance::Vacuum,
-            },
-            Job {
-                name: "analyze",
-                schedule: self.cron_analyze.clone(),
-                work: Maintenance::Analyze,
-            },
-            Job {
-                name: "prune_loaded_files",
-                schedule: self.cron_prune_loaded_files.clone(),
-                work: Maintenance::PruneLoadedFiles {
-                    days: self.loaded_files_retention_days,
-                },
-            },
-        ];
-        if self.events_retention_days > 0 {
-            jobs.push(Job {
-                name: "retention",
-                schedule: self.cron_retention.clone(),
-                work: Maintenance::Retention {
-                    days: self.events_retention_days,
-                },
-            });
-        }
-        jobs
-    }
-}
 
 /// Why the connector stopped.
 #[derive(Debug, thiserror::Error)]
@@ -181,21 +87,9 @@ async fn run_job(warehouse: &Warehouse, job: &Job, context: &ServiceContext) -> 
 
 /// Runs the connector until `context.shutdown` is cancelled.
 pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
-    let warehouse = config
-        .warehouse
-        .open(context.aws.s3(), || context.aws.redshift_data())?;
-    // A warehouse still starting must not fail a deployment. The schema is `pipelinectl
-    // setup`'s; a VACUUM this user may not run would do nothing, silently.
-    let checked = retry(&RetryPolicy::START, &context.shutdown, || async {
-        warehouse.check_schema().await?;
-        warehouse.check_can_maintain().await
-    })
-    .await;
-    match checked {
-        Ok(_) => {}
-        Err(error) if error.is_stopped() => return Ok(()),
-        Err(error) => return Err(error.into()),
-    }
+    let Some(warehouse) = connect(&config, &context).await? else {
+        return Ok(());
+    };
     let jobs = config.jobs();
     let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
     let lease = SingletonLease::new(
@@ -207,42 +101,74 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
     .creating_table(config.create_lease_tables);
     context.health.set_ready(true);
     tracing::info!(jobs = ?jobs.iter().map(|j| j.name).collect::<Vec<_>>(), %worker_id, "waiting for the singleton lease");
-    let shutdown = context.shutdown.clone();
+    let shutdown = &context.shutdown;
     while !shutdown.is_cancelled() {
-        let Some(guard) = lease.acquire(&shutdown).await? else {
+        let Some(guard) = lease.acquire(shutdown).await? else {
             break;
         };
         tracing::info!("holding the singleton lease; running jobs on schedule");
-        let mut checked = Utc::now();
-        loop {
-            let now = Utc::now();
-            let (due, next) = jobs::due(&jobs, &checked, &now);
-            checked = now;
-            for job in &due {
-                if guard.lost.is_cancelled() || shutdown.is_cancelled() {
-                    break;
-                }
-                if let Err(error) = run_job(&warehouse, job, &context).await {
-                    guard.release().await;
-                    return Err(Error::Job { job: job.name, error });
-                }
+        run_while_held(guard, &warehouse, &jobs, &context).await?;
+    }
+    Ok(())
+}
+
+/// The warehouse, once it answers and is ready for maintenance; `None` if shutdown
+/// came first. A warehouse still starting must not fail a deployment. The schema is
+/// `pipelinectl setup`'s; a VACUUM this user may not run would do nothing, silently.
+async fn connect(config: &Config, context: &ServiceContext) -> Result<Option<Warehouse>, Error> {
+    let warehouse = config
+        .warehouse
+        .open(context.aws.s3(), || context.aws.redshift_data())?;
+    let checked = retry(&RetryPolicy::START, &context.shutdown, || async {
+        warehouse.check_schema().await?;
+        warehouse.check_can_maintain().await
+    })
+    .await;
+    match checked {
+        Ok(_) => Ok(Some(warehouse)),
+        Err(error) if error.is_stopped() => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Runs the jobs on schedule while `guard` holds the lease: until the lease is lost
+/// (returns, to wait for it again), shutdown (releases it) or a fatal job failure
+/// (releases it and returns the error).
+async fn run_while_held(
+    guard: SingletonGuard,
+    warehouse: &Warehouse,
+    jobs: &[Job],
+    context: &ServiceContext,
+) -> Result<(), Error> {
+    let shutdown = &context.shutdown;
+    let mut checked = Utc::now();
+    loop {
+        let now = Utc::now();
+        let (due, next) = jobs::due(jobs, &checked, &now);
+        checked = now;
+        for job in &due {
+            if guard.lost.is_cancelled() || shutdown.is_cancelled() {
+                break;
             }
-            let wait = next
-                .and_then(|at| (at - Utc::now()).to_std().ok())
-                .unwrap_or(Duration::from_secs(60))
-                .min(Duration::from_secs(60));
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = guard.lost.cancelled() => {
-                    tracing::warn!("singleton lease lost; another instance runs the jobs now");
-                    break;
-                }
-                () = shutdown.cancelled() => {
-                    guard.release().await;
-                    return Ok(());
-                }
+            if let Err(error) = run_job(warehouse, job, context).await {
+                guard.release().await;
+                return Err(Error::Job { job: job.name, error });
+            }
+        }
+        let wait = next
+            .and_then(|at| (at - Utc::now()).to_std().ok())
+            .unwrap_or(Duration::from_secs(60))
+            .min(Duration::from_secs(60));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = guard.lost.cancelled() => {
+                tracing::warn!("singleton lease lost; another instance runs the jobs now");
+                return Ok(());
+            }
+            () = shutdown.cancelled() => {
+                guard.release().await;
+                return Ok(());
             }
         }
     }
-    Ok(())
 }

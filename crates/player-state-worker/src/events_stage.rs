@@ -13,7 +13,7 @@ use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
 use pipeline_runtime::metrics::names::{self, dimension::REASON};
 use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
 use shard_consumer::kinesis::KinesisRecord;
-use shard_consumer::{Batch, Checkpointer, ProcessorError, ProcessorFactory, RecordProcessor};
+use shard_consumer::{Batch, BatchOutput, ProcessorError};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{
@@ -38,19 +38,8 @@ pub struct EventsStage {
     pub metrics: Metrics,
 }
 
-pub struct EventsProcessorFactory(pub Arc<EventsStage>);
-
-impl ProcessorFactory<KinesisRecord> for EventsProcessorFactory {
-    type Processor = EventsProcessor;
-    fn create(&self, _shard_id: &str) -> EventsProcessor {
-        EventsProcessor(self.0.clone())
-    }
-}
-
-pub struct EventsProcessor(Arc<EventsStage>);
-
 impl EventsStage {
-    async fn write(&self, sighting: &Sighting) -> Result<Written, AwsError> {
+    async fn move_player(&self, sighting: &Sighting) -> Result<Written, AwsError> {
         player_state::move_player(
             &self.dynamodb,
             &self.table,
@@ -115,14 +104,13 @@ impl EventsStage {
     }
 }
 
-impl RecordProcessor<KinesisRecord> for EventsProcessor {
-    async fn process(
-        &mut self,
+impl BatchOutput<KinesisRecord> for EventsStage {
+    async fn write(
+        self: Arc<Self>,
         batch: &Batch<KinesisRecord>,
-        checkpointer: &mut Checkpointer,
+        stop: CancellationToken,
     ) -> Result<(), ProcessorError> {
-        let stage = &self.0;
-        let stop: CancellationToken = checkpointer.lease_lost_token().clone();
+        let stage = &self;
         let (sightings, mut rejects) = stage.read(batch);
         stage.metrics.count(names::EVENTS_IN, batch.records.len() as u64, &[]);
         // Every record of each player: all of them go to errors/ when its item is refused.
@@ -140,7 +128,7 @@ impl RecordProcessor<KinesisRecord> for EventsProcessor {
                 let stage = stage.clone();
                 let stop = stop.clone();
                 async move {
-                    let written = retry(&RetryPolicy::SHARD_OUTPUT, &stop, || stage.write(&sighting)).await;
+                    let written = retry(&RetryPolicy::SHARD_OUTPUT, &stop, || stage.move_player(&sighting)).await;
                     (sighting, written)
                 }
             })
@@ -178,17 +166,6 @@ impl RecordProcessor<KinesisRecord> for EventsProcessor {
             .map_err(ProcessorError::of_own_request)?;
         stage.metrics.count(names::PLAYER_UPDATES, moved, &[]);
         stage.metrics.count(names::STALE_EVENTS, stale, &[]);
-        checkpointer.checkpoint_delivered().await?;
-        Ok(())
-    }
-
-    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
-        checkpointer.checkpoint_delivered().await?;
-        Ok(())
-    }
-
-    async fn shutdown_requested(&mut self, _checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
-        // Every processed batch was checkpointed as it finished: nothing is buffered.
         Ok(())
     }
 }

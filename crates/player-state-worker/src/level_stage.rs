@@ -21,7 +21,7 @@ use pipeline_runtime::{Metrics, clock};
 use serde_json::{Map, Value, json};
 use shard_consumer::backoff::Backoff;
 use shard_consumer::dynamodb_streams::ChangeRecord;
-use shard_consumer::{Batch, Checkpointer, ProcessorError, ProcessorFactory, RecordProcessor, SequenceNumber};
+use shard_consumer::{Batch, BatchOutput, ProcessorError, SequenceNumber};
 use tokio_util::sync::CancellationToken;
 
 use crate::levels::{Effect, LevelChange, chunk_ends, effect};
@@ -43,23 +43,6 @@ pub struct LevelStage {
     /// Where stream records with a level that cannot key a count go.
     pub quarantine: Quarantine,
     pub metrics: Metrics,
-}
-
-pub struct LevelProcessorFactory(pub Arc<LevelStage>);
-
-impl ProcessorFactory<ChangeRecord> for LevelProcessorFactory {
-    type Processor = LevelProcessor;
-    fn create(&self, shard_id: &str) -> LevelProcessor {
-        LevelProcessor {
-            stage: self.0.clone(),
-            shard_id: shard_id.to_string(),
-        }
-    }
-}
-
-pub struct LevelProcessor {
-    stage: Arc<LevelStage>,
-    shard_id: String,
 }
 
 fn level_of(image: Option<&HashMap<String, StreamValue>>) -> Option<&str> {
@@ -284,25 +267,13 @@ pub fn guard_ttl(transition_ttl: Duration) -> Duration {
     transition_ttl.max(MIN_GUARD_TTL)
 }
 
-impl RecordProcessor<ChangeRecord> for LevelProcessor {
-    async fn process(
-        &mut self,
+impl BatchOutput<ChangeRecord> for LevelStage {
+    async fn write(
+        self: Arc<Self>,
         batch: &Batch<ChangeRecord>,
-        checkpointer: &mut Checkpointer,
+        stop: CancellationToken,
     ) -> Result<(), ProcessorError> {
-        let stop = checkpointer.lease_lost_token().clone();
-        self.stage.apply_records(&self.shard_id, &batch.records, &stop).await?;
-        checkpointer.checkpoint_delivered().await?;
-        Ok(())
-    }
-
-    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
-        checkpointer.checkpoint_delivered().await?;
-        Ok(())
-    }
-
-    async fn shutdown_requested(&mut self, _checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
-        Ok(())
+        self.apply_records(&batch.shard_id, &batch.records, &stop).await
     }
 }
 

@@ -24,15 +24,13 @@ pub mod quarantine;
 pub mod routes;
 pub mod sink;
 
-use std::sync::Arc;
-
 use pipeline_runtime::ServiceContext;
 use pipeline_runtime::resources::{self, MissingResources};
 use pipeline_runtime::retry::{RetryPolicy, retry};
-use shard_consumer::ConsumerError;
 use shard_consumer::dynamodb_streams::DynamoDbStreamSource;
 use shard_consumer::kinesis::KinesisSource;
 use shard_consumer::service::consumer;
+use shard_consumer::{ConsumerError, PerBatchFactory};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, Stage};
@@ -115,7 +113,7 @@ async fn supervised(
 /// The events stage: telemetry → PlayerState.
 async fn run_events(config: &Config, context: &ServiceContext, stop: &CancellationToken) -> Result<(), Error> {
     let source = KinesisSource::new(context.aws.kinesis(), &config.telemetry_stream);
-    let factory = events_stage::EventsProcessorFactory(Arc::new(config.events_stage(context)));
+    let factory = PerBatchFactory::new(config.events_stage(context));
     let settings = config.runtime.consumer.config(events_stage::APPLICATION);
     let lease_table = &config.player_state_lease_table;
     consumer(context, settings, source, lease_table, factory)
@@ -137,7 +135,7 @@ async fn run_levels(config: &Config, context: &ServiceContext, stop: &Cancellati
         Err(error) if error.is_stopped() => return Ok(()),
         Err(error) => return Err(error.into_error().into()),
     };
-    let factory = level_stage::LevelProcessorFactory(Arc::new(config.level_stage(context)));
+    let factory = PerBatchFactory::new(config.level_stage(context));
     let settings = config.runtime.consumer.config(level_stage::APPLICATION);
     let lease_table = &config.level_state_lease_table;
     consumer(context, settings, source, lease_table, factory)

@@ -6,7 +6,7 @@ use clap::{Parser, ValueEnum};
 use event_model::Rules;
 use live_state::{level_state, player_state, transitions};
 use pipeline_runtime::ServiceContext;
-use pipeline_runtime::config::parse_resource_name;
+use pipeline_runtime::config::{FutureWindowArgs, parse_resource_name};
 use pipeline_runtime::resources::Resource;
 use pipeline_runtime::s3::Lake;
 use shard_consumer::LeaseTable;
@@ -120,10 +120,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(3600..=31_536_000))]
     pub transition_ttl_secs: u64,
 
-    /// Seconds an event's timestamp may be ahead of its arrival before it is rejected.
-    #[arg(long, env = "FUTURE_WINDOW_SECS", default_value_t = 3600,
-          value_parser = clap::value_parser!(u64).range(0..=604_800))]
-    pub future_window_secs: u64,
+    #[command(flatten)]
+    pub future_window: FutureWindowArgs,
 
     #[command(flatten)]
     pub runtime: StreamServiceArgs,
@@ -173,7 +171,7 @@ impl Config {
             dynamodb: context.aws.dynamodb(),
             table: self.player_state_table.clone(),
             rules: Rules {
-                future_window_ms: i64::try_from(self.future_window_secs * 1000).unwrap_or(i64::MAX),
+                future_window_ms: self.future_window.millis(),
                 ..Rules::default()
             },
             format: self.input_format,

@@ -25,12 +25,12 @@ pub mod routes;
 pub mod sink;
 
 use pipeline_runtime::ServiceContext;
-use pipeline_runtime::resources::{self, MissingResources};
+use pipeline_runtime::resources;
 use pipeline_runtime::retry::{RetryPolicy, retry};
 use shard_consumer::dynamodb_streams::DynamoDbStreamSource;
 use shard_consumer::kinesis::KinesisSource;
 use shard_consumer::service::consumer;
-use shard_consumer::{ConsumerError, PerBatchFactory};
+use shard_consumer::{PerBatchFactory, StreamServiceError};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, Stage};
@@ -41,9 +41,7 @@ pub const SERVICE: &str = "player-state-worker";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    MissingResources(#[from] MissingResources),
-    #[error(transparent)]
-    Consumer(#[from] ConsumerError),
+    Service(#[from] StreamServiceError),
     #[error("the PlayerState stream: {0}")]
     Stream(#[from] shard_consumer::error::AwsError),
     #[error("pruner: {0}")]
@@ -53,7 +51,9 @@ pub enum Error {
 /// Runs the worker until `context.shutdown` is cancelled, or until a stage fails for
 /// good (then the other stages stop too, and the error is returned).
 pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
-    resources::require(&context.aws, &config.resources()).await?;
+    resources::require(&context.aws, &config.resources())
+        .await
+        .map_err(StreamServiceError::from)?;
     // One token for the stages: the service's shutdown, or a stage that failed for good.
     let stop = context.shutdown.child_token();
     context.health.set_ready(true);
@@ -118,7 +118,8 @@ async fn run_events(config: &Config, context: &ServiceContext, stop: &Cancellati
     let lease_table = &config.player_state_lease_table;
     consumer(context, settings, source, lease_table, factory)
         .run(stop.clone())
-        .await?;
+        .await
+        .map_err(StreamServiceError::from)?;
     Ok(())
 }
 
@@ -140,7 +141,8 @@ async fn run_levels(config: &Config, context: &ServiceContext, stop: &Cancellati
     let lease_table = &config.level_state_lease_table;
     consumer(context, settings, source, lease_table, factory)
         .run(stop.clone())
-        .await?;
+        .await
+        .map_err(StreamServiceError::from)?;
     Ok(())
 }
 

@@ -16,10 +16,10 @@ pub mod sink;
 use std::sync::Arc;
 
 use pipeline_runtime::ServiceContext;
-use pipeline_runtime::resources::{self, MissingResources};
+use pipeline_runtime::resources;
 use pipeline_runtime::retry::{RetryPolicy, retry};
 use shard_consumer::kinesis::KinesisSource;
-use shard_consumer::{BufferedFactory, ConsumerError, run_consumer};
+use shard_consumer::{BufferedFactory, StreamServiceError, run_consumer};
 use warehouse::config::WarehouseConfigError;
 
 pub use config::Config;
@@ -35,20 +35,20 @@ pub const APPLICATION: &str = "redshift-connector";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    MissingResources(#[from] MissingResources),
+    Service(#[from] StreamServiceError),
     #[error(transparent)]
     Config(#[from] WarehouseConfigError),
     #[error("LOAD_MAX_FILES: {0}")]
     LoadTooLarge(String),
     #[error(transparent)]
     Warehouse(#[from] warehouse::WarehouseError),
-    #[error(transparent)]
-    Consumer(#[from] ConsumerError),
 }
 
 /// Runs the connector until `context.shutdown` is cancelled.
 pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
-    resources::require(&context.aws, &config.resources()).await?;
+    resources::require(&context.aws, &config.resources())
+        .await
+        .map_err(StreamServiceError::from)?;
     warehouse::check_max_files(config.max_files()).map_err(Error::LoadTooLarge)?;
     let Some(sink) = connect(&config, &context).await? else {
         return Ok(());
@@ -63,7 +63,9 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
     let factory = BufferedFactory::for_service(&context, loader, move |_shard: &str| PendingLoad::new(loading.clone()));
     tracing::info!(files_stream = %config.files_stream, bucket = %config.bucket, "loading");
     let consumer = config.runtime.consumer.config(APPLICATION);
-    run_consumer(&context, consumer, source, &config.lease_table, factory).await?;
+    run_consumer(&context, consumer, source, &config.lease_table, factory)
+        .await
+        .map_err(StreamServiceError::from)?;
     Ok(())
 }
 

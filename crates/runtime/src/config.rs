@@ -117,6 +117,22 @@ pub struct ServiceArgs {
     pub shutdown_deadline_secs: u64,
 }
 
+/// How far ahead of its arrival an event's time may be: a setting of every service
+/// that validates telemetry, which must agree on it.
+#[derive(Debug, Clone, Args)]
+pub struct FutureWindowArgs {
+    /// Seconds an event's timestamp may be ahead of its arrival (client clock skew) before it is rejected.
+    #[arg(long, env = "FUTURE_WINDOW_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    pub future_window_secs: u64,
+}
+
+impl FutureWindowArgs {
+    pub fn millis(&self) -> i64 {
+        i64::try_from(self.future_window_secs * 1000).unwrap_or(i64::MAX)
+    }
+}
+
 fn parse_log_filter(value: &str) -> Result<String, String> {
     value
         .parse::<tracing_subscriber::filter::Targets>()

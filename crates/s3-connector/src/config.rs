@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use event_model::Rules;
-use pipeline_runtime::config::parse_resource_name;
+use pipeline_runtime::config::{FutureWindowArgs, parse_resource_name};
 use pipeline_runtime::resources::Resource;
 use shard_consumer::StreamServiceArgs;
 
@@ -67,10 +67,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1024..=1_048_576))]
     pub max_event_bytes: u64,
 
-    /// Seconds an event's timestamp may be ahead of its arrival (client clock skew) before it is rejected.
-    #[arg(long, env = "FUTURE_WINDOW_SECS", default_value_t = 3600,
-          value_parser = clap::value_parser!(u64).range(0..=604_800))]
-    pub future_window_secs: u64,
+    #[command(flatten)]
+    pub future_window: FutureWindowArgs,
 
     /// The consumer's, the service's and AWS's settings.
     #[command(flatten)]
@@ -89,7 +87,7 @@ impl Config {
     pub fn rules(&self) -> Rules {
         Rules {
             max_event_bytes: usize::try_from(self.max_event_bytes).unwrap_or(usize::MAX),
-            future_window_ms: i64::try_from(self.future_window_secs * 1000).unwrap_or(i64::MAX),
+            future_window_ms: self.future_window.millis(),
         }
     }
 

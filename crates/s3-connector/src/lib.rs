@@ -16,9 +16,9 @@ pub mod writer;
 use std::sync::Arc;
 
 use pipeline_runtime::ServiceContext;
-use pipeline_runtime::resources::{self, MissingResources};
+use pipeline_runtime::resources;
 use shard_consumer::kinesis::KinesisSource;
-use shard_consumer::{BufferedFactory, ConsumerError, MemoryBudget, run_consumer};
+use shard_consumer::{BufferedFactory, MemoryBudget, StreamServiceError, run_consumer};
 
 use batch::ShardBatches;
 pub use config::Config;
@@ -30,13 +30,7 @@ pub const SERVICE: &str = "s3-connector";
 pub const APPLICATION: &str = "s3-connector";
 
 /// Why the connector stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    MissingResources(#[from] MissingResources),
-    #[error(transparent)]
-    Consumer(#[from] ConsumerError),
-}
+pub type Error = StreamServiceError;
 
 /// Runs the connector until `context.shutdown` is cancelled.
 pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {

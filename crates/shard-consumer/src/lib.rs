@@ -58,6 +58,6 @@ pub use lease_table::LeaseTable;
 pub use per_batch::{BatchOutput, PerBatchFactory};
 pub use position::{Checkpoint, RecordPosition, SequenceNumber};
 pub use processor::{Batch, Checkpointer, CheckpointerError, ProcessorError, ProcessorFactory, RecordProcessor};
-pub use service::{StreamServiceArgs, run_consumer};
+pub use service::{StreamServiceArgs, StreamServiceError, run_consumer};
 pub use shard::ShardOutcome;
 pub use source::{Shard, Source, StartPosition, StreamRecord};

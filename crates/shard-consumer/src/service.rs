@@ -16,6 +16,7 @@
 //! tokio::try_join!(events.run(stop.clone()), levels.run(stop.clone()))?;
 //! ```
 
+use pipeline_runtime::resources::MissingResources;
 use pipeline_runtime::{AwsArgs, ServiceArgs, ServiceContext};
 
 use crate::args::ConsumerArgs;
@@ -38,6 +39,16 @@ pub struct StreamServiceArgs {
 
     #[command(flatten)]
     pub aws: AwsArgs,
+}
+
+/// Why a service that consumes streams stopped, whatever else it does: a resource it
+/// needs is missing at start, or a consumer failed in a way no retry fixes.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamServiceError {
+    #[error(transparent)]
+    MissingResources(#[from] MissingResources),
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
 }
 
 /// A consumer of `source` whose leases are in the DynamoDB table `lease_table`, with

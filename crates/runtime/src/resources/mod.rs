@@ -7,13 +7,14 @@
 use std::fmt;
 
 use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType, StreamViewType, TableDescription};
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::aws::AwsClients;
 use crate::error::{AwsError, Classified, ErrorKind};
 use crate::retry::{RetryPolicy, retry};
+
+mod describe;
+
+pub use describe::IAM_ACTIONS;
 
 /// The type of a DynamoDB key attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,65 +217,33 @@ impl From<&str> for Failure {
     }
 }
 
-fn sdk_failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
-    operation: &'static str,
-) -> impl FnOnce(SdkError<E, HttpResponse>) -> Failure {
-    move |error| Failure::Aws(AwsError::from_sdk(operation, error))
+impl From<AwsError> for Failure {
+    fn from(error: AwsError) -> Self {
+        Failure::Aws(error)
+    }
 }
 
 async fn verify_one(aws: &AwsClients, resource: &Resource) -> Result<(), Failure> {
     match resource {
-        Resource::Stream { name } => {
-            let summary = aws
-                .kinesis()
-                .describe_stream_summary()
-                .stream_name(name)
-                .send()
-                .await
-                .map_err(sdk_failure("kinesis:DescribeStreamSummary"))?;
-            let status = summary
-                .stream_description_summary()
-                .map(|s| s.stream_status().as_str().to_string())
-                .unwrap_or_default();
-            match status.as_str() {
-                "ACTIVE" | "UPDATING" => Ok(()),
-                other => Err(format!("status {other}").into()),
-            }
-        }
-        Resource::Bucket { name } => aws
-            .s3()
-            .head_bucket()
-            .bucket(name)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(sdk_failure("s3:ListBucket")),
+        Resource::Stream { name } => match describe::stream_status(aws, name).await?.as_str() {
+            "ACTIVE" | "UPDATING" => Ok(()),
+            other => Err(format!("status {other}").into()),
+        },
+        Resource::Bucket { name } => Ok(describe::head_bucket(aws, name).await?),
         Resource::Table(spec) => verify_table(aws, spec).await,
     }
 }
 
 async fn verify_table(aws: &AwsClients, spec: &TableSpec) -> Result<(), Failure> {
-    let client = aws.dynamodb();
-    let output = client
-        .describe_table()
-        .table_name(&spec.name)
-        .send()
-        .await
-        .map_err(sdk_failure("dynamodb:DescribeTable"))?;
-    let table = output.table().ok_or("no table description")?;
-    check_table_shape(table, spec)?;
+    let table = describe::table(aws, &spec.name).await?.ok_or("no table description")?;
+    check_table_shape(&table, spec)?;
     if let Some(attribute) = spec.ttl_attribute {
-        let ttl = client
-            .describe_time_to_live()
-            .table_name(&spec.name)
-            .send()
-            .await
-            .map_err(sdk_failure("dynamodb:DescribeTimeToLive"))?;
-        let description = ttl.time_to_live_description();
+        let description = describe::time_to_live(aws, &spec.name).await?;
         let on = description
+            .as_ref()
             .and_then(|d| d.time_to_live_status())
             .is_some_and(|s| s.as_str() == "ENABLED" || s.as_str() == "ENABLING");
-        let same = description.and_then(|d| d.attribute_name()) == Some(attribute);
+        let same = description.as_ref().and_then(|d| d.attribute_name()) == Some(attribute);
         if !(on && same) {
             return Err(format!("needs TTL on attribute {attribute}").into());
         }

@@ -4,9 +4,9 @@
 //! exists in another shape is reported as an error (setup never deletes or reshapes
 //! data), and a second run changes nothing.
 
-mod dynamodb;
-mod kinesis;
-mod s3;
+pub mod dynamodb;
+pub mod kinesis;
+pub mod s3;
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -6,6 +6,9 @@ use bytes::Bytes;
 
 use crate::error::AwsError;
 
+/// The IAM action of the call below.
+pub const IAM_ACTIONS: &[&str] = &["s3:PutObject"];
+
 /// Gzipped JSON lines: the `Content-Encoding` says gzip, the type says what is inside.
 pub const JSON_LINES: &str = "application/x-ndjson";
 

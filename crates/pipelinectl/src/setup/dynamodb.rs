@@ -13,6 +13,14 @@ use pipeline_runtime::resources::{KeyAttribute, TableSpec, check_table_shape};
 
 use super::{Outcome, SetupError};
 
+/// The IAM actions of the calls below.
+pub const IAM_ACTIONS: &[&str] = &[
+    "dynamodb:CreateTable",
+    "dynamodb:DescribeTable",
+    "dynamodb:DescribeTimeToLive",
+    "dynamodb:UpdateTimeToLive",
+];
+
 const ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Creates the table (on-demand billing) unless it exists, waits until it is active,

@@ -9,6 +9,9 @@ use pipeline_runtime::error::describe;
 
 use super::{Outcome, SetupError, StreamSpec};
 
+/// The IAM actions of the calls below.
+pub const IAM_ACTIONS: &[&str] = &["kinesis:CreateStream", "kinesis:DescribeStreamSummary"];
+
 /// Real Kinesis takes about 30 s to create a stream.
 const ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
 

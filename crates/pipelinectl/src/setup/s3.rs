@@ -7,6 +7,9 @@ use pipeline_runtime::error::describe;
 
 use super::{Outcome, SetupError};
 
+/// The IAM actions of the calls below (HeadBucket is authorized as ListBucket).
+pub const IAM_ACTIONS: &[&str] = &["s3:CreateBucket", "s3:ListBucket"];
+
 /// Creates the bucket unless this account already has it.
 pub async fn ensure_bucket(client: &Client, bucket: &str, region: &str) -> Result<Outcome, SetupError> {
     let resource = format!("S3 bucket {bucket}");

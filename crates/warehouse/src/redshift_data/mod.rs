@@ -117,16 +117,6 @@ impl RedshiftDataWarehouse {
         }
     }
 
-    /// The query for what SYS_LOAD_ERROR_DETAIL holds about the COPY Redshift ran
-    /// as query `redshift_query_id`.
-    #[cfg(test)]
-    fn load_error_request(
-        &self,
-        redshift_query_id: i64,
-    ) -> aws_sdk_redshiftdata::operation::execute_statement::builders::ExecuteStatementFluentBuilder {
-        self.api.query_request(&sql::load_error_detail(redshift_query_id))
-    }
-
     /// Runs a read-only query; every column is a BIGINT.
     pub async fn select(&self, query: &Query) -> Result<Vec<Vec<i64>>, WarehouseError> {
         let id = self.api.submit(self.api.query_request(query), &query.sql).await?;
@@ -498,7 +488,7 @@ mod tests {
             database: "games".into(),
             secret_arn: None,
         });
-        let request = serverless.load_error_request(1_234_567);
+        let request = serverless.api.query_request(&sql::load_error_detail(1_234_567));
         let input = request.as_input();
         assert_eq!(
             input.get_sql().as_deref(),

@@ -41,10 +41,14 @@ pub mod lease_table;
 pub mod membership;
 pub mod position;
 pub mod processor;
+mod readers;
 mod shard;
 pub mod shard_sync;
+mod shard_syncer;
 pub mod singleton;
 pub mod source;
+mod taker;
+mod worker;
 
 pub use args::ConsumerArgs;
 pub use config::{ConsumerConfig, InitialPosition};

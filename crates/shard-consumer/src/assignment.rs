@@ -671,6 +671,10 @@ mod tests {
             "free for a pass beyond expiry; a dead worker's lease only once a pass went by"
         );
         assert!(judged.unknown_owner, "the stranger has no entry");
-        assert_eq!(free_count(&leases, &judged.expired), 7, "unowned and expired, not finished");
+        assert_eq!(
+            free_count(&leases, &judged.expired),
+            7,
+            "unowned and expired, not finished"
+        );
     }
 }

@@ -40,7 +40,7 @@ use crate::processor::ProcessorFactory;
 use crate::readers::AbortOnDrop;
 use crate::shard::ShardError;
 use crate::source::Source;
-use crate::worker::Worker;
+use crate::worker::{Context, Worker};
 
 /// Why a consumer stopped before it was asked to.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +104,16 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
         }
     }
 
+    fn context(&self) -> Context<S, F> {
+        Context {
+            source: self.source.clone(),
+            factory: self.factory.clone(),
+            store: self.store.clone(),
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     fn table_error(&self) -> impl Fn(LeaseTableError) -> ConsumerError + '_ {
         |source| ConsumerError::LeaseTable {
             table: self.store.name().to_string(),
@@ -129,13 +139,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> Consumer<S, F> {
             Err(RetryError::Stopped { .. }) => return Ok(()),
             Err(RetryError::Failed { error, .. }) => return Err(error),
         }
-        let mut worker = Worker::new(
-            self.source.clone(),
-            self.factory.clone(),
-            self.store.clone(),
-            self.config.clone(),
-            self.metrics.clone(),
-        );
+        let mut worker = Worker::new(self.context());
         let heartbeat = worker.heartbeat();
         // Known alive before anything is taken: a lease is only as good as its holder's heartbeat.
         match retry(&RetryPolicy::START, &shutdown, || {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use pipeline_runtime::Metrics;
 use pipeline_runtime::metrics::names::{self, dimension::APPLICATION};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -17,13 +16,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::ConsumerConfig;
 use crate::holding::{Holding, Holdings, Liveness, lock};
 use crate::lease::Lease;
-use crate::lease_store::LeaseStore;
 use crate::processor::ProcessorFactory;
 use crate::shard::{ShardError, ShardOutcome, ShardTask};
 use crate::source::Source;
+use crate::worker::Context;
 
 /// A shard task's end: its shard, the generation of its start, how it ended and, when
 /// it stopped the consumer, why.
@@ -48,11 +46,7 @@ impl Drop for AbortOnDrop {
 
 /// One worker's shard tasks.
 pub(crate) struct ShardReaders<S, F> {
-    source: S,
-    factory: Arc<F>,
-    store: Arc<dyn LeaseStore>,
-    config: Arc<ConsumerConfig>,
-    metrics: Metrics,
+    context: Context<S, F>,
     liveness: Arc<Liveness>,
     held: Holdings,
     tasks: BTreeMap<String, (u64, AbortOnDrop)>,
@@ -67,22 +61,9 @@ pub(crate) struct ShardReaders<S, F> {
 }
 
 impl<S: Source, F: ProcessorFactory<S::Record>> ShardReaders<S, F> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        source: S,
-        factory: Arc<F>,
-        store: Arc<dyn LeaseStore>,
-        config: Arc<ConsumerConfig>,
-        metrics: Metrics,
-        liveness: Arc<Liveness>,
-        stopping: CancellationToken,
-    ) -> Self {
+    pub fn new(context: Context<S, F>, liveness: Arc<Liveness>, stopping: CancellationToken) -> Self {
         Self {
-            source,
-            factory,
-            store,
-            config,
-            metrics,
+            context,
             liveness,
             held: Holdings::default(),
             tasks: BTreeMap::new(),
@@ -152,12 +133,9 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardReaders<S, F> {
             self.liveness.clone(),
             era,
         );
+        let context = &self.context;
         let task = ShardTask {
-            source: self.source.clone(),
-            factory: self.factory.clone(),
-            store: self.store.clone(),
-            config: self.config.clone(),
-            metrics: self.metrics.clone(),
+            context: context.clone(),
             shard_id: lease.key.clone(),
             parent_shard_ids: lease.parent_shard_ids.clone(),
             holding: holding.clone(),
@@ -165,8 +143,8 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardReaders<S, F> {
         };
         let events = self.events.0.clone();
         let shard_id = lease.key.clone();
-        let metrics = self.metrics.clone();
-        let application = self.config.application.clone();
+        let metrics = context.metrics.clone();
+        let application = context.config.application.clone();
         // Spawned tasks log inside the caller's span (a service's, a simulated worker's).
         let handle = tokio::spawn(
             async move {
@@ -225,7 +203,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardReaders<S, F> {
         let tasks: Vec<AbortOnDrop> = std::mem::take(&mut self.tasks).into_values().map(|(_, t)| t).collect();
         let aborts: Vec<_> = tasks.iter().map(|t| t.0.abort_handle()).collect();
         let waiting = futures::future::join_all(tasks.into_iter().map(AbortOnDrop::join));
-        let cutoff = self.abandoned.then_some(self.config.failover);
+        let cutoff = self.abandoned.then_some(self.context.config.failover);
         let deadline = async move {
             match cutoff {
                 Some(after) => tokio::time::sleep(after).await,

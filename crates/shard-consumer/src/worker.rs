@@ -24,6 +24,27 @@ use crate::shard_syncer::ShardSyncer;
 use crate::source::Source;
 use crate::taker::Taker;
 
+/// What every part of a worker works with.
+pub(crate) struct Context<S, F> {
+    pub source: S,
+    pub factory: Arc<F>,
+    pub store: Arc<dyn LeaseStore>,
+    pub config: Arc<ConsumerConfig>,
+    pub metrics: Metrics,
+}
+
+impl<S: Clone, F> Clone for Context<S, F> {
+    fn clone(&self) -> Self {
+        Self {
+            source: self.source.clone(),
+            factory: self.factory.clone(),
+            store: self.store.clone(),
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
 pub(crate) struct Worker<S, F> {
     store: Arc<dyn LeaseStore>,
     config: Arc<ConsumerConfig>,
@@ -35,26 +56,19 @@ pub(crate) struct Worker<S, F> {
 }
 
 impl<S: Source, F: ProcessorFactory<S::Record>> Worker<S, F> {
-    pub fn new(
-        source: S,
-        factory: Arc<F>,
-        store: Arc<dyn LeaseStore>,
-        config: Arc<ConsumerConfig>,
-        metrics: Metrics,
-    ) -> Self {
+    pub fn new(context: Context<S, F>) -> Self {
+        let Context {
+            source,
+            store,
+            config,
+            metrics,
+            ..
+        } = context.clone();
         let liveness = Arc::new(Liveness::new(config.failover));
         // Retries of the taker and the syncer end when the shards stop.
         let stopping = CancellationToken::new();
         Self {
-            readers: ShardReaders::new(
-                source.clone(),
-                factory,
-                store.clone(),
-                config.clone(),
-                metrics.clone(),
-                liveness.clone(),
-                stopping.clone(),
-            ),
+            readers: ShardReaders::new(context, liveness.clone(), stopping.clone()),
             taker: Taker::new(
                 store.clone(),
                 config.clone(),

@@ -8,7 +8,10 @@
 //! the busiest worker to hand one over when none are free ([`assignment`] decides, a
 //! pure function of a lease-table snapshot); it scans the lease table only when there
 //! may be something to take. The leader keeps the table in step with the stream's
-//! shards and their lineage ([`shard_sync`] decides). One task per held shard
+//! shards and their lineage ([`shard_sync`] decides). These are units of their own, in
+//! the Java KCL's shape: the renewer ([`heartbeat`]), the taker ([`taker`]), the shard
+//! syncer ([`shard_syncer`]) and the shard readers ([`readers`]), tied by [`worker`] and
+//! driven from one loop in [`consumer`]. One task per held shard
 //! ([`shard`], a small state machine) reads records, de-aggregates KPL records ([`kpl`])
 //! and hands batches to the application's [`RecordProcessor`], which checkpoints what it
 //! made durable. Two sources share one interface ([`Source`]): Kinesis Data Streams

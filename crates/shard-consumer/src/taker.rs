@@ -10,6 +10,7 @@
 //! the heartbeat): how many shards it reads, the leases it asks for, and a lease epoch
 //! bumped when it made or freed leases nobody took.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,7 +74,7 @@ pub(crate) struct Taker {
     free_seen: u64,
     /// Something happened that calls for a scan, not done yet (kept until a scan succeeds).
     scan_wanted: bool,
-    wants: std::collections::BTreeMap<String, Want>,
+    wants: BTreeMap<String, Want>,
 }
 
 impl Taker {
@@ -103,7 +104,7 @@ impl Taker {
             recheck_at: None,
             free_seen: 0,
             scan_wanted: true,
-            wants: std::collections::BTreeMap::new(),
+            wants: BTreeMap::new(),
         }
     }
 

@@ -31,6 +31,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::lease::Lease;
+use crate::membership::View;
 
 /// Remembers when each lease's counter was last seen to change.
 #[derive(Debug, Default)]
@@ -79,6 +80,96 @@ impl ExpiryTracker {
 /// must not have two readers.
 pub fn renewal_overdue(last_renewed: Instant, renewal_interval: Duration, failover: Duration) -> bool {
     last_renewed.elapsed() + renewal_interval >= failover
+}
+
+/// What a lease-table snapshot is judged with: who this worker is, who is alive, and
+/// how long the counters of leases of owners without an entry stood still.
+pub struct OwnerJudgement<'a> {
+    pub worker_id: &'a str,
+    pub leases: &'a [Lease],
+    pub view: &'a View,
+    /// Whether this worker reads the shard (a task of its own runs for it).
+    pub reading: &'a dyn Fn(&str) -> bool,
+    pub tracker: &'a ExpiryTracker,
+    /// Owned leases whose counter stood still for the failover time
+    /// ([`ExpiryTracker::observe`] on this snapshot).
+    pub counters_still: &'a HashSet<String>,
+    pub now: Instant,
+    pub failover: Duration,
+    /// How long a free lease waits for a worker below its share before it is an orphan
+    /// (a taker pass).
+    pub grace: Duration,
+}
+
+/// Which leases of a snapshot are free, and whether any owner was judged without an entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Judged {
+    /// Owned leases whose owner is dead, departed, or (this worker's) not read here.
+    pub expired: HashSet<String>,
+    /// Free leases nobody took for a taker pass beyond their expiry.
+    pub orphaned: HashSet<String>,
+    /// A lease's owner has no worker entry (another kind of worker, or an entry not
+    /// visible yet): judged by its counter, worth a look again a failover time later.
+    pub unknown_owner: bool,
+}
+
+/// Judges every unfinished lease's owner: a free lease is an orphan once a pass went by
+/// without a worker below its share taking it; a dead worker's lease once a pass went
+/// by after others saw it dead.
+pub fn judge_owners(input: &OwnerJudgement<'_>) -> Judged {
+    let mut judged = Judged::default();
+    let (now, grace) = (input.now, input.grace);
+    for lease in input.leases.iter().filter(|l| !l.checkpoint.is_shard_end()) {
+        let key = lease.key.clone();
+        match lease.owner.as_deref() {
+            None => {
+                if input.tracker.still_for(&key, now).is_some_and(|still| still >= grace) {
+                    judged.orphaned.insert(key);
+                }
+            }
+            // Ours in the table but not read here (a task that ended without releasing):
+            // nobody else takes it while this worker lives, so take it back.
+            Some(owner) if owner == input.worker_id => {
+                if !(input.reading)(&key) {
+                    judged.expired.insert(key.clone());
+                    judged.orphaned.insert(key);
+                }
+            }
+            Some(owner) if input.view.is_live(owner) => {}
+            Some(owner) => {
+                let dead_for = input.view.dead.get(owner).map(|(_, beyond)| *beyond);
+                let dead_for = match dead_for.or_else(|| input.view.departed.get(owner).copied()) {
+                    Some(beyond) => Some(beyond),
+                    None => {
+                        // No entry: a worker of another kind, or one whose entry is
+                        // not visible yet. Judged by the lease's own counter.
+                        judged.unknown_owner = true;
+                        input.counters_still.contains(&key).then(|| {
+                            input
+                                .tracker
+                                .still_for(&key, now)
+                                .map_or(Duration::ZERO, |still| still.saturating_sub(input.failover))
+                        })
+                    }
+                };
+                if let Some(beyond) = dead_for {
+                    if beyond >= grace {
+                        judged.orphaned.insert(key.clone());
+                    }
+                    judged.expired.insert(key);
+                }
+            }
+        }
+    }
+    judged
+}
+
+/// How many unfinished leases are free: unowned, or `expired`.
+pub fn free_count(leases: &[Lease], expired: &HashSet<String>) -> u64 {
+    leases
+        .iter()
+        .filter(|l| !l.checkpoint.is_shard_end() && (l.owner.is_none() || expired.contains(&l.key)))
+        .count() as u64
 }
 
 /// What a taker pass should try.
@@ -523,6 +614,67 @@ mod tests {
             expired,
             HashSet::from(["shard-0".to_string()]),
             "unowned leases are free, not expired"
+        );
+    }
+
+    #[test]
+    fn owners_are_judged_by_the_worker_table_or_else_by_the_lease_counter() {
+        use crate::membership::WorkerEntry;
+        let (failover, grace) = (Duration::from_secs(10), Duration::from_secs(2));
+        let start = Instant::now();
+        let now = start + Duration::from_secs(30);
+        let mut leases = vec![
+            lease("unowned-long", None),
+            lease("unowned-new", None),
+            lease("mine-read", Some("me")),
+            lease("mine-unread", Some("me")),
+            lease("live", Some("alive")),
+            lease("dead-long", Some("dead")),
+            lease("dead-new", Some("dying")),
+            lease("departed", Some("gone")),
+            lease("stranger", Some("java")),
+            lease("finished", None),
+        ];
+        leases[9].checkpoint = Checkpoint::ShardEnd;
+        let mut tracker = ExpiryTracker::default();
+        tracker.saw("unowned-long", 0, now - grace);
+        tracker.saw("unowned-new", 0, now - grace / 2);
+        tracker.saw("stranger", 0, now - failover - grace);
+        let mut view = View::default();
+        view.live.insert("alive".into(), WorkerEntry::default());
+        view.dead.insert("dead".into(), (WorkerEntry::default(), grace));
+        view.dead.insert("dying".into(), (WorkerEntry::default(), grace / 2));
+        view.departed.insert("gone".into(), grace * 3);
+        let judged = judge_owners(&OwnerJudgement {
+            worker_id: "me",
+            leases: &leases,
+            view: &view,
+            reading: &|key| key == "mine-read",
+            tracker: &tracker,
+            counters_still: &HashSet::from(["stranger".to_string()]),
+            now,
+            failover,
+            grace,
+        });
+        let sorted = |keys: &HashSet<String>| {
+            let mut keys: Vec<String> = keys.iter().cloned().collect();
+            keys.sort_unstable();
+            keys
+        };
+        assert_eq!(
+            sorted(&judged.expired),
+            ["dead-long", "dead-new", "departed", "mine-unread", "stranger"]
+        );
+        assert_eq!(
+            sorted(&judged.orphaned),
+            ["dead-long", "departed", "mine-unread", "stranger", "unowned-long"],
+            "free for a pass beyond expiry; a dead worker's lease only once a pass went by"
+        );
+        assert!(judged.unknown_owner, "the stranger has no entry");
+        assert_eq!(
+            free_count(&leases, &judged.expired),
+            7,
+            "unowned and expired, not finished"
         );
     }
 }

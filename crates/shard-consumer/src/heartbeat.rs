@@ -1,4 +1,5 @@
-//! The heartbeat: every renewal interval, on a task of its own, this worker writes its
+//! The renewer, the Java KCL's `LeaseRenewer` by one write per worker instead of one
+//! per lease: every renewal interval, on a task of its own, this worker writes its
 //! entry in the worker table (what [`crate::membership`] judges others by). One write
 //! keeps every lease it holds alive; a slow checkpoint, a long shard listing or a take
 //! pass never delays it. When its heartbeats stop landing, the worker's shard tasks

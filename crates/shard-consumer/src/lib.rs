@@ -8,10 +8,15 @@
 //! the busiest worker to hand one over when none are free ([`assignment`] decides, a
 //! pure function of a lease-table snapshot); it scans the lease table only when there
 //! may be something to take. The leader keeps the table in step with the stream's
-//! shards and their lineage ([`shard_sync`] decides). One task per held shard
+//! shards and their lineage ([`shard_sync`] decides). These are units of their own, in
+//! the Java KCL's shape: the renewer ([`heartbeat`]), the taker ([`taker`]), the shard
+//! syncer ([`shard_syncer`]) and the shard readers ([`readers`]), tied by [`worker`] and
+//! driven from one loop in [`consumer`]. One task per held shard
 //! ([`shard`], a small state machine) reads records, de-aggregates KPL records ([`kpl`])
 //! and hands batches to the application's [`RecordProcessor`], which checkpoints what it
-//! made durable. Two sources share one interface ([`Source`]): Kinesis Data Streams
+//! made durable: applications that buffer across batches plug a pure [`Buffer`] and an
+//! [`Output`] into [`buffered`], those that make each batch durable at once write
+//! through [`per_batch`], and [`service`] wires a consumer into a service. Two sources share one interface ([`Source`]): Kinesis Data Streams
 //! ([`kinesis`]) and DynamoDB Streams ([`dynamodb_streams`]). [`singleton`] gives "one
 //! instance at a time" jobs a lease of their own.
 //!
@@ -43,11 +48,15 @@ pub mod membership;
 pub mod per_batch;
 pub mod position;
 pub mod processor;
+mod readers;
 pub mod service;
 mod shard;
 pub mod shard_sync;
+mod shard_syncer;
 pub mod singleton;
 pub mod source;
+mod taker;
+mod worker;
 
 pub use args::ConsumerArgs;
 pub use buffered::{Buffer, BufferedFactory, BufferedProcessor, FlushError, Flushing, MemoryBudget, Output};

@@ -1,7 +1,8 @@
-//! Reads one shard for as long as this worker holds its lease: a small state machine.
+//! Reads one shard for as long as this worker holds its lease: once its parents ended
+//! (a child waits for them first), a small state machine ([`State`], one step per state).
 //!
 //! ```text
-//! WaitingForParents ──► Starting ──► GettingIterator ◄──────────────┐
+//! (parents ended) ──► Starting ──► GettingIterator ◄────────────────┐
 //!                                        │ (trimmed: from the oldest) │ expired
 //!                                        ▼                            │ iterator
 //!                                     Reading ──► processor ──────────┘
@@ -18,7 +19,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pipeline_runtime::Metrics;
 use pipeline_runtime::metrics::names::{
     self,
     dimension::{APPLICATION, SHARD},
@@ -27,13 +27,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::config::{ConsumerConfig, InitialPosition};
-use crate::error::{Classified, ErrorKind, ReadError};
+use crate::config::InitialPosition;
+use crate::error::{AwsError, Classified, ErrorKind, ReadError};
 use crate::holding::Holding;
-use crate::lease_store::LeaseStore;
 use crate::position::{Checkpoint, RecordPosition};
 use crate::processor::{Batch, Checkpointer, ProcessorError, ProcessorFactory, RecordProcessor};
 use crate::source::{ReadResult, Source, StartPosition, StreamRecord};
+use crate::worker::Context;
 
 /// How a shard task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,23 +66,25 @@ pub enum ShardError {
 }
 
 pub(crate) struct ShardTask<S, F> {
-    pub source: S,
-    pub factory: Arc<F>,
-    pub store: Arc<dyn LeaseStore>,
-    pub config: Arc<ConsumerConfig>,
-    pub metrics: Metrics,
+    pub context: Context<S, F>,
     pub shard_id: String,
     pub parent_shard_ids: Vec<String>,
     pub holding: Arc<Holding>,
     pub shutdown: CancellationToken,
 }
 
-/// Where a shard's reading stands.
+/// Where a shard's reading stands, once its parents ended. Each state but `Done` has a
+/// step of its own that leads to the next ([`ShardTask::step`]); before each step the
+/// task checks that the shard is still its to read.
 enum State {
-    WaitingForParents,
+    /// The processor knows where the shard starts: find where to read from.
     Starting,
+    /// Asking the source for an iterator at this position.
     GettingIterator(StartPosition),
+    /// Reading with this iterator, and handing what it reads to the processor.
     Reading(String),
+    /// Every record was delivered: the processor makes everything durable, then
+    /// SHARD_END is checkpointed.
     Finishing,
     Done(ShardOutcome),
 }
@@ -103,28 +105,45 @@ struct Reader<P> {
 
 impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
     pub async fn run(self) -> (ShardOutcome, Option<ShardError>) {
-        let mut state = State::WaitingForParents;
-        self.holding.set_waiting(!self.parent_shard_ids.is_empty());
-        while matches!(state, State::WaitingForParents) {
-            state = match self.interrupted() {
-                Some(outcome) => State::Done(outcome),
-                None => self.wait_for_parents().await,
-            };
-        }
-        self.holding.set_waiting(false);
-        if let State::Done(outcome) = state {
+        if let Some(outcome) = self.wait_for_parents().await {
             return (outcome, None);
         }
         let start = self.holding.checkpoint();
         if start.is_shard_end() {
             return (ShardOutcome::Ended, None);
         }
+        let mut reader = self.start(start).await;
+        let mut state = State::Starting;
+        let outcome = loop {
+            state = match (self.interrupted(), state) {
+                (_, State::Done(outcome)) => break outcome,
+                (Some(outcome), _) => State::Done(outcome),
+                (None, state) => self.step(&mut reader, state).await,
+            };
+        };
+        self.ended(&mut reader, outcome).await;
+        (outcome, reader.failure)
+    }
+
+    /// The transition out of `state`.
+    async fn step(&self, reader: &mut Reader<F::Processor>, state: State) -> State {
+        match state {
+            State::Starting => State::GettingIterator(self.start_position(&reader.start)),
+            State::GettingIterator(start) => self.get_iterator(reader, start).await,
+            State::Reading(iterator) => self.read(reader, iterator).await,
+            State::Finishing => self.finish(reader).await,
+            State::Done(outcome) => State::Done(outcome),
+        }
+    }
+
+    /// Makes the shard's processor and tells it where the shard starts.
+    async fn start(&self, start: Checkpoint) -> Reader<F::Processor> {
         let mut reader = Reader {
-            processor: self.factory.create(&self.shard_id),
+            processor: self.context.factory.create(&self.shard_id),
             checkpointer: Checkpointer::new(
-                self.store.clone(),
+                self.context.store.clone(),
                 &self.shard_id,
-                &self.config.worker_id,
+                &self.context.config.worker_id,
                 self.holding.clone(),
             ),
             start: start.clone(),
@@ -134,21 +153,8 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
             failure: None,
         };
         reader.processor.initialize(&self.shard_id, &start).await;
-        tracing::info!(application = %self.config.application, shard_id = %self.shard_id, checkpoint = %start, "shard started");
-        let outcome = loop {
-            state = match (self.interrupted(), state) {
-                (_, State::Done(outcome)) => break outcome,
-                (Some(outcome), _) => State::Done(outcome),
-                (None, State::WaitingForParents | State::Starting) => {
-                    State::GettingIterator(self.start_position(&reader.start))
-                }
-                (None, State::GettingIterator(start)) => self.get_iterator(&mut reader, start).await,
-                (None, State::Reading(iterator)) => self.read(&mut reader, iterator).await,
-                (None, State::Finishing) => self.finish(&mut reader).await,
-            };
-        };
-        self.ended(&mut reader, outcome).await;
-        (outcome, reader.failure)
+        tracing::info!(application = %self.context.config.application, shard_id = %self.shard_id, checkpoint = %start, "shard started");
+        reader
     }
 
     /// Why the task must stop now, if it must.
@@ -187,10 +193,37 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
 
     /// A child shard starts only once every parent with a lease is at SHARD_END, so
     /// records of one partition key are never processed out of order across a reshard.
-    async fn wait_for_parents(&self) -> State {
+    /// Returns why the task must stop instead, if it must; meanwhile the shard counts
+    /// as waiting, not toward this worker's load.
+    async fn wait_for_parents(&self) -> Option<ShardOutcome> {
+        self.holding.set_waiting(!self.parent_shard_ids.is_empty());
+        let interrupted = loop {
+            if let Some(outcome) = self.interrupted() {
+                break Some(outcome);
+            }
+            let waiting = self.unfinished_parents().await;
+            if waiting.is_empty() {
+                break None;
+            }
+            tracing::debug!(shard_id = %self.shard_id, parents = ?waiting, "waiting for parent shards to end");
+            let poll = self
+                .context
+                .config
+                .idle_between_reads
+                .max(self.context.config.taker_interval / 2);
+            if let Some(outcome) = self.pause(poll).await {
+                break Some(outcome);
+            }
+        };
+        self.holding.set_waiting(false);
+        interrupted
+    }
+
+    /// The parents whose lease is not at SHARD_END (or could not be read).
+    async fn unfinished_parents(&self) -> Vec<String> {
         let mut waiting = Vec::new();
         for parent in &self.parent_shard_ids {
-            match self.store.get(parent).await {
+            match self.context.store.get(parent).await {
                 Ok(Some(lease)) if !lease.checkpoint.is_shard_end() => waiting.push(parent.clone()),
                 Ok(_) => {}
                 Err(error) => {
@@ -199,19 +232,14 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                 }
             }
         }
-        if waiting.is_empty() {
-            return State::Starting;
-        }
-        tracing::debug!(shard_id = %self.shard_id, parents = ?waiting, "waiting for parent shards to end");
-        let poll = self.config.idle_between_reads.max(self.config.taker_interval / 2);
-        self.pause_then(poll, State::WaitingForParents).await
+        waiting
     }
 
     fn start_position(&self, checkpoint: &Checkpoint) -> StartPosition {
         match checkpoint {
             Checkpoint::TrimHorizon | Checkpoint::ShardEnd => StartPosition::TrimHorizon,
             Checkpoint::Latest => StartPosition::Latest,
-            Checkpoint::AtTimestamp => match self.config.initial_position {
+            Checkpoint::AtTimestamp => match self.context.config.initial_position {
                 InitialPosition::AtTimestamp(ms) => StartPosition::AtTimestamp(ms),
                 _ => StartPosition::TrimHorizon,
             },
@@ -230,7 +258,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
     }
 
     async fn get_iterator(&self, reader: &mut Reader<F::Processor>, start: StartPosition) -> State {
-        match self.source.shard_iterator(&self.shard_id, &start).await {
+        match self.context.source.shard_iterator(&self.shard_id, &start).await {
             Ok(iterator) => {
                 reader.backoff.reset();
                 State::Reading(iterator)
@@ -249,39 +277,13 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                 tracing::info!(shard_id = %self.shard_id, "shard iterator expired; getting a new one");
                 State::GettingIterator(self.resume_position(reader))
             }
-            ReadError::Trimmed(error) => {
-                // The records between where this shard stood and the trim horizon are
-                // gone from the stream: say so loudly and carry on from the oldest left.
-                let after = reader
-                    .last_read
-                    .as_ref()
-                    .map_or_else(|| reader.start.to_string(), ToString::to_string);
-                self.metrics
-                    .count(names::TRIMMED_READS, 1, &[(APPLICATION, &self.config.application)]);
-                tracing::error!(application = %self.config.application, shard_id = %self.shard_id, %after, %error,
-                    "records were trimmed before they were read; going on from the oldest left");
-                reader.trimmed_after = Some(after);
-                reader.last_read = None;
-                reader.start = Checkpoint::TrimHorizon;
-                State::GettingIterator(StartPosition::TrimHorizon)
-            }
-            ReadError::ShardNotFound(error) => match self.source.list_shards().await {
-                Ok(shards) if !shards.iter().any(|s| s.id == self.shard_id) => {
-                    // Gone from the stream (past retention): it will never have more
-                    // records, and its children must not wait for it.
-                    tracing::warn!(application = %self.config.application, shard_id = %self.shard_id, %error,
-                        "the shard left the stream; finishing it as ended");
-                    self.metrics
-                        .count(names::SHARDS_VANISHED, 1, &[(APPLICATION, &self.config.application)]);
-                    State::Finishing
-                }
-                // Still listed (a new shard not yet readable): try again.
-                _ => self.pause_then(reader.backoff.next_delay(), again).await,
-            },
+            ReadError::Trimmed(error) => self.restart_at_the_oldest(reader, &error),
+            ReadError::ShardNotFound(error) => self.shard_not_found(reader, &error, again).await,
             ReadError::Aws(error) if error.kind.is_retryable() => {
                 if error.kind == ErrorKind::Throttled {
-                    self.metrics
-                        .count(names::THROTTLES, 1, &[(APPLICATION, &self.config.application)]);
+                    self.context
+                        .metrics
+                        .count(names::THROTTLES, 1, &[(APPLICATION, &self.context.config.application)]);
                 }
                 tracing::debug!(shard_id = %self.shard_id, %error, "retrying");
                 self.pause_then(reader.backoff.next_delay(), again).await
@@ -299,9 +301,53 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
         }
     }
 
+    /// The records between where this shard stood and the trim horizon are gone from
+    /// the stream: said loudly, and reading goes on from the oldest left.
+    fn restart_at_the_oldest(&self, reader: &mut Reader<F::Processor>, error: &AwsError) -> State {
+        let after = reader
+            .last_read
+            .as_ref()
+            .map_or_else(|| reader.start.to_string(), ToString::to_string);
+        self.context.metrics.count(
+            names::TRIMMED_READS,
+            1,
+            &[(APPLICATION, &self.context.config.application)],
+        );
+        tracing::error!(application = %self.context.config.application, shard_id = %self.shard_id, %after, %error,
+            "records were trimmed before they were read; going on from the oldest left");
+        reader.trimmed_after = Some(after);
+        reader.last_read = None;
+        reader.start = Checkpoint::TrimHorizon;
+        State::GettingIterator(StartPosition::TrimHorizon)
+    }
+
+    /// The source does not know the shard: finished if it left the stream, else `again`
+    /// after a pause (a new shard not yet readable).
+    async fn shard_not_found(&self, reader: &mut Reader<F::Processor>, error: &AwsError, again: State) -> State {
+        match self.context.source.list_shards().await {
+            Ok(shards) if !shards.iter().any(|s| s.id == self.shard_id) => {
+                // Gone from the stream (past retention): it will never have more
+                // records, and its children must not wait for it.
+                tracing::warn!(application = %self.context.config.application, shard_id = %self.shard_id, %error,
+                    "the shard left the stream; finishing it as ended");
+                self.context.metrics.count(
+                    names::SHARDS_VANISHED,
+                    1,
+                    &[(APPLICATION, &self.context.config.application)],
+                );
+                State::Finishing
+            }
+            _ => self.pause_then(reader.backoff.next_delay(), again).await,
+        }
+    }
+
     async fn read(&self, reader: &mut Reader<F::Processor>, iterator: String) -> State {
-        let limit = self.config.max_records_per_read.min(self.source.max_read_limit());
-        let read = match self.source.read(&self.shard_id, &iterator, limit).await {
+        let limit = self
+            .context
+            .config
+            .max_records_per_read
+            .min(self.context.source.max_read_limit());
+        let read = match self.context.source.read(&self.shard_id, &iterator, limit).await {
             Ok(read) => {
                 reader.backoff.reset();
                 read
@@ -316,14 +362,34 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
             outside_hash_range,
         } = read;
         if outside_hash_range > 0 {
-            self.metrics.count(
+            self.context.metrics.count(
                 names::RECORDS_OUTSIDE_HASH_RANGE,
                 outside_hash_range,
-                &[(APPLICATION, &self.config.application)],
+                &[(APPLICATION, &self.context.config.application)],
             );
             tracing::warn!(shard_id = %self.shard_id, records = outside_hash_range,
                 "KPL user records with another shard's hash key dropped (their producer sends them there)");
         }
+        if let Some(outcome) = self.deliver(reader, records, millis_behind_latest).await {
+            return State::Done(outcome);
+        }
+        match next_iterator {
+            Some(next) => {
+                self.pause_then(self.context.config.idle_between_reads, State::Reading(next))
+                    .await
+            }
+            None => State::Finishing,
+        }
+    }
+
+    /// Hands what a read brought (records the start checkpoint covers skipped) to the
+    /// processor, or tells it the read was empty; returns why the task must stop, if it must.
+    async fn deliver(
+        &self,
+        reader: &mut Reader<F::Processor>,
+        records: Vec<S::Record>,
+        millis_behind_latest: Option<i64>,
+    ) -> Option<ShardOutcome> {
         let records: Vec<S::Record> = records
             .into_iter()
             .filter(|r| !reader.start.covers(r.position()))
@@ -331,17 +397,19 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
         if let Some(first) = records.first()
             && let Some(after) = reader.trimmed_after.take()
         {
-            tracing::error!(application = %self.config.application, shard_id = %self.shard_id,
+            tracing::error!(application = %self.context.config.application, shard_id = %self.shard_id,
                 lost_after = %after, lost_before = %first.position(), "records of this range were trimmed unread");
         }
-        let delivered = match records.last() {
+        match records.last() {
             Some(last) => {
                 reader.last_read = Some(last.position().clone());
-                let application = self.config.application.as_str();
+                let application = self.context.config.application.as_str();
                 let bytes: usize = records.iter().map(StreamRecord::size_bytes).sum();
-                self.metrics
+                self.context
+                    .metrics
                     .count(names::RECORDS_READ, records.len() as u64, &[(APPLICATION, application)]);
-                self.metrics
+                self.context
+                    .metrics
                     .count_bytes(names::BYTES_READ, bytes as u64, &[(APPLICATION, application)]);
                 let batch = Batch {
                     shard_id: self.shard_id.clone(),
@@ -354,16 +422,6 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                 Ok(()) => None,
                 Err(error) => self.processing_failed(reader, error),
             },
-        };
-        if let Some(outcome) = delivered {
-            return State::Done(outcome);
-        }
-        match next_iterator {
-            Some(next) => {
-                self.pause_then(self.config.idle_between_reads, State::Reading(next))
-                    .await
-            }
-            None => State::Finishing,
         }
     }
 
@@ -371,15 +429,15 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
         let Some(lag) = read.millis_behind_latest else {
             return;
         };
-        let application = self.config.application.as_str();
-        self.metrics.gauge(
+        let application = self.context.config.application.as_str();
+        self.context.metrics.gauge(
             names::MILLIS_BEHIND_LATEST,
             lag as f64,
             pipeline_runtime::Unit::Milliseconds,
             &[(APPLICATION, application), (SHARD, &self.shard_id)],
         );
         // Per application as well: one series to alarm and scale on, whatever the shards.
-        self.metrics.sample(
+        self.context.metrics.sample(
             names::MILLIS_BEHIND_LATEST,
             lag as f64,
             pipeline_runtime::Unit::Milliseconds,
@@ -419,8 +477,11 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
         if self.holding.stop.is_cancelled() {
             return Some(ShardOutcome::Lost);
         }
-        self.metrics
-            .count(names::PROCESSOR_ERRORS, 1, &[(APPLICATION, &self.config.application)]);
+        self.context.metrics.count(
+            names::PROCESSOR_ERRORS,
+            1,
+            &[(APPLICATION, &self.context.config.application)],
+        );
         if !error.stops_the_consumer() {
             tracing::warn!(shard_id = %self.shard_id, %error, kind = %error.kind(), "processing failed; retrying the same records");
             return None;
@@ -456,7 +517,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
 
     /// Tells the processor how the shard ended.
     async fn ended(&self, reader: &mut Reader<F::Processor>, outcome: ShardOutcome) {
-        let application = self.config.application.as_str();
+        let application = self.context.config.application.as_str();
         match outcome {
             ShardOutcome::Lost | ShardOutcome::Expired => {
                 reader.processor.lease_lost().await;
@@ -465,7 +526,7 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                 } else {
                     names::LEASES_EXPIRED
                 };
-                self.metrics.count(metric, 1, &[(APPLICATION, application)]);
+                self.context.metrics.count(metric, 1, &[(APPLICATION, application)]);
                 tracing::warn!(%application, shard_id = %self.shard_id, ?outcome, "stopped reading the shard: the lease is no longer ours");
             }
             ShardOutcome::Stopped | ShardOutcome::HandedOff => {
@@ -474,7 +535,8 @@ impl<S: Source, F: ProcessorFactory<S::Record>> ShardTask<S, F> {
                 }
             }
             ShardOutcome::Ended => {
-                self.metrics
+                self.context
+                    .metrics
                     .count(names::SHARDS_ENDED, 1, &[(APPLICATION, application)]);
                 tracing::info!(%application, shard_id = %self.shard_id, "shard ended");
             }

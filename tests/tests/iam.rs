@@ -1,22 +1,98 @@
 //! Each service's task role in `infra/roles.json` allows exactly the AWS actions its
-//! code calls, and nothing more. The calls are found in the source of the service's
-//! crate and of the workspace crates it depends on: a fluent SDK call `.operation()`
-//! in a file that uses that SDK's client. What a service's dependencies can call but
-//! the service never does, and what a call needs beyond its own action (KMS for
+//! code calls, and nothing more.
+//!
+//! Every AWS call lives in a module that exists for it (a service's sink, the
+//! consumer's sources and lease table, the runtime's lake writer and resource checks,
+//! the warehouse's Data API, pipelinectl's AWS modules) and that says in `IAM_ACTIONS`
+//! which actions its calls need. Each service lists, in `AWS_ACTIONS`, the modules it
+//! calls AWS through; its role must grant their union. What a service calls through a
+//! module but never needs, and what its calls need beyond their own action (KMS for
 //! encrypted streams and objects), is listed with its reason in
 //! `crates/<service>/aws-permissions.json`.
+//!
+//! That the modules tell the truth is checked here too: the source of every workspace
+//! crate is read for the SDK's fluent calls (`.operation()` in a file that uses that
+//! SDK's client); each must be in one of the modules below and among its `IAM_ACTIONS`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pipeline_tests::sources::{root, rust_files, without_unit_tests};
 use serde_json::Value;
 
-const SERVICES: [&str; 4] = [
-    "s3-connector",
-    "redshift-connector",
-    "cron-connector",
-    "player-state-worker",
+/// Each service and the IAM actions of the modules it calls AWS through.
+const SERVICES: [(&str, &[&[&str]]); 4] = [
+    (s3_connector::SERVICE, s3_connector::AWS_ACTIONS),
+    (redshift_connector::SERVICE, redshift_connector::AWS_ACTIONS),
+    (cron_connector::SERVICE, cron_connector::AWS_ACTIONS),
+    (player_state_worker::SERVICE, player_state_worker::AWS_ACTIONS),
+];
+
+/// Every module that calls AWS, by file, with the actions it says its calls need.
+const AWS_MODULES: [(&str, &[&str]); 18] = [
+    ("crates/s3-connector/src/sink.rs", s3_connector::sink::IAM_ACTIONS),
+    (
+        "crates/redshift-connector/src/sink.rs",
+        redshift_connector::sink::IAM_ACTIONS,
+    ),
+    (
+        "crates/player-state-worker/src/sink/player_state.rs",
+        player_state_worker::sink::player_state::IAM_ACTIONS,
+    ),
+    (
+        "crates/player-state-worker/src/sink/level_counts.rs",
+        player_state_worker::sink::level_counts::IAM_ACTIONS,
+    ),
+    (
+        "crates/player-state-worker/src/sink/quarantine.rs",
+        player_state_worker::sink::quarantine::IAM_ACTIONS,
+    ),
+    ("crates/live-state/src/scan.rs", live_state::IAM_ACTIONS),
+    (
+        "crates/shard-consumer/src/kinesis.rs",
+        shard_consumer::kinesis::IAM_ACTIONS,
+    ),
+    (
+        "crates/shard-consumer/src/dynamodb_streams.rs",
+        shard_consumer::dynamodb_streams::IAM_ACTIONS,
+    ),
+    (
+        "crates/shard-consumer/src/lease_table.rs",
+        shard_consumer::lease_table::IAM_ACTIONS,
+    ),
+    (
+        "crates/runtime/src/resources/describe.rs",
+        pipeline_runtime::resources::IAM_ACTIONS,
+    ),
+    ("crates/runtime/src/s3.rs", pipeline_runtime::s3::IAM_ACTIONS),
+    (
+        "crates/warehouse/src/redshift_data/data_api.rs",
+        warehouse::redshift_data::IAM_ACTIONS,
+    ),
+    (
+        "crates/warehouse/src/postgres/batch_file.rs",
+        warehouse::postgres::IAM_ACTIONS,
+    ),
+    (
+        "crates/pipelinectl/src/aws/lake.rs",
+        pipelinectl::aws::lake::IAM_ACTIONS,
+    ),
+    (
+        "crates/pipelinectl/src/aws/streams.rs",
+        pipelinectl::aws::streams::IAM_ACTIONS,
+    ),
+    (
+        "crates/pipelinectl/src/setup/dynamodb.rs",
+        pipelinectl::setup::dynamodb::IAM_ACTIONS,
+    ),
+    (
+        "crates/pipelinectl/src/setup/kinesis.rs",
+        pipelinectl::setup::kinesis::IAM_ACTIONS,
+    ),
+    (
+        "crates/pipelinectl/src/setup/s3.rs",
+        pipelinectl::setup::s3::IAM_ACTIONS,
+    ),
 ];
 
 /// (SDK crate suffix, how code reaches its client, IAM prefix).
@@ -49,7 +125,7 @@ fn action(sdk: &str, prefix: &str, operation: &str) -> String {
         return action.to_string();
     }
     assert!(
-        sdk != "s3" || ["get_object", "put_object", "delete_object"].contains(&operation),
+        sdk != "s3" || ["get_object", "put_object", "delete_object", "create_bucket"].contains(&operation),
         "S3 operation {operation}: add its IAM action to the table in tests/tests/iam.rs"
     );
     let pascal: String = operation
@@ -114,35 +190,6 @@ fn sdk_operations() -> BTreeMap<&'static str, BTreeSet<String>> {
     operations
 }
 
-/// Workspace crates by package name: their folder and workspace dependencies.
-fn workspace_crates() -> BTreeMap<String, (PathBuf, Vec<String>)> {
-    let mut crates = BTreeMap::new();
-    for entry in std::fs::read_dir(root().join("crates")).expect("crates/") {
-        let dir = entry.expect("entry").path();
-        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml");
-        let name = manifest
-            .lines()
-            .find_map(|l| l.strip_prefix("name = \""))
-            .and_then(|l| l.strip_suffix('"'))
-            .expect("package name")
-            .to_string();
-        let dependencies = manifest
-            .split("[dependencies]")
-            .nth(1)
-            .unwrap_or_default()
-            .split("\n[")
-            .next()
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(['.', ' ', '=']).next())
-            .filter(|n| !n.is_empty() && !n.starts_with('#'))
-            .map(str::to_string)
-            .collect();
-        crates.insert(name, (dir, dependencies));
-    }
-    crates
-}
-
 /// Names `n` of every `.n()` in `code`: how the SDK's fluent builders start.
 fn fluent_calls(code: &str) -> BTreeSet<&str> {
     let mut calls = BTreeSet::new();
@@ -158,39 +205,43 @@ fn fluent_calls(code: &str) -> BTreeSet<&str> {
     calls
 }
 
-/// The actions the code of `service` and its workspace dependencies can call, each
-/// with a file that calls it.
-fn called_actions(service: &str) -> BTreeMap<String, String> {
-    let crates = workspace_crates();
+/// The actions each file of the workspace's crates calls, by file (relative to the root).
+fn called_actions() -> BTreeMap<String, BTreeSet<String>> {
     let operations = sdk_operations();
-    let mut todo = vec![service.to_string()];
-    let mut seen = BTreeSet::new();
-    let mut actions = BTreeMap::new();
-    while let Some(name) = todo.pop() {
-        let Some((dir, dependencies)) = crates.get(&name) else {
-            continue;
-        };
-        if !seen.insert(name.clone()) {
+    let mut called = BTreeMap::new();
+    for file in rust_files(&root().join("crates")) {
+        if !file.components().any(|c| c.as_os_str() == "src") {
             continue;
         }
-        todo.extend(dependencies.iter().cloned());
-        for file in rust_files(&dir.join("src")) {
-            let text = std::fs::read_to_string(&file).expect("source");
-            let code = without_unit_tests(&text);
-            let calls = fluent_calls(code);
-            for (sdk, markers, prefix) in SDKS {
-                if !markers.iter().any(|m| code.contains(m)) {
-                    continue;
-                }
-                for operation in calls.iter().filter(|c| operations[sdk].contains(**c)) {
-                    actions
-                        .entry(action(sdk, prefix, operation))
-                        .or_insert_with(|| file.strip_prefix(root()).unwrap_or(&file).display().to_string());
-                }
+        let text = std::fs::read_to_string(&file).expect("source");
+        let code = without_unit_tests(&text);
+        let calls = fluent_calls(code);
+        let mut actions = BTreeSet::new();
+        for (sdk, markers, prefix) in SDKS {
+            if markers.iter().any(|m| code.contains(m)) {
+                actions.extend(
+                    calls
+                        .iter()
+                        .filter(|c| operations[sdk].contains(**c))
+                        .map(|operation| action(sdk, prefix, operation)),
+                );
             }
         }
+        if !actions.is_empty() {
+            let relative = file.strip_prefix(root()).unwrap_or(&file);
+            let relative = relative
+                .components()
+                .filter(|c| c.as_os_str() != "..")
+                .collect::<std::path::PathBuf>();
+            called.insert(relative.display().to_string(), actions);
+        }
     }
-    actions
+    called
+}
+
+/// The actions `service` needs: those of the modules it calls AWS through.
+fn service_actions(modules: &[&[&str]]) -> BTreeSet<String> {
+    modules.iter().flat_map(|m| m.iter()).map(|a| a.to_string()).collect()
 }
 
 fn role_actions(template: &Value, role: &str) -> BTreeSet<String> {
@@ -222,43 +273,27 @@ fn each_task_role_allows_exactly_what_its_service_calls() {
         serde_json::from_str(&std::fs::read_to_string(root().join("infra/roles.json")).expect("infra/roles.json"))
             .expect("roles.json is JSON");
     let mut problems = Vec::new();
-    for service in SERVICES {
-        let called = called_actions(service);
+    for (service, modules) in SERVICES {
+        let called = service_actions(modules);
         let path = root().join(format!("crates/{service}/aws-permissions.json"));
         let declared: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("aws-permissions.json"))
             .expect("aws-permissions.json is JSON");
-        let not_called: BTreeSet<String> = declared["not_called"]
-            .as_object()
-            .expect("not_called")
-            .keys()
-            .cloned()
-            .collect();
-        let implied: BTreeSet<String> = declared["implied"]
-            .as_object()
-            .expect("implied")
-            .keys()
-            .cloned()
-            .collect();
-        for stale in not_called.iter().filter(|a| !called.contains_key(*a)) {
+        let listed =
+            |key: &str| -> BTreeSet<String> { declared[key].as_object().expect(key).keys().cloned().collect() };
+        let (not_called, implied) = (listed("not_called"), listed("implied"));
+        for stale in not_called.difference(&called) {
             problems.push(format!(
-                "{service}: not_called lists {stale}, which no code of it calls any more"
+                "{service}: not_called lists {stale}, which none of the modules it calls AWS through calls"
             ));
         }
-        for both in implied.iter().filter(|a| called.contains_key(*a)) {
+        for both in implied.intersection(&called) {
             problems.push(format!("{service}: implied lists {both}, which its code calls"));
         }
-        let expected: BTreeSet<String> = called
-            .keys()
-            .filter(|a| !not_called.contains(*a))
-            .cloned()
-            .chain(implied.iter().cloned())
-            .collect();
+        let expected: BTreeSet<String> = called.difference(&not_called).chain(&implied).cloned().collect();
         let role = role_name(service);
         let allowed = role_actions(&template, &role);
         for missing in expected.difference(&allowed) {
-            let why = called
-                .get(missing)
-                .map_or("implied".to_string(), |f| format!("called in {f}"));
+            let why = if implied.contains(missing) { "implied" } else { "called" };
             problems.push(format!("{role} lacks {missing} ({why})"));
         }
         for extra in allowed.difference(&expected) {
@@ -266,6 +301,40 @@ fn each_task_role_allows_exactly_what_its_service_calls() {
         }
         for wildcard in allowed.iter().filter(|a| a.contains('*')) {
             problems.push(format!("{role} allows the wildcard action {wildcard}"));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn every_aws_call_is_made_in_a_module_that_declares_it() {
+    let declared: BTreeMap<&str, BTreeSet<&str>> = AWS_MODULES
+        .iter()
+        .map(|(file, actions)| (*file, actions.iter().copied().collect()))
+        .collect();
+    let called = called_actions();
+    let mut problems = Vec::new();
+    for (file, actions) in &called {
+        let Some(declared) = declared.get(file.as_str()) else {
+            problems.push(format!(
+                "{file} calls {actions:?}: AWS calls belong in a sink or AWS module listed in tests/tests/iam.rs, with its IAM_ACTIONS"
+            ));
+            continue;
+        };
+        for undeclared in actions.iter().filter(|a| !declared.contains(a.as_str())) {
+            problems.push(format!("{file} calls {undeclared}, which its IAM_ACTIONS lacks"));
+        }
+    }
+    // A module may declare what it calls through another (a sink through the runtime's
+    // lake writer), never an action no code calls.
+    let everything: BTreeSet<&str> = called.values().flatten().map(String::as_str).collect();
+    for (file, actions) in &declared {
+        assert!(
+            Path::new(&root()).join(file).is_file(),
+            "{file} is listed but does not exist"
+        );
+        for invented in actions.iter().filter(|a| !everything.contains(*a)) {
+            problems.push(format!("{file} declares {invented}, which no code calls"));
         }
     }
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
@@ -282,22 +351,24 @@ fn fluent_calls_are_found_across_lines() {
 
 #[test]
 fn the_scan_finds_the_calls_we_know_of() {
-    let s3 = called_actions("s3-connector");
-    for known in [
-        "kinesis:PutRecord",
-        "kinesis:GetRecords",
-        "s3:PutObject",
-        "dynamodb:UpdateItem",
+    let called = called_actions();
+    for (file, known) in [
+        ("crates/shard-consumer/src/kinesis.rs", "kinesis:GetRecords"),
+        ("crates/s3-connector/src/sink.rs", "kinesis:PutRecord"),
+        ("crates/runtime/src/s3.rs", "s3:PutObject"),
+        ("crates/shard-consumer/src/lease_table.rs", "dynamodb:UpdateItem"),
+        (
+            "crates/shard-consumer/src/dynamodb_streams.rs",
+            "dynamodb:GetShardIterator",
+        ),
+        (
+            "crates/warehouse/src/redshift_data/data_api.rs",
+            "redshift-data:BatchExecuteStatement",
+        ),
     ] {
-        assert!(s3.contains_key(known), "{known} not found: {s3:?}");
+        assert!(
+            called.get(file).is_some_and(|a| a.contains(known)),
+            "{known} not found in {file}: {called:?}"
+        );
     }
-    let worker = called_actions("player-state-worker");
-    assert!(worker.contains_key("dynamodb:GetShardIterator"), "{worker:?}");
-    assert!(worker.contains_key("s3:PutObject"), "quarantined records: {worker:?}");
-    assert!(
-        !worker.contains_key("redshift-data:BatchExecuteStatement"),
-        "{worker:?}"
-    );
-    let loader = called_actions("redshift-connector");
-    assert!(loader.contains_key("redshift-data:BatchExecuteStatement"), "{loader:?}");
 }

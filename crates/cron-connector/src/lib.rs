@@ -31,6 +31,13 @@ use jobs::Job;
 
 pub const SERVICE: &str = "cron-connector";
 
+/// The IAM actions of every AWS call this service makes, by the module that makes
+/// it; `infra/roles.json` grants their union (checked by `tests/tests/iam.rs`).
+pub const AWS_ACTIONS: &[&[&str]] = &[
+    warehouse::redshift_data::IAM_ACTIONS,
+    shard_consumer::lease_table::IAM_ACTIONS,
+];
+
 /// Why the connector stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -31,7 +31,7 @@ pub struct LevelCount {
 /// page by page: one item per level keeps it small).
 pub async fn read_counts(dynamodb: &Client, table: &str) -> Result<Vec<LevelCount>, AwsError> {
     let mut counts = Vec::new();
-    scan_all(dynamodb.scan().table_name(table), |item| {
+    scan_all(dynamodb, table, None, |item| {
         let count = LevelCount {
             level_id: text(item, LEVEL_ID),
             player_count: number(item, PLAYER_COUNT),

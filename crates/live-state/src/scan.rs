@@ -3,15 +3,33 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder;
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use pipeline_runtime::AwsError;
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 
-/// Sends `request` (dynamodb:Scan, up to 1 MB a page) from the first page to the last,
-/// handing each item to `each`.
-pub(crate) async fn scan_all(request: ScanFluentBuilder, mut each: impl FnMut(&Item)) -> Result<(), AwsError> {
+/// A Scan's filter: an expression over number placeholders (`:name`).
+pub(crate) struct Filter<'a> {
+    pub expression: String,
+    pub numbers: &'a [(&'a str, i64)],
+}
+
+/// Scans `table` (dynamodb:Scan, up to 1 MB a page) from the first page to the last,
+/// handing each item that passes `filter` to `each`.
+pub(crate) async fn scan_all(
+    dynamodb: &Client,
+    table: &str,
+    filter: Option<Filter<'_>>,
+    mut each: impl FnMut(&Item),
+) -> Result<(), AwsError> {
+    let mut request = dynamodb.scan().table_name(table);
+    if let Some(filter) = filter {
+        request = request.filter_expression(filter.expression);
+        for (name, value) in filter.numbers {
+            request = request.expression_attribute_values(*name, AttributeValue::N(value.to_string()));
+        }
+    }
     let mut start: Option<Item> = None;
     loop {
         let page = request

@@ -11,7 +11,7 @@ use pipeline_runtime::AwsError;
 use pipeline_runtime::resources::{KeyAttribute, TableSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::scan::{number, scan_all, text};
+use crate::scan::{Filter, number, scan_all, text};
 
 /// Hash key: the bucket's start, epoch ms.
 pub const BUCKET_START: &str = "bucketStart";
@@ -72,13 +72,11 @@ pub struct TransitionCount {
 /// left out (a filtered Scan, page by page).
 pub async fn read_since(dynamodb: &Client, table: &str, since_ms: i64) -> Result<Vec<TransitionCount>, AwsError> {
     let mut counts = Vec::new();
-    let request = dynamodb
-        .scan()
-        .table_name(table)
-        .filter_expression(format!("{BUCKET_START} >= :since AND {BUCKET_START} > :guard"))
-        .expression_attribute_values(":since", AttributeValue::N(since_ms.to_string()))
-        .expression_attribute_values(":guard", AttributeValue::N(GUARD_BUCKET.to_string()));
-    scan_all(request, |item| {
+    let filter = Filter {
+        expression: format!("{BUCKET_START} >= :since AND {BUCKET_START} > :guard"),
+        numbers: &[(":since", since_ms), (":guard", GUARD_BUCKET)],
+    };
+    scan_all(dynamodb, table, Some(filter), |item| {
         counts.push(TransitionCount {
             bucket_start: number(item, BUCKET_START),
             from: text(item, FROM_LEVEL),

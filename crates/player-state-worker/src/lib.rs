@@ -37,6 +37,19 @@ pub use config::{Config, Stage};
 
 pub const SERVICE: &str = "player-state-worker";
 
+/// The IAM actions of every AWS call this service makes, by the module that makes
+/// it; `infra/roles.json` grants their union (checked by `tests/tests/iam.rs`).
+pub const AWS_ACTIONS: &[&[&str]] = &[
+    sink::player_state::IAM_ACTIONS,
+    sink::level_counts::IAM_ACTIONS,
+    sink::quarantine::IAM_ACTIONS,
+    live_state::IAM_ACTIONS,
+    shard_consumer::kinesis::IAM_ACTIONS,
+    shard_consumer::dynamodb_streams::IAM_ACTIONS,
+    shard_consumer::lease_table::IAM_ACTIONS,
+    pipeline_runtime::resources::IAM_ACTIONS,
+];
+
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -28,6 +28,16 @@ use pending::PendingLoad;
 use sink::Sink;
 
 pub const SERVICE: &str = "redshift-connector";
+
+/// The IAM actions of every AWS call this service makes, by the module that makes
+/// it; `infra/roles.json` grants their union (checked by `tests/tests/iam.rs`).
+pub const AWS_ACTIONS: &[&[&str]] = &[
+    sink::IAM_ACTIONS,
+    warehouse::redshift_data::IAM_ACTIONS,
+    shard_consumer::kinesis::IAM_ACTIONS,
+    shard_consumer::lease_table::IAM_ACTIONS,
+    pipeline_runtime::resources::IAM_ACTIONS,
+];
 /// The lease application name.
 pub const APPLICATION: &str = "redshift-connector";
 

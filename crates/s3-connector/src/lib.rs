@@ -26,6 +26,15 @@ use sink::Sink;
 use writer::Writer;
 
 pub const SERVICE: &str = "s3-connector";
+
+/// The IAM actions of every AWS call this service makes, by the module that makes
+/// it; `infra/roles.json` grants their union (checked by `tests/tests/iam.rs`).
+pub const AWS_ACTIONS: &[&[&str]] = &[
+    sink::IAM_ACTIONS,
+    shard_consumer::kinesis::IAM_ACTIONS,
+    shard_consumer::lease_table::IAM_ACTIONS,
+    pipeline_runtime::resources::IAM_ACTIONS,
+];
 /// The lease application name (the `Application` dimension of consumer metrics).
 pub const APPLICATION: &str = "s3-connector";
 

@@ -17,6 +17,14 @@ use crate::error::{AwsError, ErrorKind, ReadError};
 use crate::position::{RecordPosition, SequenceNumber};
 use crate::source::{ReadResult, Shard, Source, StartPosition, StreamRecord};
 
+/// The IAM actions of this module's calls (DescribeTable finds the table's stream).
+pub const IAM_ACTIONS: &[&str] = &[
+    "dynamodb:DescribeTable",
+    "dynamodb:DescribeStream",
+    "dynamodb:GetShardIterator",
+    "dynamodb:GetRecords",
+];
+
 /// GetRecords on DynamoDB Streams returns at most 1,000 records per call.
 pub const MAX_RECORDS_PER_READ: i32 = 1_000;
 

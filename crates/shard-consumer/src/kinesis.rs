@@ -15,6 +15,9 @@ use crate::kpl::{self, AggregateError};
 use crate::position::{RecordPosition, SequenceNumber};
 use crate::source::{ReadResult, Shard, Source, StartPosition, StreamRecord};
 
+/// The IAM actions of this module's calls.
+pub const IAM_ACTIONS: &[&str] = &["kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"];
+
 /// GetRecords returns at most 10,000 records per call.
 pub const MAX_RECORDS_PER_READ: i32 = 10_000;
 

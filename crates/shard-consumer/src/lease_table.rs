@@ -23,6 +23,17 @@ use crate::lease::{
 use crate::membership::WorkerEntry;
 use crate::position::Checkpoint;
 
+/// The IAM actions of this module's calls.
+pub const IAM_ACTIONS: &[&str] = &[
+    "dynamodb:CreateTable",
+    "dynamodb:DescribeTable",
+    "dynamodb:Scan",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+];
+
 /// The worker table's attributes.
 pub const WORKER_ID: &str = "workerId";
 pub const HEARTBEAT: &str = "heartbeat";

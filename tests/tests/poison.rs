@@ -19,6 +19,7 @@ use pipeline_runtime::clock::now_ms;
 use pipeline_tests::process::{ServiceProcess, workspace_binary};
 use pipeline_tests::resources::Resources;
 use pipeline_tests::stack::{self, item_number, item_text, scan_table};
+use shard_consumer::{Checkpoint, LeaseTable, SequenceNumber};
 use tokio::time::Instant;
 
 fn event(id: &str, player: &str, level: &str, ts: i64) -> Vec<u8> {
@@ -157,8 +158,10 @@ async fn recount(aws: &AwsClients, resources: &Resources) -> (BTreeMap<String, i
     (players, levels)
 }
 
-async fn put_pointer(aws: &AwsClients, stream: &str, pointer: &FilePointer) {
-    aws.kinesis()
+/// Puts `pointer` on the `files` stream; returns the shard and sequence number it got.
+async fn put_pointer(aws: &AwsClients, stream: &str, pointer: &FilePointer) -> (String, String) {
+    let put = aws
+        .kinesis()
         .put_record()
         .stream_name(stream)
         .partition_key(&pointer.shard)
@@ -166,6 +169,29 @@ async fn put_pointer(aws: &AwsClients, stream: &str, pointer: &FilePointer) {
         .send()
         .await
         .expect("put pointer");
+    (put.shard_id, put.sequence_number)
+}
+
+/// Whether the redshift-connector checkpointed `shard` at or past `sequence` within
+/// `timeout`: it is done with that record, whatever it did with it.
+async fn checkpointed_past(
+    aws: &AwsClients,
+    lease_table: &str,
+    (shard, sequence): (String, String),
+    timeout: Duration,
+) -> bool {
+    let leases = LeaseTable::new(aws.dynamodb(), lease_table);
+    let sequence = SequenceNumber::parse(&sequence).expect("a sequence number");
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let lease = leases.get(&shard).await.expect("lease table");
+        match lease.map(|l| l.checkpoint) {
+            Some(Checkpoint::At(position)) if position.sequence >= sequence => return true,
+            Some(Checkpoint::ShardEnd) => return true,
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,8 +467,9 @@ async fn poison_inputs_are_quarantined_and_every_shard_flows_on() {
         wait_for_ids(sql, &fixed_ids, Duration::from_secs(30)).await.is_some(),
         "the redriven file loads"
     );
-    // The same pointer once more (a redrive repeated after a crash): nothing new.
-    put_pointer(
+    // The same pointer once more (a redrive repeated after a crash): nothing new once
+    // the connector is past it.
+    let replayed = put_pointer(
         &aws,
         files,
         &FilePointer {
@@ -451,7 +478,11 @@ async fn poison_inputs_are_quarantined_and_every_shard_flows_on() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let lease_table = resources.name("REDSHIFT_CONNECTOR_LEASE_TABLE");
+    assert!(
+        checkpointed_past(&aws, lease_table, replayed, Duration::from_secs(30)).await,
+        "the redshift-connector handles the replayed pointer"
+    );
     assert_eq!(
         warehouse_ids(sql).await.len(),
         expected.len() + fixed_ids.len(),

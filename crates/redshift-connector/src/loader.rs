@@ -294,8 +294,10 @@ impl Loader {
             if let Some((held, given_up)) = load.refused_again(&key, refusal, now, retry_in, self.dead_letter_after)
                 && given_up
             {
-                load.release(&key);
+                // Released only once its dead letter is written: until then it holds the
+                // checkpoint back.
                 self.give_up(held, flushing).await?;
+                load.release(&key);
             }
         }
         Ok(())
@@ -305,9 +307,10 @@ impl Loader {
     /// to the dead letters at its first refusal.
     async fn give_up_at_once(&self, load: &mut Load, key: &str, flushing: &Flushing<'_>) -> Result<(), FlushError> {
         if self.dead_letter_after.is_zero()
-            && let Some(held) = load.release(key)
+            && let Some(held) = load.held().iter().find(|h| h.file.pointer.key == key).cloned()
         {
             self.give_up(held, flushing).await?;
+            load.release(key);
         }
         Ok(())
     }

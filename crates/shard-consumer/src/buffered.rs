@@ -314,10 +314,13 @@ where
     /// Writes what the buffer holds (a part left unwritten by a failed flush first),
     /// then checkpoints after it.
     async fn flush(&mut self, checkpointer: &Checkpointer) -> Result<(), FlushError> {
-        // The memory stays reserved until the records are durable.
+        // The memory stays reserved until the records are durable: a part whose write
+        // failed is still held (in `unwritten`), so its share is kept too.
         let permits = self.permits.take();
         let result = self.write_all(checkpointer).await;
-        drop(permits);
+        if result.is_err() {
+            self.permits = permits;
+        }
         result
     }
 
@@ -384,6 +387,11 @@ where
     O: Output<B::Taken, B::Added>,
 {
     async fn process(&mut self, batch: &Batch<R>, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+        // A call retried after a failed flush has nothing new to gather: the part that
+        // failed is written again now, paced by the consumer's backoff.
+        if self.unwritten.is_some() {
+            self.flush(checkpointer).await?;
+        }
         let records = self.unseen(&batch.records);
         if records.is_empty() {
             return Ok(());
@@ -398,7 +406,16 @@ where
         let now = Instant::now();
         let added = self.buffer.add(records, now);
         self.gathered_through = Some(last);
-        self.output.added(added, &self.flushing(checkpointer)).await?;
+        if let Err(error) = self.output.added(added, &self.flushing(checkpointer)).await {
+            // The records are gathered, so a retried call would skip them and what had to
+            // happen before a checkpoint may pass them never would: only a restart, which
+            // reads them again from the checkpoint, is safe.
+            return Err(match error {
+                FlushError::LeaseLost => error,
+                other => FlushError::fatal(other),
+            }
+            .into());
+        }
         if self.buffer.is_due(now) {
             self.flush(checkpointer).await?;
         }
@@ -530,13 +547,26 @@ mod tests {
         }
     }
 
-    /// Writes into the log; the first `failures` writes fail with a passing error.
+    /// Writes into the log; the first `failures` writes fail with a passing error, and
+    /// with `added_fails` what must follow an add fails with one too.
     struct Memory {
         log: Log,
         failures: AtomicU32,
+        added_fails: bool,
     }
 
     impl Output<Vec<Record>> for Memory {
+        async fn added(&self, _added: (), _flushing: &Flushing<'_>) -> Result<(), FlushError> {
+            if self.added_fails {
+                let error = AwsError::new("test:Added", ErrorKind::Transient, "try again");
+                return Err(FlushError::Failed {
+                    operation: "test added",
+                    error,
+                });
+            }
+            Ok(())
+        }
+
         async fn write(&self, taken: &mut Vec<Record>, flushing: &Flushing<'_>) -> Result<(), FlushError> {
             flushing
                 .retry("memory write", || async {
@@ -640,11 +670,16 @@ mod tests {
     }
 
     fn shard(due: usize, failures: u32) -> Shard {
+        shard_with(due, failures, false)
+    }
+
+    fn shard_with(due: usize, failures: u32, added_fails: bool) -> Shard {
         let log = Log::default();
         let shutdown = CancellationToken::new();
         let output = Memory {
             log: log.clone(),
             failures: AtomicU32::new(failures),
+            added_fails,
         };
         // The memory budget's metric is catalogued for the s3-connector, its user.
         let metrics = Metrics::with_sink("Test", "s3-connector", Box::new(std::io::sink()));
@@ -682,6 +717,20 @@ mod tests {
         fn log(&self) -> Vec<Event> {
             self.log.lock().expect("log").clone()
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_of_what_must_follow_an_add_stops_the_consumer_before_any_checkpoint() {
+        let mut shard = shard_with(1, 0, true);
+        let error = shard
+            .deliver(&records(1..=2))
+            .await
+            .expect_err("the add's follow-up failed");
+        assert!(
+            error.stops_the_consumer(),
+            "a retry would skip the gathered records: {error}"
+        );
+        assert_eq!(shard.log(), [], "nothing written, nothing checkpointed");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,7 +1,13 @@
 //! PlayerState: one item per present player. An event moves a player only forward in
 //! event time; an idle player is deleted. Both reach LevelState through the stream.
 
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::Client;
+use pipeline_runtime::AwsError;
 use pipeline_runtime::resources::{KeyAttribute, TableSpec};
+
+use crate::scan::{scan_all, text};
 
 /// Hash key: the player's id.
 pub const PLAYER_ID: &str = "playerId";
@@ -16,4 +22,18 @@ pub fn spec(name: &str) -> TableSpec {
         stream: true,
         ..TableSpec::hash_keyed(name, KeyAttribute::string(PLAYER_ID))
     }
+}
+
+/// Players on each level, recounted from every item (a Scan, page by page): what
+/// LevelState must hold. Items without a level are not counted.
+pub async fn count_by_level(dynamodb: &Client, table: &str) -> Result<BTreeMap<String, i64>, AwsError> {
+    let mut counts = BTreeMap::new();
+    scan_all(dynamodb, table, None, |item| {
+        let level = text(item, LEVEL_ID);
+        if !level.is_empty() {
+            *counts.entry(level).or_insert(0) += 1;
+        }
+    })
+    .await?;
+    Ok(counts)
 }

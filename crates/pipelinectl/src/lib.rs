@@ -18,6 +18,7 @@ pub mod heatmap;
 pub mod level_map;
 pub mod levels;
 pub mod picture;
+pub mod reconcile;
 pub mod setup;
 pub mod summary;
 
@@ -53,6 +54,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Show how many players are on each level right now (LevelState).
     Levels(levels::LevelsArgs),
+    /// Check that LevelState equals the recount of PlayerState on every level (`--check`).
+    ReconcileLevels(reconcile::ReconcileArgs),
     /// Draw where events of one type happen on a level, from the warehouse (PNG or CSV).
     Heatmap(Box<heatmap::HeatmapArgs>),
     /// Draw a generated level's picture (a heat map background).

@@ -127,6 +127,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pipelinectl::levels::run(&aws.dynamodb(), &args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::ReconcileLevels(args) => {
+            if !args.check {
+                eprintln!(
+                    "pipelinectl: RECONCILE_CHECK: only --check (report the drift) is available; writing corrections is not"
+                );
+                return Ok(ExitCode::from(2));
+            }
+            let drift = pipelinectl::reconcile::check(&aws.dynamodb(), &args).await?;
+            print!("{}", pipelinectl::reconcile::render(&drift));
+            Ok(if drift.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::DeadLetters(args) => {
             pipelinectl::dead_letters::run(&aws.s3(), &aws.kinesis(), &args).await?;
             Ok(ExitCode::SUCCESS)

@@ -29,7 +29,7 @@ const SERVICES: [(&str, &[&[&str]]); 4] = [
 ];
 
 /// Every module that calls AWS, by file, with the actions it says its calls need.
-const AWS_MODULES: [(&str, &[&str]); 18] = [
+const AWS_MODULES: [(&str, &[&str]); 17] = [
     ("crates/s3-connector/src/sink.rs", s3_connector::sink::IAM_ACTIONS),
     (
         "crates/redshift-connector/src/sink.rs",
@@ -68,10 +68,6 @@ const AWS_MODULES: [(&str, &[&str]); 18] = [
     (
         "crates/warehouse/src/redshift_data/data_api.rs",
         warehouse::redshift_data::IAM_ACTIONS,
-    ),
-    (
-        "crates/warehouse/src/postgres/batch_file.rs",
-        warehouse::postgres::IAM_ACTIONS,
     ),
     (
         "crates/pipelinectl/src/aws/lake.rs",

@@ -54,6 +54,18 @@ pub struct LoadReport {
     pub rows_inserted: u64,
 }
 
+impl LoadReport {
+    /// Records what a committed load of `files` files did, from the rows it `staged`,
+    /// the `distinct` event ids among them and the rows it `inserted`.
+    pub fn count_rows(&mut self, files: usize, staged: i64, distinct: i64, inserted: i64) {
+        self.files_loaded = files as u64;
+        self.rows_staged = u64::try_from(staged).unwrap_or(0);
+        self.duplicates_in_batch = u64::try_from(staged - distinct).unwrap_or(0);
+        self.rows_inserted = u64::try_from(inserted).unwrap_or(0);
+        self.duplicates_in_table = u64::try_from(distinct - inserted).unwrap_or(0);
+    }
+}
+
 /// Why the warehouse refused or failed. Every error has a kind ([`Classified`]):
 /// retry throttled and transient ones, quarantine the input of a permanent one (see
 /// [`WarehouseError::file`]), stop on a fatal one.

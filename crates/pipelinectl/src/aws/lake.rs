@@ -2,6 +2,7 @@
 //! hold, `dead-letters` reads and deletes the dead letters.
 
 use bytes::Bytes;
+use pipeline_runtime::s3::GetError;
 use pipeline_runtime::{AwsError, ErrorKind};
 
 const LIST: &str = "s3:ListBucket";
@@ -46,26 +47,20 @@ pub async fn list(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result
     }
 }
 
-/// GetObject of `key`, its body read to the end. S3 sends the body as a stream after
-/// the answer's headers; it can break off after the call succeeded, which is a
-/// transient failure of this call too. Meant for small objects (a dead letter, one
-/// `errors/` batch file): the whole body is held in memory.
+/// GetObject of `key`, its body read to the end; a body that breaks off after the
+/// call succeeded is a transient failure of this call too. Meant for small objects (a
+/// dead letter, one `errors/` batch file): the whole body is held in memory.
 pub async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Bytes, AwsError> {
-    let object = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
+    pipeline_runtime::s3::get_whole(s3, bucket, key)
         .await
-        .map_err(|e| AwsError::from_sdk(GET, e))?;
-    let body = object.body.collect().await.map_err(|e| {
-        AwsError::new(
-            GET,
-            ErrorKind::Transient,
-            format!("s3://{bucket}/{key}: the body broke off: {e}"),
-        )
-    })?;
-    Ok(body.into_bytes())
+        .map_err(|e| match e {
+            GetError::Object(error) => error,
+            GetError::BrokeOff(e) => AwsError::new(
+                GET,
+                ErrorKind::Transient,
+                format!("s3://{bucket}/{key}: the body broke off: {e}"),
+            ),
+        })
 }
 
 /// DeleteObject of `key`. Deleting a key that is not there succeeds, so a delete

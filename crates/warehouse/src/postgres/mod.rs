@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use pipeline_runtime::error::ErrorKind;
+use pipeline_runtime::s3::{self, GetError};
 use tokio::sync::Mutex;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
@@ -16,10 +17,6 @@ use tokio_postgres::{Client, NoTls};
 use crate::query::{Query, Value};
 use crate::schema::{self, Dialect};
 use crate::{LoadBatch, LoadReport, WarehouseError, rows, sql};
-
-mod batch_file;
-
-pub use batch_file::IAM_ACTIONS;
 
 /// Rows are sent to the server in chunks of about this size.
 const COPY_CHUNK: usize = 1 << 20;
@@ -238,10 +235,10 @@ impl PostgresWarehouse {
             reason,
             kind,
         };
-        let body = batch_file::get(&self.s3, bucket, key).await.map_err(|e| match e {
-            batch_file::GetError::Object(error) => file_error(error.kind, error.explain()),
+        let body = s3::get_whole(&self.s3, bucket, key).await.map_err(|e| match e {
+            GetError::Object(error) => file_error(error.kind, error.explain()),
             // The download broke off; the object may well be whole.
-            batch_file::GetError::BrokeOff(e) => file_error(ErrorKind::Transient, format!("reading the object: {e}")),
+            GetError::BrokeOff(e) => file_error(ErrorKind::Transient, format!("reading the object: {e}")),
         })?;
         // Gunzipping tens of MiB is CPU work: off the runtime's threads.
         let gunzipped = tokio::task::spawn_blocking(move || {
@@ -368,11 +365,7 @@ impl PostgresWarehouse {
         }
         run("COMMIT").await?;
         tracing::debug!(?copied, ?deduplicated, committed = ?phase.elapsed(), "load phases (cumulative)");
-        report.files_loaded = todo.len() as u64;
-        report.rows_staged = u64::try_from(staged).unwrap_or(0);
-        report.duplicates_in_batch = u64::try_from(staged - distinct).unwrap_or(0);
-        report.rows_inserted = u64::try_from(inserted).unwrap_or(0);
-        report.duplicates_in_table = u64::try_from(distinct - inserted).unwrap_or(0);
+        report.count_rows(todo.len(), staged, distinct, inserted);
         Ok(report)
     }
 }

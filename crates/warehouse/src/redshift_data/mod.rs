@@ -280,11 +280,7 @@ impl RedshiftDataWarehouse {
         let counts = self.numbers_of(&id, statements.counts, sql::STAGED_COUNTS).await?;
         let distinct = counts.get(1).copied().unwrap_or(staged);
         let inserted = self.rows_of(&id, statements.insert, &copy).await?;
-        report.files_loaded = todo.len() as u64;
-        report.rows_staged = u64::try_from(staged).unwrap_or(0);
-        report.duplicates_in_batch = u64::try_from(staged - distinct).unwrap_or(0);
-        report.rows_inserted = u64::try_from(inserted).unwrap_or(0);
-        report.duplicates_in_table = u64::try_from(distinct - inserted).unwrap_or(0);
+        report.count_rows(todo.len(), staged, distinct, inserted);
         Ok(report)
     }
 
@@ -379,6 +375,19 @@ mod tests {
         )
     }
 
+    /// The named parameters an ExecuteStatement request sends.
+    fn parameters(
+        input: &aws_sdk_redshiftdata::operation::execute_statement::builders::ExecuteStatementInputBuilder,
+    ) -> Vec<(&str, &str)> {
+        input
+            .get_parameters()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| (p.name(), p.value()))
+            .collect()
+    }
+
     #[test]
     fn a_load_is_one_batch_in_transaction_order() {
         let statements = load_statements("s3://b/m", "s3://b/j", "arn:role", &[("events/k.gzip".into(), 7)]);
@@ -417,13 +426,7 @@ mod tests {
         let input = request.as_input();
         assert_eq!(input.get_sql().as_deref(), Some(query.sql.as_str()));
         assert_eq!(input.get_workgroup_name().as_deref(), Some("wg"));
-        let sent: Vec<(&str, &str)> = input
-            .get_parameters()
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .map(|p| (p.name(), p.value()))
-            .collect();
+        let sent = parameters(input);
         assert!(sent.contains(&("level_id", "it's")));
         assert!(sent.contains(&("height", "700.5")));
         assert!(sent.contains(&("since", "1970-01-01 00:00:00.005")));
@@ -497,13 +500,7 @@ mod tests {
                  WHERE query_id = CAST(:query_id AS BIGINT) ORDER BY file_name, line_number LIMIT 1"
             )
         );
-        let sent: Vec<(&str, &str)> = input
-            .get_parameters()
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .map(|p| (p.name(), p.value()))
-            .collect();
+        let sent = parameters(input);
         assert_eq!(sent, vec![("query_id", "1234567")]);
         assert_eq!(input.get_workgroup_name().as_deref(), Some("wg"));
     }

@@ -28,6 +28,26 @@ pub fn workspace_binary(name: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// Runs the command-line binary `bin` with `args` to its end, in an environment of the
+/// local stack's variables and `env` only; returns its exit code (`None` if a signal
+/// ended it) and its standard output followed by its standard error.
+pub fn run_command(bin: &str, env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(bin)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(crate::stack::service_env())
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {bin}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
 /// A running service with its stdout lines collected.
 pub struct ServiceProcess {
     child: Child,

@@ -2,32 +2,21 @@
 //! the recount of PlayerState; the drifted levels, signed, and exit 1 once it is not;
 //! and a run without `--check` refused, since it would have to write.
 
-use std::process::Command;
-
 use aws_sdk_dynamodb::types::AttributeValue;
 use live_state::{level_state, player_state};
 use pipeline_runtime::AwsClients;
+use pipeline_tests::process::run_command;
 use pipeline_tests::resources::Resources;
 use pipeline_tests::stack;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pipelinectl");
 
 fn reconcile(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(BIN)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(stack::service_env())
-        .envs(env.iter().copied())
-        .args(["reconcile-levels", "--reads=2", "--interval-secs=0"])
-        .args(args)
-        .output()
-        .expect("run pipelinectl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code(), text)
+    let args: Vec<&str> = ["reconcile-levels", "--reads=2", "--interval-secs=0"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    run_command(BIN, env, &args)
 }
 
 async fn put(aws: &AwsClients, table: &str, item: &[(&str, AttributeValue)]) {

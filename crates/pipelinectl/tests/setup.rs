@@ -1,29 +1,19 @@
 //! `setup` creates every resource, a second run changes nothing, and `--verify` agrees.
 
-use std::process::Command;
-
 use clap::CommandFactory;
+use pipeline_tests::process::run_command;
 use pipeline_tests::resources::{RESOURCE_VARS, Resources};
 use pipeline_tests::stack;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pipelinectl");
 
 fn pipelinectl(env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
-    let output = Command::new(BIN)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(stack::service_env())
-        .env("LOG_FORMAT", "json")
-        .envs(env.iter().copied())
-        .args(args)
-        .output()
-        .expect("run pipelinectl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    let env: Vec<(&str, &str)> = [("LOG_FORMAT", "json")]
+        .into_iter()
+        .chain(env.iter().copied())
+        .collect();
+    let (code, text) = run_command(BIN, &env, args);
+    (code == Some(0), text)
 }
 
 /// Every resource setup makes: one per variable, and the worker tables beside the four

@@ -797,19 +797,24 @@ mod tests {
         template
     }
 
+    /// The properties of a resource `Thing` holding `properties`, rendered with the
+    /// sample subnets.
+    fn render_thing(properties: Value) -> Value {
+        let rendered = render_with(with_resource("Thing", properties), &subnets(), &BTreeMap::new()).expect("renders");
+        self::properties(&rendered, "Thing")
+    }
+
     fn subnets() -> [(&'static str, &'static str); 1] {
         [("Subnets", "subnet-a,subnet-b")]
     }
 
     #[test]
     fn sub_replaces_parameters_pseudo_parameters_refs_and_attributes() {
-        let template = with_resource(
-            "Thing",
+        let thing = render_thing(
             json!({ "A": { "Fn::Sub": "${Prefix}/${AWS::Region}/${AWS::AccountId}/${Stream}/${Topic}/${Key.Arn}/${!Literal}" } }),
         );
-        let rendered = render_with(template, &subnets(), &BTreeMap::new()).expect("renders");
         assert_eq!(
-            properties(&rendered, "Thing")["A"],
+            thing["A"],
             json!(
                 "gaming/eu-west-1/123456789012/gaming-telemetry/arn:aws:sns:eu-west-1:123456789012:alarms/arn:aws:kms:eu-west-1:123456789012:key/Key-key-id/${Literal}"
             )
@@ -818,12 +823,10 @@ mod tests {
 
     #[test]
     fn sub_with_a_map_renders_the_map_first() {
-        let template = with_resource(
-            "Thing",
+        let thing = render_thing(
             json!({ "A": { "Fn::Sub": [ "${Seconds}000 ${Prefix}", { "Seconds": { "Ref": "Shards" } } ] } }),
         );
-        let rendered = render_with(template, &subnets(), &BTreeMap::new()).expect("renders");
-        assert_eq!(properties(&rendered, "Thing")["A"], json!("2000 gaming"));
+        assert_eq!(thing["A"], json!("2000 gaming"));
     }
 
     #[test]
@@ -836,17 +839,12 @@ mod tests {
 
     #[test]
     fn join_select_split_and_lists() {
-        let template = with_resource(
-            "Thing",
-            json!({
-                "Joined": { "Fn::Join": [ ",", { "Ref": "Subnets" } ] },
-                "Second": { "Fn::Select": [ 1, { "Fn::Split": [ "-", "a-b-c" ] } ] },
-                "Zones": { "Fn::GetAZs": "" },
-                "List": { "Ref": "Subnets" }
-            }),
-        );
-        let rendered = render_with(template, &subnets(), &BTreeMap::new()).expect("renders");
-        let thing = properties(&rendered, "Thing");
+        let thing = render_thing(json!({
+            "Joined": { "Fn::Join": [ ",", { "Ref": "Subnets" } ] },
+            "Second": { "Fn::Select": [ 1, { "Fn::Split": [ "-", "a-b-c" ] } ] },
+            "Zones": { "Fn::GetAZs": "" },
+            "List": { "Ref": "Subnets" }
+        }));
         assert_eq!(thing["Joined"], json!("subnet-a,subnet-b"));
         assert_eq!(thing["Second"], json!("b"));
         assert_eq!(thing["Zones"], json!(["eu-west-1a", "eu-west-1b", "eu-west-1c"]));
@@ -946,15 +944,9 @@ mod tests {
         // The shape of the bug in infra/observability.json: an object written into the
         // string is not evaluated, only its ${…} is; the result is JSON text holding
         // an object where a string belongs, which the dashboard check then refuses.
-        let template = with_resource(
-            "Thing",
-            json!({ "Body": { "Fn::Sub": "[\"StreamName\",{\"Fn::Sub\":\"${Prefix}-files\"}]" } }),
-        );
-        let rendered = render_with(template, &subnets(), &BTreeMap::new()).expect("renders");
-        assert_eq!(
-            properties(&rendered, "Thing")["Body"],
-            json!("[\"StreamName\",{\"Fn::Sub\":\"gaming-files\"}]")
-        );
+        let thing =
+            render_thing(json!({ "Body": { "Fn::Sub": "[\"StreamName\",{\"Fn::Sub\":\"${Prefix}-files\"}]" } }));
+        assert_eq!(thing["Body"], json!("[\"StreamName\",{\"Fn::Sub\":\"gaming-files\"}]"));
     }
 
     #[test]

@@ -21,5 +21,35 @@ pub mod player_state;
 mod scan;
 pub mod transitions;
 
+use pipeline_runtime::config::parse_resource_name;
+use pipeline_runtime::resources::TableSpec;
+
 /// The IAM actions of the reads of this crate.
 pub const IAM_ACTIONS: &[&str] = &["dynamodb:Scan"];
+
+/// The three tables' names: settings of every program that writes or creates them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TableNames {
+    /// DynamoDB table with each present player's level (must have a NEW_AND_OLD_IMAGES stream).
+    #[arg(long, env = "PLAYER_STATE_TABLE", default_value = "PlayerState", value_parser = parse_resource_name)]
+    pub player_state_table: String,
+
+    /// DynamoDB table with the player count of each level.
+    #[arg(long, env = "LEVEL_STATE_TABLE", default_value = "LevelState", value_parser = parse_resource_name)]
+    pub level_state_table: String,
+
+    /// DynamoDB table with level-to-level transition counts per time bucket.
+    #[arg(long, env = "TRANSITIONS_TABLE", default_value = "Transitions", value_parser = parse_resource_name)]
+    pub transitions_table: String,
+}
+
+impl TableNames {
+    /// The three tables' shapes under these names.
+    pub fn specs(&self) -> [TableSpec; 3] {
+        [
+            player_state::spec(&self.player_state_table),
+            level_state::spec(&self.level_state_table),
+            transitions::spec(&self.transitions_table),
+        ]
+    }
+}

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use clap::Args;
+use live_state::TableNames;
 use pipeline_runtime::AwsClients;
 use pipeline_runtime::config::parse_resource_name;
 use pipeline_runtime::resources::{Resource, TableSpec};
@@ -63,17 +64,8 @@ pub struct SetupArgs {
     #[arg(long, env = "BUCKET", value_parser = parse_resource_name)]
     pub bucket: String,
 
-    /// DynamoDB table with each present player's level.
-    #[arg(long, env = "PLAYER_STATE_TABLE", default_value = "PlayerState", value_parser = parse_resource_name)]
-    pub player_state_table: String,
-
-    /// DynamoDB table with the player count of each level.
-    #[arg(long, env = "LEVEL_STATE_TABLE", default_value = "LevelState", value_parser = parse_resource_name)]
-    pub level_state_table: String,
-
-    /// DynamoDB table with level-to-level transition counts per time bucket.
-    #[arg(long, env = "TRANSITIONS_TABLE", default_value = "Transitions", value_parser = parse_resource_name)]
-    pub transitions_table: String,
+    #[command(flatten)]
+    pub tables: TableNames,
 
     /// Lease table of the s3-connector.
     #[arg(long, env = "S3_CONNECTOR_LEASE_TABLE", default_value = "s3-connector", value_parser = parse_resource_name)]
@@ -129,21 +121,23 @@ impl SetupArgs {
                 },
             ],
             bucket: self.bucket.clone(),
-            tables: vec![
-                live_state::player_state::spec(&self.player_state_table),
-                live_state::level_state::spec(&self.level_state_table),
-                live_state::transitions::spec(&self.transitions_table),
-                TableSpec::lease_table(&self.s3_connector_lease_table),
-                TableSpec::worker_table(&self.s3_connector_lease_table),
-                TableSpec::lease_table(&self.redshift_connector_lease_table),
-                TableSpec::worker_table(&self.redshift_connector_lease_table),
-                TableSpec::lease_table(&self.cron_connector_lease_table),
-                TableSpec::lease_table(&self.player_state_lease_table),
-                TableSpec::worker_table(&self.player_state_lease_table),
-                TableSpec::lease_table(&self.level_state_lease_table),
-                TableSpec::worker_table(&self.level_state_lease_table),
-                TableSpec::lease_table(&self.pruner_lease_table),
-            ],
+            tables: self
+                .tables
+                .specs()
+                .into_iter()
+                .chain([
+                    TableSpec::lease_table(&self.s3_connector_lease_table),
+                    TableSpec::worker_table(&self.s3_connector_lease_table),
+                    TableSpec::lease_table(&self.redshift_connector_lease_table),
+                    TableSpec::worker_table(&self.redshift_connector_lease_table),
+                    TableSpec::lease_table(&self.cron_connector_lease_table),
+                    TableSpec::lease_table(&self.player_state_lease_table),
+                    TableSpec::worker_table(&self.player_state_lease_table),
+                    TableSpec::lease_table(&self.level_state_lease_table),
+                    TableSpec::worker_table(&self.level_state_lease_table),
+                    TableSpec::lease_table(&self.pruner_lease_table),
+                ])
+                .collect(),
         }
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use event_model::Rules;
-use live_state::{level_state, player_state, transitions};
+use live_state::TableNames;
 use pipeline_runtime::ServiceContext;
 use pipeline_runtime::config::{FutureWindowArgs, parse_resource_name};
 use pipeline_runtime::resources::Resource;
@@ -45,17 +45,8 @@ pub struct Config {
     #[arg(long, env = "SSE_KMS_KEY_ID")]
     pub sse_kms_key_id: Option<String>,
 
-    /// DynamoDB table with each present player's level (must have a NEW_AND_OLD_IMAGES stream).
-    #[arg(long, env = "PLAYER_STATE_TABLE", default_value = "PlayerState", value_parser = parse_resource_name)]
-    pub player_state_table: String,
-
-    /// DynamoDB table with the player count of each level.
-    #[arg(long, env = "LEVEL_STATE_TABLE", default_value = "LevelState", value_parser = parse_resource_name)]
-    pub level_state_table: String,
-
-    /// DynamoDB table with level-to-level transition counts per time bucket.
-    #[arg(long, env = "TRANSITIONS_TABLE", default_value = "Transitions", value_parser = parse_resource_name)]
-    pub transitions_table: String,
+    #[command(flatten)]
+    pub tables: TableNames,
 
     /// Lease table of the events stage (telemetry shards); created if missing.
     #[arg(long, env = "PLAYER_STATE_LEASE_TABLE", default_value = "player-state", value_parser = parse_resource_name)]
@@ -135,17 +126,17 @@ impl Config {
 
     /// What must exist before the worker starts.
     pub fn resources(&self) -> Vec<Resource> {
-        vec![
+        [
             Resource::Stream {
                 name: self.telemetry_stream.clone(),
             },
             Resource::Bucket {
                 name: self.bucket.clone(),
             },
-            Resource::Table(player_state::spec(&self.player_state_table)),
-            Resource::Table(level_state::spec(&self.level_state_table)),
-            Resource::Table(transitions::spec(&self.transitions_table)),
         ]
+        .into_iter()
+        .chain(self.tables.specs().map(Resource::Table))
+        .collect()
     }
 
     fn idle_timeout(&self) -> Duration {
@@ -169,7 +160,7 @@ impl Config {
     pub fn events_stage(&self, context: &ServiceContext) -> EventsStage {
         EventsStage {
             dynamodb: context.aws.dynamodb(),
-            table: self.player_state_table.clone(),
+            table: self.tables.player_state_table.clone(),
             rules: Rules {
                 future_window_ms: self.future_window.millis(),
                 ..Rules::default()
@@ -187,8 +178,8 @@ impl Config {
     pub fn level_stage(&self, context: &ServiceContext) -> LevelStage {
         LevelStage {
             dynamodb: context.aws.dynamodb(),
-            level_table: self.level_state_table.clone(),
-            transitions_table: self.transitions_table.clone(),
+            level_table: self.tables.level_state_table.clone(),
+            transitions_table: self.tables.transitions_table.clone(),
             bucket: Duration::from_secs(self.transition_bucket_secs),
             transition_ttl: Duration::from_secs(self.transition_ttl_secs),
             quarantine: self.quarantine(level_stage::APPLICATION, context),
@@ -201,8 +192,8 @@ impl Config {
         let consumer = self.runtime.consumer.config(pruner::APPLICATION);
         Pruner {
             dynamodb: context.aws.dynamodb(),
-            table: self.player_state_table.clone(),
-            level_state_table: self.level_state_table.clone(),
+            table: self.tables.player_state_table.clone(),
+            level_state_table: self.tables.level_state_table.clone(),
             idle_timeout: self.idle_timeout(),
             interval: Duration::from_secs(self.prune_interval_secs),
             segments: self.prune_segments,

@@ -73,7 +73,7 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
     tracing::info!(
         stages = ?config.stages,
         telemetry_stream = %config.telemetry_stream,
-        player_state_table = %config.player_state_table,
+        player_state_table = %config.tables.player_state_table,
         "running"
     );
     let (events, levels, pruner) = tokio::join!(
@@ -141,7 +141,11 @@ async fn run_events(config: &Config, context: &ServiceContext, stop: &Cancellati
 async fn run_levels(config: &Config, context: &ServiceContext, stop: &CancellationToken) -> Result<(), Error> {
     let dynamodb = context.aws.dynamodb();
     let found = retry(&RetryPolicy::START, stop, || {
-        DynamoDbStreamSource::for_table(&dynamodb, context.aws.dynamodb_streams(), &config.player_state_table)
+        DynamoDbStreamSource::for_table(
+            &dynamodb,
+            context.aws.dynamodb_streams(),
+            &config.tables.player_state_table,
+        )
     })
     .await;
     let source = match found {

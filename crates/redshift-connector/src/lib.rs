@@ -59,7 +59,7 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
     resources::require(&context.aws, &config.resources())
         .await
         .map_err(StreamServiceError::from)?;
-    warehouse::check_max_files(config.max_files()).map_err(Error::LoadTooLarge)?;
+    warehouse::check_max_files(config.max_files(), false).map_err(Error::LoadTooLarge)?;
     let Some(sink) = connect(&config, &context).await? else {
         return Ok(());
     };

@@ -193,10 +193,11 @@ impl Loader {
                 m.count(names::ROWS_STAGED, report.rows_staged, &[]);
                 m.count(names::DUPLICATES_IN_BATCH, report.duplicates_in_batch, &[]);
                 m.count(names::DUPLICATES_IN_TABLE, report.duplicates_in_table, &[]);
+                m.count(names::ROWS_FORGOTTEN, report.rows_forgotten, &[]);
                 m.count(names::ROWS_INSERTED, report.rows_inserted, &[]);
                 m.timing(names::LOAD_LATENCY, started.elapsed(), &[]);
                 tracing::info!(manifest = %batch.manifest_key, files = batch.files.len(), rows_inserted = report.rows_inserted,
-                    duplicates_in_batch = report.duplicates_in_batch, duplicates_in_table = report.duplicates_in_table, "batch loaded");
+                    duplicates_in_batch = report.duplicates_in_batch, duplicates_in_table = report.duplicates_in_table, rows_forgotten = report.rows_forgotten, "batch loaded");
                 load.succeeded(Instant::now());
                 return Ok(Loaded::Committed);
             }

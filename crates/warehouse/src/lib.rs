@@ -38,6 +38,9 @@ pub struct LoadBatch {
     pub files: Vec<FilePointer>,
     /// Where the batch's COPY manifest is (written before the load).
     pub manifest_key: String,
+    /// Load the files even when `loaded_files` lists them (a backfill into a truncated
+    /// `events` table): the event-id dedupe still drops every row the table holds.
+    pub reload: bool,
 }
 
 /// What a load did.
@@ -51,19 +54,54 @@ pub struct LoadReport {
     pub duplicates_in_batch: u64,
     /// Event ids the table already had.
     pub duplicates_in_table: u64,
+    /// Rows of forgotten players (`forgotten_clients`), dropped.
+    pub rows_forgotten: u64,
     pub rows_inserted: u64,
 }
 
 impl LoadReport {
     /// Records what a committed load of `files` files did, from the rows it `staged`,
-    /// the `distinct` event ids among them and the rows it `inserted`.
-    pub fn count_rows(&mut self, files: usize, staged: i64, distinct: i64, inserted: i64) {
+    /// the rows of forgotten players it dropped from them, the `distinct` event ids
+    /// among the rest and the rows it `inserted`.
+    pub fn count_rows(&mut self, files: usize, staged: i64, forgotten: i64, distinct: i64, inserted: i64) {
         self.files_loaded = files as u64;
         self.rows_staged = u64::try_from(staged).unwrap_or(0);
-        self.duplicates_in_batch = u64::try_from(staged - distinct).unwrap_or(0);
+        self.rows_forgotten = u64::try_from(forgotten).unwrap_or(0);
+        self.duplicates_in_batch = u64::try_from(staged - forgotten - distinct).unwrap_or(0);
         self.rows_inserted = u64::try_from(inserted).unwrap_or(0);
         self.duplicates_in_table = u64::try_from(distinct - inserted).unwrap_or(0);
     }
+
+    /// Adds another load's counts (a backfill's total).
+    pub fn add(&mut self, other: &LoadReport) {
+        self.files_loaded += other.files_loaded;
+        self.files_skipped += other.files_skipped;
+        self.rows_staged += other.rows_staged;
+        self.duplicates_in_batch += other.duplicates_in_batch;
+        self.duplicates_in_table += other.duplicates_in_table;
+        self.rows_forgotten += other.rows_forgotten;
+        self.rows_inserted += other.rows_inserted;
+    }
+}
+
+/// Players erased from the warehouse ([`Warehouse::forget`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    /// Their events deleted from `events`.
+    pub events_deleted: u64,
+}
+
+/// Whether `client_id` is what the warehouse stores as one: a hyphenated UUID in lower
+/// case (the event model's normal form).
+pub fn is_client_id(client_id: &str) -> bool {
+    client_id.len() == 36
+        && client_id.bytes().enumerate().all(|(i, b)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                b == b'-'
+            } else {
+                matches!(b, b'0'..=b'9' | b'a'..=b'f')
+            }
+        })
 }
 
 /// Why the warehouse refused or failed. Every error has a kind ([`Classified`]):
@@ -330,6 +368,35 @@ impl Warehouse {
         }
     }
 
+    /// Erases players: records each in `forgotten_clients` (every later load drops
+    /// their rows) and deletes their events, in one transaction that loads wait for.
+    /// At most [`sql::MAX_CLIENTS_PER_FORGET`] ids, each a client id ([`is_client_id`]).
+    pub async fn forget(&self, client_ids: &[String]) -> Result<Forgotten, WarehouseError> {
+        if let Some(bad) = client_ids.iter().find(|id| !is_client_id(id)) {
+            return Err(WarehouseError::Refused(format!(
+                "{bad:?} is not a client id (a lower-case hyphenated UUID)"
+            )));
+        }
+        if client_ids.len() > sql::MAX_CLIENTS_PER_FORGET {
+            return Err(WarehouseError::Refused(format!(
+                "{} client ids in one call: at most {}",
+                client_ids.len(),
+                sql::MAX_CLIENTS_PER_FORGET
+            )));
+        }
+        if client_ids.is_empty() {
+            return Ok(Forgotten::default());
+        }
+        let statements = sql::forget_clients(self.dialect(), client_ids);
+        let deleted = match self {
+            Warehouse::Postgres(w) => w.transaction(&statements).await?,
+            Warehouse::RedshiftData(w) => w.transaction(statements).await?,
+        };
+        Ok(Forgotten {
+            events_deleted: u64::try_from(deleted).unwrap_or(0),
+        })
+    }
+
     /// Runs a read-only query with bound parameters; every column is a BIGINT.
     pub async fn select(&self, query: &query::Query) -> Result<Vec<Vec<i64>>, WarehouseError> {
         match self {
@@ -362,6 +429,20 @@ impl Warehouse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_id_is_a_lower_case_hyphenated_uuid() {
+        assert!(is_client_id("0f8fad5b-d9cb-469f-a165-70867728950e"));
+        for not in [
+            "0F8FAD5B-D9CB-469F-A165-70867728950E",
+            "0f8fad5bd9cb469fa16570867728950e",
+            "0f8fad5b-d9cb-469f-a165-70867728950",
+            "0f8fad5b-d9cb-469f-a165-70867728950'",
+            "",
+        ] {
+            assert!(!is_client_id(not), "{not}");
+        }
+    }
 
     #[test]
     fn sqlstates_are_classified_by_code_and_class() {
@@ -460,6 +541,7 @@ mod tests {
             bucket: "lake".into(),
             files: keys.iter().map(|k| pointer((*k).clone())).collect(),
             manifest_key: "manifests/1-2.manifest".into(),
+            reload: false,
         };
         assert!(check_keys(&batch(&[&longest])).is_ok());
         let error = check_keys(&batch(&[&longest, &too_long])).expect_err("refused");

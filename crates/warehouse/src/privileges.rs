@@ -15,13 +15,13 @@
 //! Creating the users is the administrator's (docs/deploy.md, "Warehouse users").
 
 use crate::query::Query;
-use crate::schema::{Dialect, EVENTS, LOADED_FILES, SCHEMA_VERSION};
+use crate::schema::{Dialect, EVENTS, FORGOTTEN_CLIENTS, LOADED_FILES, SCHEMA_VERSION};
 
 /// A warehouse user that gets grants from the owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grantee {
     /// Loads batches: reads `events` (dedupe) and appends to it, reads, locks and
-    /// appends to `loaded_files`, reads `schema_version`.
+    /// appends to `loaded_files`, reads `schema_version` and `forgotten_clients`.
     Loader,
     /// Reads every table.
     Reader,
@@ -59,9 +59,11 @@ pub fn grants(dialect: Dialect, grantee: Grantee, name: &str) -> Vec<String> {
             // no statement of the loader updates a row.
             format!("GRANT SELECT, INSERT, UPDATE ON {LOADED_FILES} TO {user}"),
             format!("GRANT SELECT ON {SCHEMA_VERSION} TO {user}"),
+            // Each load drops the rows of forgotten players.
+            format!("GRANT SELECT ON {FORGOTTEN_CLIENTS} TO {user}"),
         ]),
         Grantee::Reader => statements.push(format!(
-            "GRANT SELECT ON {EVENTS}, {LOADED_FILES}, {SCHEMA_VERSION} TO {user}"
+            "GRANT SELECT ON {EVENTS}, {LOADED_FILES}, {SCHEMA_VERSION}, {FORGOTTEN_CLIENTS} TO {user}"
         )),
     }
     statements
@@ -125,10 +127,13 @@ mod tests {
         let loader = grants(Dialect::Redshift, Grantee::Loader, "IAMR:loader").join(";\n");
         assert!(loader.contains("GRANT SELECT, INSERT ON events TO \"IAMR:loader\""));
         assert!(loader.contains("GRANT SELECT, INSERT, UPDATE ON loaded_files"));
+        assert!(loader.contains("GRANT SELECT ON forgotten_clients"));
         assert!(!loader.contains("DELETE") && !loader.contains("SCHEMA"));
         let reader = grants(Dialect::Postgres, Grantee::Reader, "reader").join(";\n");
         assert!(reader.contains("GRANT USAGE ON SCHEMA"));
-        assert!(reader.contains("GRANT SELECT ON events, loaded_files, schema_version TO \"reader\""));
+        assert!(
+            reader.contains("GRANT SELECT ON events, loaded_files, schema_version, forgotten_clients TO \"reader\"")
+        );
         assert!(!reader.contains("INSERT"));
     }
 }

@@ -33,6 +33,9 @@ pub const COLUMNS: [&str; 11] = [
 pub const EVENTS: &str = "events";
 pub const LOADED_FILES: &str = "loaded_files";
 pub const SCHEMA_VERSION: &str = "schema_version";
+/// Players erased on request (`pipelinectl forget`): every load drops their rows
+/// before inserting, so a replayed pointer or a backfill cannot bring them back.
+pub const FORGOTTEN_CLIENTS: &str = "forgotten_clients";
 
 fn events_table(dialect: Dialect) -> String {
     let body = "CREATE TABLE IF NOT EXISTS events (
@@ -74,7 +77,18 @@ pub fn migrations(dialect: Dialect) -> Vec<Vec<String>> {
             "CREATE UNIQUE INDEX IF NOT EXISTS loaded_files_key ON loaded_files (file_key)".to_string(),
         ]);
     }
-    vec![first]
+    let mut tombstones = vec![format!(
+        "CREATE TABLE IF NOT EXISTS {FORGOTTEN_CLIENTS} (
+    client_id CHAR(36) NOT NULL,
+    forgotten_at TIMESTAMP NOT NULL
+)"
+    )];
+    if dialect == Dialect::Postgres {
+        tombstones.push(format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS forgotten_clients_id ON {FORGOTTEN_CLIENTS} (client_id)"
+        ));
+    }
+    vec![first, tombstones]
 }
 
 /// The schema version table itself (created before any migration).
@@ -100,6 +114,16 @@ mod tests {
         let postgres = migrations(Dialect::Postgres).concat().join(";\n");
         assert!(!postgres.contains("DISTKEY"));
         assert!(postgres.contains("CREATE INDEX IF NOT EXISTS events_time_type"));
+    }
+
+    #[test]
+    fn the_tombstone_table_is_a_migration_of_its_own() {
+        for dialect in [Dialect::Redshift, Dialect::Postgres] {
+            let migrations = migrations(dialect);
+            assert_eq!(migrations.len(), 2);
+            assert!(!migrations[0].concat().contains(FORGOTTEN_CLIENTS));
+            assert!(migrations[1][0].starts_with("CREATE TABLE IF NOT EXISTS forgotten_clients"));
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! agree; where they do not, the difference is spelled out here and nowhere else.
 
 use crate::query::{Query, Value};
-use crate::schema::{COLUMNS, Dialect};
+use crate::schema::{COLUMNS, Dialect, FORGOTTEN_CLIENTS};
 
 fn column_list() -> String {
     COLUMNS.join(", ")
@@ -34,6 +34,9 @@ pub const POSTGRES_LOAD_MEMORY: &str = "SET LOCAL work_mem = '256MB'";
 /// (A DISTINCT subquery hashes; `COUNT(DISTINCT …)` sorts.)
 pub const STAGED_COUNTS: &str =
     "SELECT (SELECT COUNT(*) FROM staging), (SELECT COUNT(*) FROM (SELECT DISTINCT event_id FROM staging) AS d)";
+
+/// Drops the staged rows of forgotten players, before anything counts or inserts them.
+pub const DROP_FORGOTTEN: &str = "DELETE FROM staging WHERE client_id IN (SELECT client_id FROM forgotten_clients)";
 
 /// The first arrival of each event id in staging, as `s`.
 fn first_copies(columns: &str) -> String {
@@ -179,6 +182,47 @@ pub fn loaded_among(keys: &[String]) -> Vec<String> {
             format!("{LOADED_AMONG}{})", list.join(", "))
         })
         .collect()
+}
+
+const UNRECORD_FILES: &str = "DELETE FROM loaded_files WHERE file_key IN (";
+
+/// Forgets that `keys` were loaded (a reload: the load records them again): one
+/// DELETE per [`KEYS_PER_LOADED_QUERY`] keys, run in the load's transaction.
+pub fn unrecord_files(keys: &[String]) -> Vec<String> {
+    keys.chunks(KEYS_PER_LOADED_QUERY)
+        .map(|chunk| {
+            let list: Vec<String> = chunk.iter().map(|k| literal(k)).collect();
+            format!("{UNRECORD_FILES}{})", list.join(", "))
+        })
+        .collect()
+}
+
+/// The most client ids one [`forget_clients`] call takes: their statements stay far
+/// under [`MAX_STATEMENT_CHARS`] whatever the ids are.
+pub const MAX_CLIENTS_PER_FORGET: usize = 500;
+
+/// The statements erasing `client_ids` (each already checked to be a hyphenated UUID,
+/// at most [`MAX_CLIENTS_PER_FORGET`] of them), in transaction order: serialize with
+/// loads (a load that staged a player's rows commits before, one that starts after sees
+/// the tombstone), record each id not yet recorded, delete their events. The last
+/// statement's row count is the events deleted.
+pub fn forget_clients(dialect: Dialect, client_ids: &[String]) -> Vec<String> {
+    let ids: Vec<String> = client_ids.iter().map(|id| literal(id)).collect();
+    let listed = ids
+        .iter()
+        .map(|id| format!("SELECT CAST({id} AS CHAR(36)) AS client_id"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    vec![
+        lock_loaded_files(dialect).to_string(),
+        format!(
+            "INSERT INTO {FORGOTTEN_CLIENTS} (client_id, forgotten_at) \
+             SELECT DISTINCT ids.client_id, {} FROM ({listed}) AS ids \
+             WHERE ids.client_id NOT IN (SELECT client_id FROM {FORGOTTEN_CLIENTS})",
+            now_utc(dialect)
+        ),
+        format!("DELETE FROM events WHERE client_id IN ({})", ids.join(", ")),
+    ]
 }
 
 /// Redshift: the first error SYS_LOAD_ERROR_DETAIL (provisioned and Serverless alike)
@@ -377,6 +421,30 @@ mod tests {
         assert_eq!(redshift[0], format!("'{}', 18446744073709551615, NOW", layout[0].0));
         assert!(record_files(Dialect::Redshift, &[]).is_empty());
         assert!(loaded_among(&[]).is_empty());
+    }
+
+    #[test]
+    fn forgetting_records_each_id_once_then_deletes_under_the_load_lock() {
+        let ids = ["0f8fad5b-d9cb-469f-a165-70867728950e".to_string(), "it's".to_string()];
+        for dialect in [Dialect::Redshift, Dialect::Postgres] {
+            let statements = forget_clients(dialect, &ids);
+            assert_eq!(statements[0], lock_loaded_files(dialect));
+            assert!(statements[1].contains("'it''s'"), "ids are literals: {}", statements[1]);
+            assert!(statements[1].contains("NOT IN (SELECT client_id FROM forgotten_clients)"));
+            assert_eq!(
+                statements[2],
+                "DELETE FROM events WHERE client_id IN ('0f8fad5b-d9cb-469f-a165-70867728950e', 'it''s')"
+            );
+        }
+        let most: Vec<String> = (0..MAX_CLIENTS_PER_FORGET).map(|_| "'".repeat(36)).collect();
+        for statement in forget_clients(Dialect::Redshift, &most) {
+            assert!(statement.chars().count() < MAX_STATEMENT_CHARS);
+        }
+        let keys = ["events/a.gzip".to_string()];
+        assert_eq!(
+            unrecord_files(&keys),
+            ["DELETE FROM loaded_files WHERE file_key IN ('events/a.gzip')"]
+        );
     }
 
     #[test]

@@ -52,6 +52,8 @@ struct Fixture {
     warehouse: Warehouse,
     /// As maintenance (the cron-connector's user), in the same session time zone.
     maintenance: Warehouse,
+    /// As the schema's owner (`pipelinectl`).
+    owner: Warehouse,
     sql: tokio_postgres::Client,
 }
 
@@ -80,15 +82,23 @@ async fn fixture_in_time_zone(zone: Option<&str>) -> Fixture {
         aws.s3(),
     ));
     let owner = Warehouse::Postgres(PostgresWarehouse::new(&schema.url, Tls::Disable, aws.s3()));
-    assert_eq!(owner.migrate().await.expect("migrate again"), 1, "idempotent");
+    assert_eq!(
+        owner.migrate().await.expect("migrate again"),
+        owner.schema_needed(),
+        "idempotent"
+    );
     let warehouse = Warehouse::Postgres(PostgresWarehouse::new(&url, Tls::Disable, aws.s3()));
-    assert_eq!(warehouse.check_schema().await.expect("the loader sees the schema"), 1);
+    assert_eq!(
+        warehouse.check_schema().await.expect("the loader sees the schema"),
+        owner.schema_needed()
+    );
     let sql = schema.sql;
     Fixture {
         aws,
         bucket,
         warehouse,
         maintenance,
+        owner,
         sql,
     }
 }
@@ -99,6 +109,7 @@ impl Fixture {
             bucket: self.bucket.clone(),
             files: files.iter().map(|f| (*f).clone()).collect(),
             manifest_key: "manifests/test.manifest".into(),
+            reload: false,
         }
     }
 
@@ -169,6 +180,82 @@ async fn loads_are_exactly_once_across_duplicates_and_replays() {
         .expect("row")
         .get(0);
     assert_eq!(ts, ARRIVAL, "timestamps are UTC milliseconds");
+}
+
+fn event_of(client_id: &str, ts: i64) -> Vec<u8> {
+    serde_json::json!({
+        "event_id": uuid::Uuid::new_v4().to_string(),
+        "client_id": client_id,
+        "app_name": "SampleGame",
+        "event_version": "1.0",
+        "event_type": "player_death",
+        "event_timestamp": ts,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_player_is_deleted_and_no_load_or_reload_brings_them_back() {
+    let f = fixture().await;
+    let [gone, kept] = [ids(1).remove(0), ids(1).remove(0)];
+    let mut lines: Vec<Vec<u8>> = (0..7).map(|i| event_of(&gone, ARRIVAL - 100 + i)).collect();
+    lines.extend((0..5).map(|i| event_of(&kept, ARRIVAL - 100 + i)));
+    let file = batch_file(&f.aws, &f.bucket, "events/2026/01/01/00/1-12.gzip", &lines).await;
+    f.warehouse.load(&f.batch(&[&file])).await.expect("load");
+
+    let denied = f
+        .warehouse
+        .forget(std::slice::from_ref(&gone))
+        .await
+        .expect_err("the loader may not erase");
+    assert_eq!(denied.kind(), ErrorKind::Fatal, "{denied}");
+    let forgotten = f.owner.forget(std::slice::from_ref(&gone)).await.expect("forget");
+    assert_eq!(forgotten.events_deleted, 7);
+    let again = f.owner.forget(std::slice::from_ref(&gone)).await.expect("forget again");
+    assert_eq!(again.events_deleted, 0);
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM forgotten_clients").await,
+        1,
+        "one tombstone per player"
+    );
+    let not_an_id = f
+        .owner
+        .forget(&["x' OR '1'='1".to_string()])
+        .await
+        .expect_err("refused");
+    assert!(matches!(not_an_id, WarehouseError::Refused(_)), "{not_an_id}");
+
+    // A replayed pointer is skipped; a reload (the owner's: it rewrites loaded_files)
+    // stages the file again and drops their rows.
+    let replay = f.warehouse.load(&f.batch(&[&file])).await.expect("replay");
+    assert_eq!((replay.files_skipped, replay.rows_inserted), (1, 0));
+    let mut reload = f.batch(&[&file]);
+    reload.reload = true;
+    let denied = f.warehouse.load(&reload).await.expect_err("the loader may not reload");
+    assert_eq!(denied.kind(), ErrorKind::Fatal, "{denied}");
+    let report = f.owner.load(&reload).await.expect("reload");
+    assert_eq!(
+        (
+            report.rows_staged,
+            report.rows_forgotten,
+            report.duplicates_in_table,
+            report.rows_inserted
+        ),
+        (12, 7, 5, 0)
+    );
+    // Into an emptied table (loaded_files kept): only the kept player comes back.
+    f.sql.batch_execute("TRUNCATE events").await.expect("truncate");
+    let report = f.owner.load(&reload).await.expect("reload into an empty table");
+    assert_eq!((report.rows_forgotten, report.rows_inserted), (7, 5));
+    assert_eq!(f.count("SELECT COUNT(*) FROM loaded_files").await, 1, "recorded once");
+    let gone_rows: i64 = f
+        .sql
+        .query_one("SELECT COUNT(*) FROM events WHERE client_id = $1", &[&gone])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(gone_rows, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

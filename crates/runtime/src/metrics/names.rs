@@ -76,6 +76,8 @@ pub const ROWS_STAGED: &str = "RowsStaged";
 pub const ROWS_INSERTED: &str = "RowsInserted";
 pub const DUPLICATES_IN_BATCH: &str = "DuplicatesInBatch";
 pub const DUPLICATES_IN_TABLE: &str = "DuplicatesInTable";
+/// Rows of players erased by `pipelinectl forget` that a load dropped.
+pub const ROWS_FORGOTTEN: &str = "RowsForgotten";
 pub const LOAD_LATENCY: &str = "LoadLatency";
 pub const LOAD_FAILURES: &str = "LoadFailures";
 pub const PENDING_FILES: &str = "PendingFiles";
@@ -181,6 +183,7 @@ pub const CATALOGUE: &[Emitted] = &[
     by(ROWS_INSERTED, REDSHIFT, PLAIN),
     by(DUPLICATES_IN_BATCH, REDSHIFT, PLAIN),
     by(DUPLICATES_IN_TABLE, REDSHIFT, PLAIN),
+    by(ROWS_FORGOTTEN, REDSHIFT, PLAIN),
     by(LOAD_LATENCY, REDSHIFT, PLAIN),
     by(LOAD_FAILURES, REDSHIFT, &[&[KIND], &[]]),
     by(PENDING_FILES, REDSHIFT, PLAIN),

@@ -189,6 +189,35 @@ impl PostgresWarehouse {
         Ok(u32::try_from(migrations.len()).unwrap_or(u32::MAX))
     }
 
+    /// Runs statements as one transaction; answers the last one's row count.
+    pub async fn transaction(&self, statements: &[String]) -> Result<i64, WarehouseError> {
+        let _one_at_a_time = self.loading.lock().await;
+        let client = self.transaction_client().await?;
+        let result = async {
+            let begin = "BEGIN";
+            client
+                .batch_execute(begin)
+                .await
+                .map_err(|e| WarehouseError::postgres(begin, &e))?;
+            let mut rows = 0;
+            for statement in statements {
+                rows = client
+                    .execute(statement.as_str(), &[])
+                    .await
+                    .map_err(|e| WarehouseError::postgres(statement, &e))?;
+            }
+            let commit = "COMMIT";
+            client
+                .batch_execute(commit)
+                .await
+                .map_err(|e| WarehouseError::postgres(commit, &e))?;
+            Ok(i64::try_from(rows).unwrap_or(i64::MAX))
+        }
+        .await;
+        self.end_transaction(&client, &result).await;
+        result
+    }
+
     pub async fn execute(&self, statement: &str) -> Result<(), WarehouseError> {
         let _one_at_a_time = self.loading.lock().await;
         let client = self.session().await?;
@@ -276,7 +305,12 @@ impl PostgresWarehouse {
         let keys: Vec<String> = batch.files.iter().map(|f| f.key.clone()).collect();
         let mut report = LoadReport::default();
         let mut loaded: Vec<String> = Vec::new();
-        for query in sql::loaded_among(&keys) {
+        let skip_loaded = if batch.reload {
+            Vec::new()
+        } else {
+            sql::loaded_among(&keys)
+        };
+        for query in skip_loaded {
             for row in client
                 .query(&query, &[])
                 .await
@@ -345,6 +379,11 @@ impl PostgresWarehouse {
             .await
             .map_err(|e| WarehouseError::postgres(&copy, &e))?;
         let copied = phase.elapsed();
+        let forgotten = client
+            .execute(sql::DROP_FORGOTTEN, &[])
+            .await
+            .map_err(|e| WarehouseError::postgres(sql::DROP_FORGOTTEN, &e))?;
+        let forgotten = i64::try_from(forgotten).unwrap_or(i64::MAX);
         let insert = sql::insert_deduplicated_counted();
         let counts = client
             .query_one(&insert, &[])
@@ -357,7 +396,13 @@ impl PostgresWarehouse {
         };
         let (staged, distinct, inserted) = (count(0)?, count(1)?, count(2)?);
         let deduplicated = phase.elapsed();
-        for record in sql::record_files(Dialect::Postgres, &recorded) {
+        let unrecord = if batch.reload {
+            let keys: Vec<String> = recorded.iter().map(|(key, _)| key.clone()).collect();
+            sql::unrecord_files(&keys)
+        } else {
+            Vec::new()
+        };
+        for record in unrecord.iter().chain(&sql::record_files(Dialect::Postgres, &recorded)) {
             client
                 .batch_execute(&record)
                 .await
@@ -365,7 +410,8 @@ impl PostgresWarehouse {
         }
         run("COMMIT").await?;
         tracing::debug!(?copied, ?deduplicated, committed = ?phase.elapsed(), "load phases (cumulative)");
-        report.count_rows(todo.len(), staged, distinct, inserted);
+        // The counted insert saw staging without the forgotten players' rows.
+        report.count_rows(todo.len(), staged + forgotten, forgotten, distinct, inserted);
         Ok(report)
     }
 }

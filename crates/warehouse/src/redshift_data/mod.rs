@@ -26,28 +26,31 @@ pub use data_api::{IAM_ACTIONS, Target};
 /// BatchExecuteStatement runs at most this many statements.
 pub const MAX_BATCH_STATEMENTS: usize = 40;
 
-/// The statements of a load besides those recording its files (see [`load_statements`]).
-const LOAD_FIXED_STATEMENTS: usize = 6;
+/// The statements of a load besides those recording (and, in a reload, unrecording)
+/// its files (see [`load_statements`]).
+const LOAD_FIXED_STATEMENTS: usize = 7;
 
 /// The most files one load can take: its statements, with one `record_files` INSERT
-/// per [`sql::files_per_record_statement`] files, fit in one BatchExecuteStatement.
-pub const fn max_files_per_load() -> usize {
-    (MAX_BATCH_STATEMENTS - LOAD_FIXED_STATEMENTS) * sql::files_per_record_statement(Dialect::Redshift)
+/// per [`sql::files_per_record_statement`] files (and in a reload one `unrecord_files`
+/// DELETE for as many, which takes more keys), fit in one BatchExecuteStatement.
+pub const fn max_files_per_load(reload: bool) -> usize {
+    let per_chunk = if reload { 2 } else { 1 };
+    (MAX_BATCH_STATEMENTS - LOAD_FIXED_STATEMENTS) / per_chunk * sql::files_per_record_statement(Dialect::Redshift)
 }
 
-/// Whether a load of `max_files` files fits in one BatchExecuteStatement (one
-/// transaction); the message says how many do. A loader checks its batch size with
-/// this at start: the statements are sized for the longest key a batch file can have,
-/// so a size that passes here fits whatever keys come.
-pub fn check_max_files(max_files: usize) -> Result<(), String> {
-    if max_files <= max_files_per_load() {
+/// Whether a load (`reload`: a reload) of `max_files` files fits in one
+/// BatchExecuteStatement (one transaction); the message says how many do. A loader
+/// checks its batch size with this at start: the statements are sized for the longest
+/// key a batch file can have, so a size that passes here fits whatever keys come.
+pub fn check_max_files(max_files: usize, reload: bool) -> Result<(), String> {
+    let most = max_files_per_load(reload);
+    if max_files <= most {
         return Ok(());
     }
-    let statements = LOAD_FIXED_STATEMENTS + max_files.div_ceil(sql::files_per_record_statement(Dialect::Redshift));
     Err(format!(
-        "a load of {max_files} files needs {statements} statements in one transaction, and the Redshift Data \
-         API runs at most {MAX_BATCH_STATEMENTS} in one BatchExecuteStatement: at most {} files fit",
-        max_files_per_load()
+        "a {} of {max_files} files does not fit one transaction: the Redshift Data API runs at most \
+         {MAX_BATCH_STATEMENTS} statements in one BatchExecuteStatement, and at most {most} files fit",
+        if reload { "reload" } else { "load" }
     ))
 }
 
@@ -65,31 +68,40 @@ pub struct RedshiftDataWarehouse {
 pub struct LoadStatements {
     pub sqls: Vec<String>,
     pub copy: usize,
+    pub forgotten: usize,
     pub counts: usize,
     pub insert: usize,
 }
 
-/// The load transaction for files listed in `manifest_url`.
+/// The load transaction for files listed in `manifest_url`; a `reload` first forgets
+/// that they were loaded.
 pub fn load_statements(
     manifest_url: &str,
     jsonpaths_url: &str,
     copy_role_arn: &str,
     files: &[(String, u64)],
+    reload: bool,
 ) -> LoadStatements {
     let mut sqls = vec![
         sql::lock_loaded_files(Dialect::Redshift).to_string(),
         sql::create_staging(Dialect::Redshift).to_string(),
         sql::copy_from_manifest(manifest_url, jsonpaths_url, copy_role_arn),
+        sql::DROP_FORGOTTEN.to_string(),
         sql::STAGED_COUNTS.to_string(),
         sql::insert_deduplicated(),
     ];
+    if reload {
+        let keys: Vec<String> = files.iter().map(|(key, _)| key.clone()).collect();
+        sqls.extend(sql::unrecord_files(&keys));
+    }
     sqls.extend(sql::record_files(Dialect::Redshift, files));
     sqls.push(sql::DROP_STAGING.to_string());
     LoadStatements {
         sqls,
         copy: 2,
-        counts: 3,
-        insert: 4,
+        forgotten: 3,
+        counts: 4,
+        insert: 5,
     }
 }
 
@@ -134,6 +146,14 @@ impl RedshiftDataWarehouse {
         let id = self.api.submit_batch(sqls).await?;
         self.wait(&id, &first).await?.into_result()?;
         Ok(id)
+    }
+
+    /// Runs statements as one transaction; answers the last one's row count.
+    pub async fn transaction(&self, sqls: Vec<String>) -> Result<i64, WarehouseError> {
+        let last = sqls.len().saturating_sub(1);
+        let statement = sqls.last().cloned().unwrap_or_default();
+        let id = self.run(sqls).await?;
+        self.rows_of(&id, last, &statement).await
     }
 
     /// Polls statement `id` (about `statement`, for errors) until it ends; cancels it
@@ -229,11 +249,15 @@ impl RedshiftDataWarehouse {
 
     pub async fn load(&self, batch: &LoadBatch) -> Result<LoadReport, WarehouseError> {
         crate::check_keys(batch)?;
-        check_max_files(batch.files.len()).map_err(WarehouseError::Refused)?;
+        check_max_files(batch.files.len(), batch.reload).map_err(WarehouseError::Refused)?;
         let keys: Vec<String> = batch.files.iter().map(|f| f.key.clone()).collect();
         // Skipping loaded files here saves work; the event-id dedupe inside the
         // transaction is what keeps a racing replay from inserting twice.
-        let loaded = self.select_strings(sql::loaded_among(&keys)).await?;
+        let loaded = if batch.reload {
+            Vec::new()
+        } else {
+            self.select_strings(sql::loaded_among(&keys)).await?
+        };
         let todo: Vec<_> = batch
             .files
             .iter()
@@ -261,6 +285,7 @@ impl RedshiftDataWarehouse {
             &format!("s3://{}/{}", batch.bucket, manifest::JSONPATHS_KEY),
             &self.copy_role_arn,
             &files,
+            batch.reload,
         );
         let copy = statements.sqls[statements.copy].clone();
         let id = self.api.submit_batch(statements.sqls).await?;
@@ -277,10 +302,11 @@ impl RedshiftDataWarehouse {
             failed => failed.into_result()?,
         }
         let staged = self.rows_of(&id, statements.copy, &copy).await?;
+        let forgotten = self.rows_of(&id, statements.forgotten, sql::DROP_FORGOTTEN).await?;
         let counts = self.numbers_of(&id, statements.counts, sql::STAGED_COUNTS).await?;
-        let distinct = counts.get(1).copied().unwrap_or(staged);
+        let distinct = counts.get(1).copied().unwrap_or(staged - forgotten);
         let inserted = self.rows_of(&id, statements.insert, &copy).await?;
-        report.count_rows(todo.len(), staged, distinct, inserted);
+        report.count_rows(todo.len(), staged, forgotten, distinct, inserted);
         Ok(report)
     }
 
@@ -390,18 +416,39 @@ mod tests {
 
     #[test]
     fn a_load_is_one_batch_in_transaction_order() {
-        let statements = load_statements("s3://b/m", "s3://b/j", "arn:role", &[("events/k.gzip".into(), 7)]);
+        let statements = load_statements(
+            "s3://b/m",
+            "s3://b/j",
+            "arn:role",
+            &[("events/k.gzip".into(), 7)],
+            false,
+        );
         assert_eq!(statements.sqls[0], "LOCK loaded_files");
         assert_eq!(statements.sqls[1], "CREATE TEMP TABLE staging (LIKE events)");
         assert!(statements.sqls[statements.copy].starts_with("COPY staging ("));
         assert!(statements.sqls[statements.copy].contains("MANIFEST GZIP JSON 's3://b/j' TIMEFORMAT 'epochmillisecs'"));
+        assert_eq!(statements.sqls[statements.forgotten], sql::DROP_FORGOTTEN);
+        assert!(
+            statements.forgotten < statements.counts,
+            "forgotten players' rows are never counted as staged"
+        );
         assert_eq!(statements.sqls[statements.counts], sql::STAGED_COUNTS);
         assert!(statements.sqls[statements.insert].starts_with("INSERT INTO events"));
         assert_eq!(
-            statements.sqls[5],
+            statements.sqls[6],
             "INSERT INTO loaded_files (file_key, row_count, loaded_at) VALUES ('events/k.gzip', 7, GETDATE())"
         );
         assert_eq!(statements.sqls.last().map(String::as_str), Some("DROP TABLE staging"));
+        let reload = load_statements("s3://b/m", "s3://b/j", "arn:role", &[("events/k.gzip".into(), 7)], true);
+        assert_eq!(
+            reload.sqls[6..8],
+            [
+                "DELETE FROM loaded_files WHERE file_key IN ('events/k.gzip')".to_string(),
+                "INSERT INTO loaded_files (file_key, row_count, loaded_at) VALUES ('events/k.gzip', 7, GETDATE())"
+                    .to_string()
+            ],
+            "a reload records its files again, in the same transaction"
+        );
     }
 
     #[test]
@@ -555,27 +602,28 @@ mod tests {
 
     #[test]
     fn a_ten_thousand_file_load_fits_one_batch_execute_statement() {
-        for n in [1, 10_000, max_files_per_load()] {
-            let files = longest_keys(n);
-            assert!(files.iter().all(|(k, _)| k.len() == sql::MAX_KEY_BYTES));
-            let statements = load_statements("s3://b/manifests/m", "s3://b/j", "arn:role", &files);
-            assert!(
-                statements.sqls.len() <= MAX_BATCH_STATEMENTS,
-                "{n}: {}",
-                statements.sqls.len()
-            );
-            for statement in &statements.sqls {
-                assert!(statement.chars().count() < sql::MAX_STATEMENT_CHARS, "{n}");
+        assert!(sql::KEYS_PER_LOADED_QUERY >= sql::files_per_record_statement(Dialect::Redshift));
+        for reload in [false, true] {
+            let most = max_files_per_load(reload);
+            for n in [1, 5_000, most] {
+                let files = longest_keys(n);
+                assert!(files.iter().all(|(k, _)| k.len() == sql::MAX_KEY_BYTES));
+                let statements = load_statements("s3://b/manifests/m", "s3://b/j", "arn:role", &files, reload);
+                assert!(
+                    statements.sqls.len() <= MAX_BATCH_STATEMENTS,
+                    "{n}: {}",
+                    statements.sqls.len()
+                );
+                for statement in &statements.sqls {
+                    assert!(statement.chars().count() < sql::MAX_STATEMENT_CHARS, "{n}");
+                }
+                let keys: Vec<String> = files.into_iter().map(|(k, _)| k).collect();
+                assert!(sql::loaded_among(&keys).len() <= MAX_BATCH_STATEMENTS, "{n}");
+                assert_eq!(check_max_files(n, reload), Ok(()));
             }
-            let keys: Vec<String> = files.into_iter().map(|(k, _)| k).collect();
-            assert!(sql::loaded_among(&keys).len() <= MAX_BATCH_STATEMENTS, "{n}");
-            assert_eq!(check_max_files(n), Ok(()));
+            let refused = check_max_files(most + 1, reload).expect_err("too many");
+            assert!(refused.ends_with(&format!("at most {most} files fit")), "{refused}");
         }
-        assert!(max_files_per_load() >= 10_000, "{}", max_files_per_load());
-        let refused = check_max_files(max_files_per_load() + 1).expect_err("too many");
-        assert!(
-            refused.ends_with(&format!("at most {} files fit", max_files_per_load())),
-            "{refused}"
-        );
+        assert!(max_files_per_load(false) >= 10_000, "{}", max_files_per_load(false));
     }
 }

@@ -404,9 +404,9 @@ impl PostgresWarehouse {
         };
         for record in unrecord.iter().chain(&sql::record_files(Dialect::Postgres, &recorded)) {
             client
-                .batch_execute(&record)
+                .batch_execute(record)
                 .await
-                .map_err(|e| WarehouseError::postgres(&record, &e))?;
+                .map_err(|e| WarehouseError::postgres(record, &e))?;
         }
         run("COMMIT").await?;
         tracing::debug!(?copied, ?deduplicated, committed = ?phase.elapsed(), "load phases (cumulative)");

@@ -286,7 +286,7 @@ impl Load {
             bucket: bucket.to_string(),
             files: self.files.iter().map(|p| p.pointer.clone()).collect(),
             manifest_key: manifest_key(first.sequence.as_str(), last.sequence.as_str()),
-            reload: false,
+            reload_loaded_before: None,
         })
     }
 
@@ -297,7 +297,7 @@ impl Load {
             bucket: bucket.to_string(),
             files: vec![file.pointer.clone()],
             manifest_key: manifest_key(sequence, sequence),
-            reload: false,
+            reload_loaded_before: None,
         }
     }
 

@@ -92,7 +92,7 @@ async fn main() {
             bucket: bucket.clone(),
             files,
             manifest_key: format!("manifests/bench-{b}.manifest"),
-            reload: false,
+            reload_loaded_before: None,
         };
         let started = Instant::now();
         let report = warehouse.load(&batch).await.expect("load");

@@ -38,9 +38,12 @@ pub struct LoadBatch {
     pub files: Vec<FilePointer>,
     /// Where the batch's COPY manifest is (written before the load).
     pub manifest_key: String,
-    /// Load the files even when `loaded_files` lists them (a backfill into a truncated
-    /// `events` table): the event-id dedupe still drops every row the table holds.
-    pub reload: bool,
+    /// Load the files again when `loaded_files` lists them as loaded before this time
+    /// (ms): a backfill into an `events` table truncated or rebuilt then. The event-id
+    /// dedupe still drops every row the table holds, and files loaded since (by the
+    /// connector or an earlier, interrupted run of the same backfill) are skipped, so
+    /// the backfill resumes where it stopped. Needs DELETE on `loaded_files` (the owner).
+    pub reload_loaded_before: Option<i64>,
 }
 
 /// What a load did.
@@ -541,7 +544,7 @@ mod tests {
             bucket: "lake".into(),
             files: keys.iter().map(|k| pointer((*k).clone())).collect(),
             manifest_key: "manifests/1-2.manifest".into(),
-            reload: false,
+            reload_loaded_before: None,
         };
         assert!(check_keys(&batch(&[&longest])).is_ok());
         let error = check_keys(&batch(&[&longest, &too_long])).expect_err("refused");

@@ -82,7 +82,7 @@ GROUP BY 1, 2";
 
 /// A UTC time as both dialects read a TIMESTAMP literal (text, so the one cast works
 /// with PostgreSQL's inferred parameter type and with the Data API's strings).
-fn timestamp_text(ms: i64) -> String {
+pub(crate) fn timestamp_text(ms: i64) -> String {
     let time = jiff::Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 {
         jiff::Timestamp::MIN
     } else {

@@ -1,7 +1,7 @@
 //! The SQL of a load and of maintenance. One text for both dialects wherever they
 //! agree; where they do not, the difference is spelled out here and nowhere else.
 
-use crate::query::{Query, Value};
+use crate::query::{Query, Value, timestamp_text};
 use crate::schema::{COLUMNS, Dialect, FORGOTTEN_CLIENTS};
 
 fn column_list() -> String {
@@ -168,18 +168,25 @@ pub fn record_files(dialect: Dialect, files: &[(String, u64)]) -> Vec<String> {
 
 const LOADED_AMONG: &str = "SELECT file_key FROM loaded_files WHERE file_key IN (";
 
+/// The longest condition on the load time `loaded_among` adds.
+const MAX_LOADED_SINCE: usize = " AND loaded_at >= CAST('-9999-12-31 23:59:59.999' AS TIMESTAMP)".len();
+
 /// Keys one `loaded_among` query asks about: as many as fit under
 /// [`MAX_STATEMENT_CHARS`] with the longest key.
 pub const KEYS_PER_LOADED_QUERY: usize =
-    (MAX_STATEMENT_CHARS - 1 - LOADED_AMONG.len() - ")".len()) / (MAX_KEY_LITERAL + ", ".len());
+    (MAX_STATEMENT_CHARS - 1 - LOADED_AMONG.len() - ")".len() - MAX_LOADED_SINCE) / (MAX_KEY_LITERAL + ", ".len());
 
-/// Which of `keys` were already loaded: one SELECT per [`KEYS_PER_LOADED_QUERY`] keys
-/// (none for no keys); the answer is the union of their rows.
-pub fn loaded_among(keys: &[String]) -> Vec<String> {
+/// Which of `keys` were already loaded (at or after `loaded_since`, ms, when given):
+/// one SELECT per [`KEYS_PER_LOADED_QUERY`] keys (none for no keys); the answer is the
+/// union of their rows.
+pub fn loaded_among(keys: &[String], loaded_since: Option<i64>) -> Vec<String> {
+    let since = loaded_since
+        .map(|ms| format!(" AND loaded_at >= CAST({} AS TIMESTAMP)", literal(&timestamp_text(ms))))
+        .unwrap_or_default();
     keys.chunks(KEYS_PER_LOADED_QUERY)
         .map(|chunk| {
             let list: Vec<String> = chunk.iter().map(|k| literal(k)).collect();
-            format!("{LOADED_AMONG}{})", list.join(", "))
+            format!("{LOADED_AMONG}{}){since}", list.join(", "))
         })
         .collect()
 }
@@ -397,7 +404,7 @@ mod tests {
         let quotes: Vec<(String, u64)> = (0..10_000).map(|_| ("'".repeat(MAX_KEY_BYTES), u64::MAX)).collect();
         for files in [&layout, &quotes] {
             let keys: Vec<String> = files.iter().map(|(k, _)| k.clone()).collect();
-            let queries = loaded_among(&keys);
+            let queries = loaded_among(&keys, Some(i64::MIN));
             assert!(queries.len() <= 40, "{} queries", queries.len());
             for dialect in [Dialect::Redshift, Dialect::Postgres] {
                 let inserts = record_files(dialect, files);
@@ -412,7 +419,10 @@ mod tests {
             }
         }
         let keys: Vec<String> = layout.iter().map(|(k, _)| k.clone()).collect();
-        let asked: usize = loaded_among(&keys).iter().map(|q| q.matches(".gzip'").count()).sum();
+        let asked: usize = loaded_among(&keys, None)
+            .iter()
+            .map(|q| q.matches(".gzip'").count())
+            .sum();
         assert_eq!(asked, keys.len(), "every key is asked about once");
         let redshift = recorded_rows(Dialect::Redshift, &record_files(Dialect::Redshift, &layout));
         let postgres = recorded_rows(Dialect::Postgres, &record_files(Dialect::Postgres, &layout));
@@ -420,7 +430,13 @@ mod tests {
         assert_eq!(redshift, postgres, "both dialects record the same rows");
         assert_eq!(redshift[0], format!("'{}', 18446744073709551615, NOW", layout[0].0));
         assert!(record_files(Dialect::Redshift, &[]).is_empty());
-        assert!(loaded_among(&[]).is_empty());
+        assert!(loaded_among(&[], None).is_empty());
+        assert_eq!(
+            loaded_among(&["events/k.gzip".to_string()], Some(1_767_225_600_000)),
+            [
+                "SELECT file_key FROM loaded_files WHERE file_key IN ('events/k.gzip') AND loaded_at >= CAST('2026-01-01 00:00:00.000' AS TIMESTAMP)"
+            ]
+        );
     }
 
     #[test]

@@ -109,7 +109,7 @@ impl Fixture {
             bucket: self.bucket.clone(),
             files: files.iter().map(|f| (*f).clone()).collect(),
             manifest_key: "manifests/test.manifest".into(),
-            reload: false,
+            reload_loaded_before: None,
         }
     }
 
@@ -230,11 +230,18 @@ async fn a_forgotten_player_is_deleted_and_no_load_or_reload_brings_them_back() 
     // stages the file again and drops their rows.
     let replay = f.warehouse.load(&f.batch(&[&file])).await.expect("replay");
     assert_eq!((replay.files_skipped, replay.rows_inserted), (1, 0));
-    let mut reload = f.batch(&[&file]);
-    reload.reload = true;
-    let denied = f.warehouse.load(&reload).await.expect_err("the loader may not reload");
+    let reload = |before: i64| LoadBatch {
+        reload_loaded_before: Some(before),
+        ..f.batch(&[&file])
+    };
+    let before = clock::now_ms() + 1;
+    let denied = f
+        .warehouse
+        .load(&reload(before))
+        .await
+        .expect_err("the loader may not reload");
     assert_eq!(denied.kind(), ErrorKind::Fatal, "{denied}");
-    let report = f.owner.load(&reload).await.expect("reload");
+    let report = f.owner.load(&reload(before)).await.expect("reload");
     assert_eq!(
         (
             report.rows_staged,
@@ -244,9 +251,16 @@ async fn a_forgotten_player_is_deleted_and_no_load_or_reload_brings_them_back() 
         ),
         (12, 7, 5, 0)
     );
+    // The same reload again (resumed after a kill) skips what it reloaded.
+    let resumed = f.owner.load(&reload(before)).await.expect("resume");
+    assert_eq!((resumed.files_skipped, resumed.rows_staged), (1, 0));
     // Into an emptied table (loaded_files kept): only the kept player comes back.
     f.sql.batch_execute("TRUNCATE events").await.expect("truncate");
-    let report = f.owner.load(&reload).await.expect("reload into an empty table");
+    let report = f
+        .owner
+        .load(&reload(clock::now_ms() + 1))
+        .await
+        .expect("reload into an empty table");
     assert_eq!((report.rows_forgotten, report.rows_inserted), (7, 5));
     assert_eq!(f.count("SELECT COUNT(*) FROM loaded_files").await, 1, "recorded once");
     let gone_rows: i64 = f

@@ -305,12 +305,7 @@ impl PostgresWarehouse {
         let keys: Vec<String> = batch.files.iter().map(|f| f.key.clone()).collect();
         let mut report = LoadReport::default();
         let mut loaded: Vec<String> = Vec::new();
-        let skip_loaded = if batch.reload {
-            Vec::new()
-        } else {
-            sql::loaded_among(&keys)
-        };
-        for query in skip_loaded {
+        for query in sql::loaded_among(&keys, batch.reload_loaded_before) {
             for row in client
                 .query(&query, &[])
                 .await
@@ -396,7 +391,7 @@ impl PostgresWarehouse {
         };
         let (staged, distinct, inserted) = (count(0)?, count(1)?, count(2)?);
         let deduplicated = phase.elapsed();
-        let unrecord = if batch.reload {
+        let unrecord = if batch.reload_loaded_before.is_some() {
             let keys: Vec<String> = recorded.iter().map(|(key, _)| key.clone()).collect();
             sql::unrecord_files(&keys)
         } else {

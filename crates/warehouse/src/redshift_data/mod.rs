@@ -74,7 +74,7 @@ pub struct LoadStatements {
 }
 
 /// The load transaction for files listed in `manifest_url`; a `reload` first forgets
-/// that they were loaded.
+/// the earlier loads of the files (the ones to load again).
 pub fn load_statements(
     manifest_url: &str,
     jsonpaths_url: &str,
@@ -249,15 +249,14 @@ impl RedshiftDataWarehouse {
 
     pub async fn load(&self, batch: &LoadBatch) -> Result<LoadReport, WarehouseError> {
         crate::check_keys(batch)?;
-        check_max_files(batch.files.len(), batch.reload).map_err(WarehouseError::Refused)?;
+        let reload = batch.reload_loaded_before.is_some();
+        check_max_files(batch.files.len(), reload).map_err(WarehouseError::Refused)?;
         let keys: Vec<String> = batch.files.iter().map(|f| f.key.clone()).collect();
         // Skipping loaded files here saves work; the event-id dedupe inside the
         // transaction is what keeps a racing replay from inserting twice.
-        let loaded = if batch.reload {
-            Vec::new()
-        } else {
-            self.select_strings(sql::loaded_among(&keys)).await?
-        };
+        let loaded = self
+            .select_strings(sql::loaded_among(&keys, batch.reload_loaded_before))
+            .await?;
         let todo: Vec<_> = batch
             .files
             .iter()
@@ -285,7 +284,7 @@ impl RedshiftDataWarehouse {
             &format!("s3://{}/{}", batch.bucket, manifest::JSONPATHS_KEY),
             &self.copy_role_arn,
             &files,
-            batch.reload,
+            reload,
         );
         let copy = statements.sqls[statements.copy].clone();
         let id = self.api.submit_batch(statements.sqls).await?;
@@ -618,7 +617,7 @@ mod tests {
                     assert!(statement.chars().count() < sql::MAX_STATEMENT_CHARS, "{n}");
                 }
                 let keys: Vec<String> = files.into_iter().map(|(k, _)| k).collect();
-                assert!(sql::loaded_among(&keys).len() <= MAX_BATCH_STATEMENTS, "{n}");
+                assert!(sql::loaded_among(&keys, None).len() <= MAX_BATCH_STATEMENTS, "{n}");
                 assert_eq!(check_max_files(n, reload), Ok(()));
             }
             let refused = check_max_files(most + 1, reload).expect_err("too many");

@@ -41,6 +41,19 @@ pub fn quarantine_key(application: &str, arrival_ms: i64, first_sequence: &str, 
     )
 }
 
+/// The hour folders (`<prefix>/YYYY/MM/DD/HH/`) that hold the batch files of `kind`
+/// that arrived in `[since_ms, until_ms)`, oldest first: every hour the range touches.
+pub fn hour_prefixes(kind: BatchKind, since_ms: i64, until_ms: i64) -> Vec<String> {
+    const HOUR_MS: i64 = 3_600_000;
+    let mut prefixes = Vec::new();
+    let mut hour = since_ms.div_euclid(HOUR_MS);
+    while hour.saturating_mul(HOUR_MS) < until_ms {
+        prefixes.push(format!("{}/", hour_folder(kind, hour.saturating_mul(HOUR_MS))));
+        hour += 1;
+    }
+    prefixes
+}
+
 /// `<prefix>/YYYY/MM/DD/HH`, the hour (UTC) of `arrival_ms`.
 fn hour_folder(kind: BatchKind, arrival_ms: i64) -> String {
     let time = Timestamp::from_millisecond(arrival_ms)
@@ -59,6 +72,21 @@ fn hour_folder(kind: BatchKind, arrival_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_range_is_every_hour_folder_it_touches() {
+        // 2024-02-29T23:30Z to 2024-03-01T01:00Z: two hours; the end is exclusive.
+        assert_eq!(
+            hour_prefixes(BatchKind::Events, 1_709_249_400_000, 1_709_254_800_000),
+            ["events/2024/02/29/23/", "events/2024/03/01/00/"]
+        );
+        assert_eq!(
+            hour_prefixes(BatchKind::Errors, 1_709_249_400_000, 1_709_249_400_001),
+            ["errors/2024/02/29/23/"]
+        );
+        assert!(hour_prefixes(BatchKind::Events, 10, 10).is_empty());
+        assert!(hour_prefixes(BatchKind::Events, 10, 0).is_empty());
+    }
 
     #[test]
     fn keys_use_the_utc_hour_of_arrival() {

@@ -22,7 +22,7 @@ pub mod snowplow;
 pub use batch::BatchFile;
 pub use dead_letter::{DEAD_LETTER_PREFIX, DeadLetter};
 pub use event::{Event, Rules, level_id, player_id};
-pub use layout::{BatchKind, batch_key, quarantine_key};
+pub use layout::{BatchKind, batch_key, hour_prefixes, quarantine_key};
 pub use normalization::{Normalization, Normalizations};
 pub use pointer::FilePointer;
 pub use rejected::RejectedRecord;

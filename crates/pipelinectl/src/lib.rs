@@ -7,11 +7,15 @@
 //! - [`level_map`]: a picture of a generated level (a heat map's background);
 //! - [`summary`]: what the pipeline holds end to end, checked against what was sent;
 //! - [`dead_letters`]: the files the warehouse gave up on, listed and redriven;
+//! - [`backfill`]: the lake's events of a time range loaded into the warehouse again;
+//! - [`forget`]: players erased from the warehouse, PlayerState and the lake, with a receipt;
 //! - [`healthcheck`]: whether a service's process answers, for container health checks;
 //! - [`aws`]: every AWS call of those commands but `setup`'s, one function per call.
 
 pub mod aws;
+pub mod backfill;
 pub mod dead_letters;
+pub mod forget;
 pub mod generate;
 pub mod healthcheck;
 pub mod heatmap;
@@ -21,6 +25,7 @@ pub mod picture;
 pub mod reconcile;
 pub mod setup;
 pub mod summary;
+pub mod when;
 
 use clap::{Parser, Subcommand};
 use pipeline_runtime::AwsArgs;
@@ -66,4 +71,8 @@ pub enum Command {
     Healthcheck(healthcheck::HealthcheckArgs),
     /// List the files the redshift-connector gave up on, or redrive them once fixed.
     DeadLetters(dead_letters::DeadLettersArgs),
+    /// Load the lake's events of a time range into the warehouse (exactly once, resumable).
+    Backfill(Box<backfill::BackfillArgs>),
+    /// Erase players from the warehouse, PlayerState and the lake; write a receipt.
+    Forget(Box<forget::ForgetArgs>),
 }

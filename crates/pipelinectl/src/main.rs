@@ -142,6 +142,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Backfill(args) => {
+            let warehouse = args.warehouse.open(aws.s3(), || aws.redshift_data())?;
+            let done = pipelinectl::backfill::run(&aws.s3(), &warehouse, &args).await?;
+            print!("{}", done.render(args.dry_run));
+            Ok(if done.set_aside.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Forget(args) => {
+            let warehouse = args.warehouse.open(aws.s3(), || aws.redshift_data())?;
+            let receipt = pipelinectl::forget::run(&aws, &warehouse, &args).await?;
+            println!("{}", serde_json::to_string_pretty(&receipt)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::DeadLetters(args) => {
             pipelinectl::dead_letters::run(&aws.s3(), &aws.kinesis(), &args).await?;
             Ok(ExitCode::SUCCESS)

@@ -69,17 +69,32 @@ impl Lake {
     /// PutObject of a gzipped JSON-lines body. The same key and bytes on a retry, so a
     /// write that succeeded unseen is repeated harmlessly.
     pub async fn put_gzip_json_lines(&self, key: &str, body: Bytes) -> Result<(), AwsError> {
-        self.put(key, body, JSON_LINES, Some("gzip")).await
+        self.put(key, body, JSON_LINES, Some("gzip")).await.map(drop)
     }
 
     /// PutObject of a JSON document.
     pub async fn put_json(&self, key: &str, body: Bytes) -> Result<(), AwsError> {
-        self.put(key, body, "application/json", None).await
+        self.put(key, body, "application/json", None).await.map(drop)
     }
 
-    async fn put(&self, key: &str, body: Bytes, content_type: &str, encoding: Option<&str>) -> Result<(), AwsError> {
+    /// Writes gzipped JSON lines over the object at `key` (S3 replaces it whole: a
+    /// reader sees the old object or the new one); answers the new version's id in a
+    /// versioned bucket, where the old version is kept until deleted.
+    pub async fn replace_gzip_json_lines(&self, key: &str, body: Bytes) -> Result<Option<String>, AwsError> {
+        self.put(key, body, JSON_LINES, Some("gzip")).await
+    }
+
+    /// The version id of what was written, in a versioned bucket.
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        encoding: Option<&str>,
+    ) -> Result<Option<String>, AwsError> {
         let kms = self.sse_kms_key_id.as_ref();
-        self.s3
+        let written = self
+            .s3
             .put_object()
             .bucket(&self.bucket)
             .key(key)
@@ -91,7 +106,7 @@ impl Lake {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("s3:PutObject", e))?;
-        Ok(())
+        Ok(written.version_id)
     }
 }
 

@@ -94,6 +94,16 @@ pub struct Forgotten {
     pub events_deleted: u64,
 }
 
+/// Refuses ids that are not client ids: they go into statements as literals.
+fn check_client_ids(client_ids: &[String]) -> Result<(), WarehouseError> {
+    match client_ids.iter().find(|id| !is_client_id(id)) {
+        Some(bad) => Err(WarehouseError::Refused(format!(
+            "{bad:?} is not a client id (a lower-case hyphenated UUID)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Whether `client_id` is what the warehouse stores as one: a hyphenated UUID in lower
 /// case (the event model's normal form).
 pub fn is_client_id(client_id: &str) -> bool {
@@ -375,11 +385,7 @@ impl Warehouse {
     /// their rows) and deletes their events, in one transaction that loads wait for.
     /// At most [`sql::MAX_CLIENTS_PER_FORGET`] ids, each a client id ([`is_client_id`]).
     pub async fn forget(&self, client_ids: &[String]) -> Result<Forgotten, WarehouseError> {
-        if let Some(bad) = client_ids.iter().find(|id| !is_client_id(id)) {
-            return Err(WarehouseError::Refused(format!(
-                "{bad:?} is not a client id (a lower-case hyphenated UUID)"
-            )));
-        }
+        check_client_ids(client_ids)?;
         if client_ids.len() > sql::MAX_CLIENTS_PER_FORGET {
             return Err(WarehouseError::Refused(format!(
                 "{} client ids in one call: at most {}",
@@ -391,6 +397,7 @@ impl Warehouse {
             return Ok(Forgotten::default());
         }
         let statements = sql::forget_clients(self.dialect(), client_ids);
+        // (Ids checked to be UUIDs, so their literals are plain.)
         let deleted = match self {
             Warehouse::Postgres(w) => w.transaction(&statements).await?,
             Warehouse::RedshiftData(w) => w.transaction(statements).await?,
@@ -398,6 +405,35 @@ impl Warehouse {
         Ok(Forgotten {
             events_deleted: u64::try_from(deleted).unwrap_or(0),
         })
+    }
+
+    /// How many events of `client_ids` (each checked as in [`Self::forget`]) the table
+    /// holds: what a forget would delete.
+    pub async fn count_events_of(&self, client_ids: &[String]) -> Result<u64, WarehouseError> {
+        check_client_ids(client_ids)?;
+        if client_ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = client_ids.iter().map(|id| sql::literal(id)).collect();
+        let query = query::Query {
+            sql: format!("SELECT COUNT(*) FROM events WHERE client_id IN ({})", ids.join(", ")),
+            parameters: Vec::new(),
+        };
+        Ok(u64::try_from(self.single(&query).await?).unwrap_or(0))
+    }
+
+    /// Which of `keys` `loaded_files` lists (as loaded at or after `loaded_since`, ms,
+    /// when given): what a load of them would skip.
+    pub async fn loaded_files(
+        &self,
+        keys: &[String],
+        loaded_since: Option<i64>,
+    ) -> Result<Vec<String>, WarehouseError> {
+        let queries = sql::loaded_among(keys, loaded_since);
+        match self {
+            Warehouse::Postgres(w) => w.select_strings(&queries).await,
+            Warehouse::RedshiftData(w) => w.select_strings(queries).await,
+        }
     }
 
     /// Runs a read-only query with bound parameters; every column is a BIGINT.

@@ -1,5 +1,7 @@
 //! S3 calls on the data lake's bucket: `summary` counts and reads what the prefixes
-//! hold, `dead-letters` reads and deletes the dead letters.
+//! hold, `dead-letters` reads and deletes the dead letters, `backfill` lists the batch
+//! files of an hour, `forget` reads them and deletes the versions it replaced
+//! (writes go through the runtime's `Lake`).
 
 use bytes::Bytes;
 use pipeline_runtime::s3::GetError;
@@ -8,9 +10,11 @@ use pipeline_runtime::{AwsError, ErrorKind};
 const LIST: &str = "s3:ListBucket";
 const GET: &str = "s3:GetObject";
 const DELETE: &str = "s3:DeleteObject";
+const LIST_VERSIONS: &str = "s3:ListBucketVersions";
+const DELETE_VERSION: &str = "s3:DeleteObjectVersion";
 
 /// The IAM actions the functions of this module need.
-pub const IAM_ACTIONS: &[&str] = &[LIST, GET, DELETE];
+pub const IAM_ACTIONS: &[&str] = &[LIST, GET, DELETE, LIST_VERSIONS, DELETE_VERSION];
 
 /// An object a listing found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,5 +76,56 @@ pub async fn delete(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<
         .send()
         .await
         .map_err(|e| AwsError::from_sdk(DELETE, e))?;
+    Ok(())
+}
+
+/// The version ids of `key` other than `keep` (none in a bucket without versioning):
+/// ListObjectVersions from the key, page by page, stopping past it.
+pub async fn other_versions(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    keep: &str,
+) -> Result<Vec<String>, AwsError> {
+    let mut versions = Vec::new();
+    let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+    loop {
+        let page = s3
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(key)
+            .set_key_marker(key_marker.take())
+            .set_version_id_marker(version_marker.take())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(LIST_VERSIONS, e))?;
+        versions.extend(
+            page.versions()
+                .iter()
+                .filter(|v| v.key() == Some(key))
+                .filter_map(|v| v.version_id())
+                .filter(|id| *id != keep && *id != "null")
+                .map(str::to_string),
+        );
+        if page.is_truncated() != Some(true) {
+            return Ok(versions);
+        }
+        key_marker = page.next_key_marker().map(str::to_string);
+        version_marker = page.next_version_id_marker().map(str::to_string);
+        if key_marker.as_deref().is_some_and(|k| k != key) {
+            return Ok(versions);
+        }
+    }
+}
+
+/// DeleteObjectVersion: removes one version of `key` for good.
+pub async fn delete_version(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, version: &str) -> Result<(), AwsError> {
+    s3.delete_object()
+        .bucket(bucket)
+        .key(key)
+        .version_id(version)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(DELETE_VERSION, e))?;
     Ok(())
 }

@@ -3,8 +3,11 @@
 //! (`setup` creates the resources through its own `setup::{kinesis, dynamodb, s3}`; the
 //! live-state tables are read through their own library.)
 //!
-//! - [`lake`]: the bucket: a prefix listed, an object read, a dead letter deleted;
+//! - [`lake`]: the bucket: a prefix listed, an object read, a dead letter deleted, a
+//!   replaced version deleted;
+//! - [`player_state`]: a player's PlayerState item deleted (`forget`);
 //! - [`streams`]: Kinesis: a stream's shard map, records put in batches or one at a time.
 
 pub mod lake;
+pub mod player_state;
 pub mod streams;

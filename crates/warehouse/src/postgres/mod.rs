@@ -189,6 +189,23 @@ impl PostgresWarehouse {
         Ok(u32::try_from(migrations.len()).unwrap_or(u32::MAX))
     }
 
+    /// The first column of every row of `queries`, as text.
+    pub(crate) async fn select_strings(&self, queries: &[String]) -> Result<Vec<String>, WarehouseError> {
+        let _one_at_a_time = self.loading.lock().await;
+        let client = self.session().await?;
+        let mut values = Vec::new();
+        for query in queries {
+            for row in client
+                .query(query.as_str(), &[])
+                .await
+                .map_err(|e| WarehouseError::postgres(query, &e))?
+            {
+                values.push(row.try_get(0).map_err(|e| unexpected_answer(query, &e))?);
+            }
+        }
+        Ok(values)
+    }
+
     /// Runs statements as one transaction; answers the last one's row count.
     pub async fn transaction(&self, statements: &[String]) -> Result<i64, WarehouseError> {
         let _one_at_a_time = self.loading.lock().await;

@@ -203,7 +203,7 @@ impl RedshiftDataWarehouse {
     }
 
     /// The first column of every row of the SELECTs `sqls`, run as one batch.
-    async fn select_strings(&self, sqls: Vec<String>) -> Result<Vec<String>, WarehouseError> {
+    pub(crate) async fn select_strings(&self, sqls: Vec<String>) -> Result<Vec<String>, WarehouseError> {
         if sqls.is_empty() {
             return Ok(Vec::new());
         }

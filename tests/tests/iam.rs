@@ -29,7 +29,7 @@ const SERVICES: [(&str, &[&[&str]]); 4] = [
 ];
 
 /// Every module that calls AWS, by file, with the actions it says its calls need.
-const AWS_MODULES: [(&str, &[&str]); 17] = [
+const AWS_MODULES: [(&str, &[&str]); 18] = [
     ("crates/s3-connector/src/sink.rs", s3_connector::sink::IAM_ACTIONS),
     (
         "crates/redshift-connector/src/sink.rs",

@@ -20,7 +20,6 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::time::Instant;
 
 use bytes::Bytes;
 use clap::Args;
@@ -361,7 +360,6 @@ pub async fn run(aws: &AwsClients, warehouse: &Warehouse, args: &ForgetArgs) -> 
     if args.since.0 >= args.until.0 {
         return Err(ForgetError::EmptyRange);
     }
-    let started = Instant::now();
     let started_at = jiff::Timestamp::now();
     let never = CancellationToken::new();
     let policy = &RetryPolicy::COMMAND;
@@ -428,7 +426,6 @@ pub async fn run(aws: &AwsClients, warehouse: &Warehouse, args: &ForgetArgs) -> 
             .await
             .map_err(|e| e.into_error())?;
     }
-    tracing::info!(elapsed = ?started.elapsed(), "forget finished");
     Ok(receipt)
 }
 

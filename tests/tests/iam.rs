@@ -329,9 +329,15 @@ fn every_aws_call_is_made_in_a_module_that_declares_it() {
     // A module may declare what it calls through another (a sink through the runtime's
     // lake writer), never an action no code calls.
     let mut everything: BTreeSet<&str> = called.values().flatten().map(String::as_str).collect();
-    // DeleteObject given a version id is authorized as DeleteObjectVersion.
-    if everything.contains("s3:DeleteObject") {
-        everything.insert("s3:DeleteObjectVersion");
+    // GetObject and DeleteObject given a version id are authorized as
+    // GetObjectVersion and DeleteObjectVersion.
+    for (call, with_version) in [
+        ("s3:GetObject", "s3:GetObjectVersion"),
+        ("s3:DeleteObject", "s3:DeleteObjectVersion"),
+    ] {
+        if everything.contains(call) {
+            everything.insert(with_version);
+        }
     }
     for (file, actions) in &declared {
         assert!(

@@ -12,7 +12,8 @@
 //!    one holding their lines is written again without them under the same key. S3
 //!    replaces an object whole, so a reader (or a crash) sees the old object or the
 //!    new one, never a part, and no other player's line is ever lost. In a versioned
-//!    bucket the replaced versions are deleted after the new one is written.
+//!    bucket every older version of the folder's objects that holds their lines is
+//!    deleted after the new ones are written (including what an interrupted run left).
 //! 4. **Receipt**: JSON under `receipts/` saying what was removed from where, printed.
 //!
 //! Running it again with the same ids is safe: everything it does is idempotent.
@@ -109,8 +110,6 @@ pub struct Rewritten {
     pub key: String,
     pub lines_removed: u64,
     pub lines_kept: u64,
-    /// Earlier versions deleted (a versioned bucket).
-    pub versions_deleted: usize,
 }
 
 /// What `forget` removed, where and when: the receipt.
@@ -150,6 +149,9 @@ pub struct LakeReceipt {
     pub objects_searched: u64,
     pub lines_removed: u64,
     pub objects_rewritten: Vec<Rewritten>,
+    /// Versions an object had before (a versioned bucket) that held the players'
+    /// lines, deleted for good: `key?versionId=…`.
+    pub old_versions_deleted: Vec<String>,
 }
 
 /// The ids to erase: the flag's and the file's, trimmed, lower-cased (as the pipeline
@@ -314,38 +316,51 @@ async fn forget_in_lake(
             let Some((kept, lines_removed, lines_kept)) = without(kind, &text, ids) else {
                 continue;
             };
-            let mut versions_deleted = 0;
             if !args.dry_run {
                 let new_body = Bytes::from(gzip(&kept).map_err(|e| unreadable(e.to_string()))?);
-                let version = retry(policy, &never, || {
+                retry(policy, &never, || {
                     writer.replace_gzip_json_lines(&object.key, new_body.clone())
                 })
                 .await
                 .map_err(|e| e.into_error())?;
-                // Only once the new object is in place: the old versions still hold them.
-                if let Some(version) = version {
-                    let old = retry(policy, &never, || {
-                        lake::other_versions(&s3, &args.bucket, &object.key, &version)
-                    })
-                    .await
-                    .map_err(|e| e.into_error())?;
-                    for old in &old {
-                        retry(policy, &never, || {
-                            lake::delete_version(&s3, &args.bucket, &object.key, old)
-                        })
-                        .await
-                        .map_err(|e| e.into_error())?;
-                    }
-                    versions_deleted = old.len();
-                }
             }
             receipt.lines_removed += lines_removed;
             receipt.objects_rewritten.push(Rewritten {
                 key: object.key.clone(),
                 lines_removed,
                 lines_kept,
-                versions_deleted,
             });
+        }
+        // Only once the new objects are in place: the versions they replaced (and any
+        // an interrupted run left) still hold the players' lines. Every old version
+        // of the folder is read, so a run again after a crash finds what is left.
+        let old = retry(policy, &never, || lake::old_versions(&s3, &args.bucket, &prefix))
+            .await
+            .map_err(|e| e.into_error())?;
+        for version in old.iter().filter(|v| v.key.ends_with(".gzip")) {
+            let body = retry(policy, &never, || {
+                lake::get_version(&s3, &args.bucket, &version.key, &version.version_id)
+            })
+            .await
+            .map_err(|e| e.into_error())?;
+            let text = gunzip(&body).map_err(|e| ForgetError::Object {
+                bucket: args.bucket.clone(),
+                key: format!("{}?versionId={}", version.key, version.version_id),
+                reason: format!("not gzip: {e}"),
+            })?;
+            if without(kind, &text, ids).is_none() {
+                continue;
+            }
+            if !args.dry_run {
+                retry(policy, &never, || {
+                    lake::delete_version(&s3, &args.bucket, &version.key, &version.version_id)
+                })
+                .await
+                .map_err(|e| e.into_error())?;
+            }
+            receipt
+                .old_versions_deleted
+                .push(format!("{}?versionId={}", version.key, version.version_id));
         }
         progress.inc(1);
         progress.set_message(format!("{} lines removed", receipt.lines_removed));

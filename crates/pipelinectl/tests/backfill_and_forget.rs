@@ -295,6 +295,28 @@ async fn forget_removes_a_player_from_every_store_and_nothing_brings_them_back()
         }
     };
     assert_eq!(wait_players(4).await, 4);
+    // What a run interrupted between writing an object anew and deleting the version
+    // it replaced leaves: their line only in an old version.
+    let left = event_model::quarantine_key("crashed-run", now_ms(), "1", "2");
+    for text in [
+        format!("{{\"raw\": \"{gone}\"}}\n"),
+        "{\"raw\": \"nobody\"}\n".to_string(),
+    ] {
+        let mut file = event_model::BatchFile::new(6);
+        file.buffer().extend_from_slice(text.as_bytes());
+        file.line_written();
+        let body = file.finish();
+        pipeline
+            .aws
+            .s3()
+            .put_object()
+            .bucket(pipeline.bucket())
+            .key(&left)
+            .body(body.into())
+            .send()
+            .await
+            .expect("put");
+    }
     let before = pipeline.lake().await;
     let kept_rows = pipeline.count(total).await - pipeline.rows_of(&gone).await;
     // The lake holds the player's events and one rejected record of theirs.
@@ -352,6 +374,15 @@ async fn forget_removes_a_player_from_every_store_and_nothing_brings_them_back()
             .expect("versions");
         assert_eq!(versions.versions().len(), 1, "{key}: the replaced version is deleted");
     }
+    let old_deleted = receipt["lake"]["old_versions_deleted"]
+        .as_array()
+        .expect("old versions");
+    assert_eq!(old_deleted.len(), rewritten.len() + 1, "{receipt}");
+    assert!(
+        old_deleted
+            .iter()
+            .any(|v| v.as_str().is_some_and(|v| v.starts_with(&left)))
+    );
     let stored = receipt["receipt"].as_str().expect("stored receipt");
     let receipt_key = stored.trim_start_matches(&format!("s3://{}/", pipeline.bucket()));
     assert!(receipt_key.starts_with("receipts/forget-"), "{stored}");

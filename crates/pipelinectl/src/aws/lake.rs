@@ -1,6 +1,6 @@
 //! S3 calls on the data lake's bucket: `summary` counts and reads what the prefixes
 //! hold, `dead-letters` reads and deletes the dead letters, `backfill` lists the batch
-//! files of an hour, `forget` reads them and deletes the versions it replaced
+//! files of an hour, `forget` reads them and the versions they replaced, and deletes those
 //! (writes go through the runtime's `Lake`).
 
 use bytes::Bytes;
@@ -11,10 +11,11 @@ const LIST: &str = "s3:ListBucket";
 const GET: &str = "s3:GetObject";
 const DELETE: &str = "s3:DeleteObject";
 const LIST_VERSIONS: &str = "s3:ListBucketVersions";
+const GET_VERSION: &str = "s3:GetObjectVersion";
 const DELETE_VERSION: &str = "s3:DeleteObjectVersion";
 
 /// The IAM actions the functions of this module need.
-pub const IAM_ACTIONS: &[&str] = &[LIST, GET, DELETE, LIST_VERSIONS, DELETE_VERSION];
+pub const IAM_ACTIONS: &[&str] = &[LIST, GET, DELETE, LIST_VERSIONS, GET_VERSION, DELETE_VERSION];
 
 /// An object a listing found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,43 +80,65 @@ pub async fn delete(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<
     Ok(())
 }
 
-/// The version ids of `key` other than `keep` (none in a bucket without versioning):
-/// ListObjectVersions from the key, page by page, stopping past it.
-pub async fn other_versions(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    keep: &str,
-) -> Result<Vec<String>, AwsError> {
-    let mut versions = Vec::new();
+/// A version of an object that is no longer its current one (a versioned bucket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OldVersion {
+    pub key: String,
+    pub version_id: String,
+}
+
+/// ListObjectVersions under `prefix`: every version that is not its key's current one
+/// (none in a bucket that never had versioning), page by page.
+pub async fn old_versions(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<Vec<OldVersion>, AwsError> {
+    let mut old = Vec::new();
     let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
     loop {
         let page = s3
             .list_object_versions()
             .bucket(bucket)
-            .prefix(key)
+            .prefix(prefix)
             .set_key_marker(key_marker.take())
             .set_version_id_marker(version_marker.take())
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(LIST_VERSIONS, e))?;
-        versions.extend(
+        old.extend(
             page.versions()
                 .iter()
-                .filter(|v| v.key() == Some(key))
-                .filter_map(|v| v.version_id())
-                .filter(|id| *id != keep && *id != "null")
-                .map(str::to_string),
+                .filter(|v| v.is_latest() != Some(true))
+                .filter_map(|v| {
+                    Some(OldVersion {
+                        key: v.key()?.to_string(),
+                        version_id: v.version_id().filter(|id| *id != "null")?.to_string(),
+                    })
+                }),
         );
         if page.is_truncated() != Some(true) {
-            return Ok(versions);
+            return Ok(old);
         }
         key_marker = page.next_key_marker().map(str::to_string);
         version_marker = page.next_version_id_marker().map(str::to_string);
-        if key_marker.as_deref().is_some_and(|k| k != key) {
-            return Ok(versions);
-        }
     }
+}
+
+/// GetObject of one version of `key`, its body read to the end.
+pub async fn get_version(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, version: &str) -> Result<Bytes, AwsError> {
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .version_id(version)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(GET_VERSION, e))?;
+    let body = object.body.collect().await.map_err(|e| {
+        AwsError::new(
+            GET_VERSION,
+            ErrorKind::Transient,
+            format!("s3://{bucket}/{key}?versionId={version}: the body broke off: {e}"),
+        )
+    })?;
+    Ok(body.into_bytes())
 }
 
 /// DeleteObjectVersion: removes one version of `key` for good.

@@ -18,7 +18,7 @@ use pipeline_runtime::AwsError;
 use pipeline_runtime::config::parse_resource_name;
 use pipeline_runtime::retry::{RetryPolicy, retry};
 use tokio_util::sync::CancellationToken;
-use warehouse::{LoadBatch, LoadReport, Warehouse, WarehouseArgs, WarehouseError};
+use warehouse::{Dialect, LoadBatch, LoadReport, Warehouse, WarehouseArgs, WarehouseError};
 
 use crate::aws::lake::{self, Listed};
 use crate::when::When;
@@ -45,10 +45,12 @@ pub struct BackfillArgs {
           value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub batch_files: u32,
 
-    /// Most compressed MiB one load takes (a file larger than this is loaded alone).
-    #[arg(long, env = "BACKFILL_BATCH_MIB", default_value_t = 256,
+    /// Most compressed MiB of files one load takes (a larger file is loaded alone).
+    /// Default: 8 on PostgreSQL (about 100,000 rows, its fastest load in
+    /// docs/performance.md), 512 on Redshift, where each load's fixed cost is seconds.
+    #[arg(long, env = "BACKFILL_BATCH_MIB",
           value_parser = clap::value_parser!(u64).range(1..=65536))]
-    pub batch_mib: u64,
+    pub batch_mib: Option<u64>,
 
     /// Load again the files `loaded_files` lists as loaded before this time (RFC 3339):
     /// use the time the `events` table was truncated or rebuilt, whose files
@@ -239,11 +241,11 @@ pub async fn run(
     }
     let prefixes = hour_prefixes(BatchKind::Events, args.since.0, args.until.0);
     let files = list_files(s3, args, &prefixes).await?;
-    let planned = batches(
-        &files,
-        args.batch_files as usize,
-        args.batch_mib.saturating_mul(1_048_576),
-    );
+    let batch_mib = args.batch_mib.unwrap_or(match warehouse.dialect() {
+        Dialect::Postgres => 8,
+        Dialect::Redshift => 512,
+    });
+    let planned = batches(&files, args.batch_files as usize, batch_mib.saturating_mul(1_048_576));
     let reload_before = args.reload_loaded_before.map(|w| w.0);
     let mut done = Backfilled {
         hours: prefixes.len(),

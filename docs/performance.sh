@@ -33,6 +33,7 @@ bench decode cargo bench -q -p shard-consumer --bench decode
 bench live_state cargo bench -q -p player-state-worker --bench live_state
 bench load cargo bench -q -p warehouse --bench load
 bench heatmap cargo bench -q -p pipelinectl --bench heatmap
+bench backfill cargo bench -q -p pipelinectl --bench backfill
 bench takeover cargo bench -q -p shard-consumer --bench takeover
 bench scale cargo bench -q -p consumer-sim --bench scale
 
@@ -64,6 +65,7 @@ writes="$(awk -F'|' '/^ratio/ {gsub(/ /, "", $2); print $2}' "$work/live_state.t
 latency="$(grep -o 'p50 [0-9]* ms, p99 [0-9]* ms' "$work/live_state.txt")"
 load="$(grep -o 'end to end: [0-9]* rows/s' "$work/load.txt" | sed 's/end to end: //')"
 heat="$(grep -o 'Png: median [0-9.]* s' "$work/heatmap.txt" | sed 's/Png: median //')"
+backfill="$(grep -o '^backfill: [0-9]* rows/s' "$work/backfill.txt" | sed 's/backfill: //')"
 takeover() { grep "^$2 with LEASE_FAILOVER_SECS=$1:" "$work/takeover.txt" | sed -E 's/.*survivor after ([^)]*\)).*delivered after ([^)]*\)).*/leases \1; new records delivered \2/'; }
 checks="$(grep '^check:' "$work/sustained.txt" | sed 's/check: *//' | paste -sd ';' | sed 's/;/; /')"
 {
@@ -78,6 +80,7 @@ checks="$(grep '^check:' "$work/sustained.txt" | sed 's/check: *//' | paste -sd 
   row "DynamoDB writes per 1,000 events, ours / the seed design" "$writes" live_state
   row "PutRecords → LevelState latency" "$latency" live_state
   row "Warehouse load with dedupe, 100,000-row batches into 1,000,000 rows" "$load" load
+  row "Backfill of 1,000,000 events (5% duplicates) from 100 lake files into an empty warehouse, default batches" "$backfill" backfill
   row "Heat map on 1,000,000 events (query to PNG)" "$heat" heatmap
   row "Lease takeover after a worker dies without release, LEASE_FAILOVER_SECS=10 (the default)" "$(takeover 10 takeover)" takeover
   row "The same, LEASE_FAILOVER_SECS=3 (the minimum)" "$(takeover 3 takeover)" takeover
@@ -97,7 +100,7 @@ checks="$(grep '^check:' "$work/sustained.txt" | sed 's/check: *//' | paste -sd 
   grep '^|' "$work/scale.txt" | awk 'NR > 1 && /^\| shards × workers \| design/ { print "" } { print }'
   echo
   echo "## Raw output"
-  for name in hot_path decode live_state load heatmap takeover; do
+  for name in hot_path decode live_state load backfill heatmap takeover; do
     echo
     echo "\`$(cat "$work/$name.cmd")\`"
     echo

@@ -317,6 +317,19 @@ pub async fn delete_table(aws: &AwsClients, name: &str) {
     let _ = aws.dynamodb().delete_table().table_name(name).send().await;
 }
 
+/// A valid death event with id `event_id` at `ts` (ms), of one of 5,000 players on one
+/// of 20 levels at a random spot: the benchmarks' load.
+pub fn random_death(rng: &mut fastrand::Rng, event_id: &str, ts: i64) -> Vec<u8> {
+    format!(
+        r#"{{"event_id":"{event_id}","client_id":"00000000-0000-4000-8000-{:012}","app_name":"SampleGame","event_version":"1.0","event_type":"player_death","event_timestamp":{ts},"app_version":"2.3.1","level_id":"level-{:02}","position_x":{:.2},"position_y":{:.2}}}"#,
+        rng.u32(..5_000),
+        rng.u32(..20),
+        rng.f64() * 1000.0,
+        rng.f64() * 700.0
+    )
+    .into_bytes()
+}
+
 /// Writes `events` (raw telemetry, each valid) as a gzipped batch file at `key`, the
 /// way the s3-connector would for records arriving at `arrival_ms`, and returns its
 /// pointer.

@@ -21,18 +21,6 @@ struct Cli {
     backfill: BackfillArgs,
 }
 
-fn event(rng: &mut fastrand::Rng, ts: i64) -> Vec<u8> {
-    format!(
-        r#"{{"event_id":"{}","client_id":"00000000-0000-4000-8000-{:012}","app_name":"SampleGame","event_version":"1.0","event_type":"player_death","event_timestamp":{ts},"app_version":"2.3.1","level_id":"level-{:02}","position_x":{:.2},"position_y":{:.2}}}"#,
-        uuid::Uuid::new_v4(),
-        rng.u32(..5_000),
-        rng.u32(..20),
-        rng.f64() * 1000.0,
-        rng.f64() * 700.0
-    )
-    .into_bytes()
-}
-
 #[tokio::main]
 async fn main() {
     let aws = stack::aws().await;
@@ -55,7 +43,13 @@ async fn main() {
     for f in 0..FILES {
         let fresh = LINES_PER_FILE - LINES_PER_FILE / 20;
         let mut lines: Vec<Vec<u8>> = (0..fresh)
-            .map(|i| event(&mut rng, arrival - 3_600_000 + (f * LINES_PER_FILE + i) as i64))
+            .map(|i| {
+                stack::random_death(
+                    &mut rng,
+                    &uuid::Uuid::new_v4().to_string(),
+                    arrival - 3_600_000 + (f * LINES_PER_FILE + i) as i64,
+                )
+            })
             .collect();
         distinct += fresh;
         let again: Vec<Vec<u8>> = (0..LINES_PER_FILE / 20)

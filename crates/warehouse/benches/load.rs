@@ -16,17 +16,6 @@ const BATCH: usize = 100_000;
 const FILES_PER_BATCH: usize = 10;
 const BATCHES: usize = 3;
 
-fn event(rng: &mut fastrand::Rng, id: &str, ts: i64) -> Vec<u8> {
-    format!(
-        r#"{{"event_id":"{id}","client_id":"00000000-0000-4000-8000-{:012}","app_name":"SampleGame","event_version":"1.0","event_type":"player_death","event_timestamp":{ts},"app_version":"2.3.1","level_id":"level-{:02}","position_x":{:.2},"position_y":{:.2}}}"#,
-        rng.u32(..5_000),
-        rng.u32(..20),
-        rng.f64() * 1000.0,
-        rng.f64() * 700.0
-    )
-    .into_bytes()
-}
-
 #[tokio::main]
 async fn main() {
     // BENCH_TRACE=1 prints the load's phases.
@@ -64,7 +53,7 @@ async fn main() {
         let mut lines: Vec<Vec<u8>> = (0..BATCH - BATCH / 20)
             .map(|i| {
                 let id = uuid::Uuid::new_v4().to_string();
-                event(&mut rng, &id, base + i as i64 * 30)
+                stack::random_death(&mut rng, &id, base + i as i64 * 30)
             })
             .collect();
         let in_batch: Vec<Vec<u8>> = (0..BATCH / 40)

@@ -42,11 +42,16 @@ pub fn quarantine_key(application: &str, arrival_ms: i64, first_sequence: &str, 
 }
 
 /// The hour folders (`<prefix>/YYYY/MM/DD/HH/`) that hold the batch files of `kind`
-/// that arrived in `[since_ms, until_ms)`, oldest first: every hour the range touches.
+/// with records that arrived in `[since_ms, until_ms)`, oldest first: every hour the
+/// range touches and the hour before it, since a file is filed under the hour of its
+/// first record and may hold records of the next hour. None for an empty range.
 pub fn hour_prefixes(kind: BatchKind, since_ms: i64, until_ms: i64) -> Vec<String> {
     const HOUR_MS: i64 = 3_600_000;
     let mut prefixes = Vec::new();
-    let mut hour = since_ms.div_euclid(HOUR_MS);
+    if since_ms >= until_ms {
+        return prefixes;
+    }
+    let mut hour = since_ms.div_euclid(HOUR_MS) - 1;
     while hour.saturating_mul(HOUR_MS) < until_ms {
         prefixes.push(format!("{}/", hour_folder(kind, hour.saturating_mul(HOUR_MS))));
         hour += 1;
@@ -75,14 +80,19 @@ mod tests {
 
     #[test]
     fn a_time_range_is_every_hour_folder_it_touches() {
-        // 2024-02-29T23:30Z to 2024-03-01T01:00Z: two hours; the end is exclusive.
+        // 2024-02-29T23:30Z to 2024-03-01T01:00Z: two hours (the end is exclusive), and
+        // the hour before, whose last file may hold records of 23:00 onwards.
         assert_eq!(
             hour_prefixes(BatchKind::Events, 1_709_249_400_000, 1_709_254_800_000),
-            ["events/2024/02/29/23/", "events/2024/03/01/00/"]
+            [
+                "events/2024/02/29/22/",
+                "events/2024/02/29/23/",
+                "events/2024/03/01/00/"
+            ]
         );
         assert_eq!(
             hour_prefixes(BatchKind::Errors, 1_709_249_400_000, 1_709_249_400_001),
-            ["errors/2024/02/29/23/"]
+            ["errors/2024/02/29/22/", "errors/2024/02/29/23/"]
         );
         assert!(hour_prefixes(BatchKind::Events, 10, 10).is_empty());
         assert!(hour_prefixes(BatchKind::Events, 10, 0).is_empty());

@@ -9,6 +9,7 @@
 //! players are dropped. Each batch commits on its own, so a killed backfill run again
 //! goes on where it stopped, and a second run adds nothing.
 
+use std::fmt::Write as _;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -52,12 +53,13 @@ pub struct BackfillArgs {
           value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub batch_mib: Option<u64>,
 
-    /// Load again the files `loaded_files` lists as loaded before this time (RFC 3339):
-    /// use the time the `events` table was truncated or rebuilt, whose files
-    /// `loaded_files` still lists. Files loaded since are skipped, so a run interrupted
-    /// and run again with the same time goes on where it stopped. Needs the owner's
-    /// DELETE on `loaded_files`.
-    #[arg(long, env = "BACKFILL_RELOAD_LOADED_BEFORE")]
+    /// Load again the files `loaded_files` lists as loaded before this time (RFC 3339,
+    /// past): the time `events` was truncated or rebuilt, or any time after it (files
+    /// loaded since then are loaded again and their rows dropped as duplicates; a time
+    /// before it would skip files whose rows are gone). Files reloaded are recorded as
+    /// loaded now, so a run interrupted and run again with the same time goes on where
+    /// it stopped.
+    #[arg(long, env = "BACKFILL_RELOAD_LOADED_BEFORE", value_parser = crate::when::past_instant)]
     pub reload_loaded_before: Option<When>,
 
     /// List the files and say what a run would load; load nothing.
@@ -119,7 +121,7 @@ impl Backfilled {
             return format!(
                 "dry run: {found}; {} already loaded; would load {} in {} batches\n",
                 self.already_loaded,
-                self.files - self.already_loaded,
+                self.files.saturating_sub(self.already_loaded),
                 self.batches
             );
         }
@@ -138,10 +140,11 @@ impl Backfilled {
             r.rows_staged as f64 / secs.max(1e-9),
         );
         for file in &self.set_aside {
-            text.push_str(&format!(
-                "set aside (not loaded, still in the lake): {}: {}\n",
+            let _ = writeln!(
+                text,
+                "set aside (not loaded, still in the lake): {}: {}",
                 file.key, file.reason
-            ));
+            );
         }
         text
     }

@@ -83,7 +83,8 @@ pub struct ForgetArgs {
     pub warehouse: WarehouseArgs,
 }
 
-/// Why `forget` stopped. What it removed before stays removed; run it again.
+/// Why `forget` stopped. What it removed before stays removed; run it again with the
+/// same ids to finish (every step is idempotent).
 #[derive(Debug, thiserror::Error)]
 pub enum ForgetError {
     #[error("FORGET_CLIENT_IDS: {0}")]
@@ -92,17 +93,21 @@ pub enum ForgetError {
     IdsFile { path: PathBuf, error: std::io::Error },
     #[error("FORGET_SINCE must be before FORGET_UNTIL")]
     EmptyRange,
-    #[error("warehouse: {0}")]
+    #[error("warehouse: {0}{RESUME}")]
     Warehouse(#[from] WarehouseError),
-    #[error("{}", .0.explain())]
+    #[error("{}{RESUME}", .0.explain())]
     Aws(#[from] AwsError),
-    #[error("s3://{bucket}/{key}: {reason}")]
+    #[error("s3://{bucket}/{key}: {reason}{RESUME}")]
     Object {
         bucket: String,
         key: String,
         reason: String,
     },
+    #[error("the receipt: {0}{RESUME}")]
+    Receipt(String),
 }
+
+const RESUME: &str = " (what was erased before this stays erased: run the same forget again to finish)";
 
 /// A lake object written again without the players' lines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -152,6 +157,28 @@ pub struct LakeReceipt {
     /// Versions an object had before (a versioned bucket) that held the players'
     /// lines, deleted for good: `key?versionId=…`.
     pub old_versions_deleted: Vec<String>,
+    /// Objects (or versions) that are not gzip and could not be searched line by line:
+    /// left as they are, for a person to look at; the command exits 1.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A lake object `forget` could not read as a batch file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    pub key: String,
+    pub reason: String,
+    /// Whether one of the ids is in its raw bytes.
+    pub mentions_them: bool,
+}
+
+impl Unreadable {
+    fn of(key: &str, body: &[u8], reason: String, ids: &BTreeSet<String>) -> Self {
+        Unreadable {
+            key: key.to_string(),
+            reason,
+            mentions_them: uuids_in(body).any(|id| ids.contains(&id)),
+        }
+    }
 }
 
 /// The ids to erase: the flag's and the file's, trimmed, lower-cased (as the pipeline
@@ -243,9 +270,19 @@ pub fn without(kind: BatchKind, text: &[u8], ids: &BTreeSet<String>) -> Option<(
     (removed > 0).then_some((kept, removed, lines_kept))
 }
 
-fn gunzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut text = Vec::with_capacity(body.len() * 8);
-    flate2::read::MultiGzDecoder::new(body).read_to_end(&mut text)?;
+/// The most a batch file may hold gunzipped: far above what the connectors write, and
+/// a bound on what one object can make this process hold.
+const MAX_TEXT_BYTES: u64 = 1 << 30;
+
+fn gunzip(body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut text = Vec::new();
+    flate2::read::MultiGzDecoder::new(body)
+        .take(MAX_TEXT_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| format!("not gzip: {e}"))?;
+    if text.len() as u64 > MAX_TEXT_BYTES {
+        return Err(format!("more than {MAX_TEXT_BYTES} bytes gunzipped"));
+    }
     Ok(text)
 }
 
@@ -259,6 +296,118 @@ fn rfc3339(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
 }
 
+/// Rewrites of one object that lost a race with another writer before giving up.
+const MAX_REWRITE_ATTEMPTS: u32 = 5;
+
+/// What searching one object found and did.
+enum Searched {
+    Clean,
+    Rewritten(Rewritten),
+    Unreadable(Unreadable),
+}
+
+/// The lake as `forget` works on it.
+struct LakeEraser<'a> {
+    s3: aws_sdk_s3::Client,
+    writer: Lake,
+    ids: &'a BTreeSet<String>,
+    dry_run: bool,
+    never: CancellationToken,
+}
+
+impl LakeEraser<'_> {
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AwsError>>,
+    {
+        retry(&RetryPolicy::COMMAND, &self.never, call)
+            .await
+            .map_err(|e| e.into_error())
+    }
+
+    /// Reads the current object at `key` and, when it holds the players' lines, writes
+    /// it again without them, on condition that it is still what was read (S3's
+    /// If-Match): another writer in between (a second `forget`) makes it read again,
+    /// so neither undoes the other.
+    async fn search_object(&self, kind: BatchKind, key: &str) -> Result<Searched, ForgetError> {
+        let bucket = &self.writer.bucket;
+        for _ in 0..MAX_REWRITE_ATTEMPTS {
+            let (body, etag) = self.call(|| lake::get_current(&self.s3, bucket, key)).await?;
+            let text = match gunzip(&body) {
+                Ok(text) => text,
+                Err(reason) => return Ok(Searched::Unreadable(Unreadable::of(key, &body, reason, self.ids))),
+            };
+            let Some((kept, lines_removed, lines_kept)) = without(kind, &text, self.ids) else {
+                return Ok(Searched::Clean);
+            };
+            let rewritten = Rewritten {
+                key: key.to_string(),
+                lines_removed,
+                lines_kept,
+            };
+            if self.dry_run {
+                return Ok(Searched::Rewritten(rewritten));
+            }
+            let new_body = Bytes::from(gzip(&kept).map_err(|e| ForgetError::Object {
+                bucket: bucket.clone(),
+                key: key.to_string(),
+                reason: e.to_string(),
+            })?);
+            let written = self
+                .call(|| {
+                    self.writer
+                        .replace_gzip_json_lines(key, new_body.clone(), etag.as_deref())
+                })
+                .await;
+            match written {
+                Ok(_) => return Ok(Searched::Rewritten(rewritten)),
+                // 412: changed since read; 409: a concurrent conditional write.
+                Err(error) if matches!(error.status, Some(412 | 409)) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(ForgetError::Object {
+            bucket: bucket.clone(),
+            key: key.to_string(),
+            reason: format!("changed by another writer {MAX_REWRITE_ATTEMPTS} times while being rewritten"),
+        })
+    }
+
+    /// Deletes every older version under `prefix` (a versioned bucket) that holds the
+    /// players' lines: the ones the rewrites replaced, and any a run interrupted
+    /// between a rewrite and this left. Returns them, and the versions it could not read.
+    async fn sweep_old_versions(
+        &self,
+        kind: BatchKind,
+        prefix: &str,
+    ) -> Result<(Vec<String>, Vec<Unreadable>), ForgetError> {
+        let bucket = &self.writer.bucket;
+        let (mut deleted, mut unreadable) = (Vec::new(), Vec::new());
+        let old = self.call(|| lake::old_versions(&self.s3, bucket, prefix)).await?;
+        for version in old.iter().filter(|v| v.key.ends_with(".gzip")) {
+            let name = format!("{}?versionId={}", version.key, version.version_id);
+            let body = self
+                .call(|| lake::get_version(&self.s3, bucket, &version.key, &version.version_id))
+                .await?;
+            match gunzip(&body) {
+                Ok(text) if without(kind, &text, self.ids).is_none() => continue,
+                Ok(_) => {}
+                Err(reason) => {
+                    unreadable.push(Unreadable::of(&name, &body, reason, self.ids));
+                    continue;
+                }
+            }
+            if !self.dry_run {
+                self.call(|| lake::delete_version(&self.s3, bucket, &version.key, &version.version_id))
+                    .await?;
+            }
+            deleted.push(name);
+        }
+        Ok((deleted, unreadable))
+    }
+}
+
 /// Searches the lake's batch files of the range and writes those holding the players'
 /// lines again without them.
 async fn forget_in_lake(
@@ -266,13 +415,16 @@ async fn forget_in_lake(
     args: &ForgetArgs,
     ids: &BTreeSet<String>,
 ) -> Result<LakeReceipt, ForgetError> {
-    let s3 = aws.s3();
-    let never = CancellationToken::new();
-    let policy = &RetryPolicy::COMMAND;
-    let writer = Lake {
-        s3: s3.clone(),
-        bucket: args.bucket.clone(),
-        sse_kms_key_id: args.sse_kms_key_id.clone(),
+    let eraser = LakeEraser {
+        s3: aws.s3(),
+        writer: Lake {
+            s3: aws.s3(),
+            bucket: args.bucket.clone(),
+            sse_kms_key_id: args.sse_kms_key_id.clone(),
+        },
+        ids,
+        dry_run: args.dry_run,
+        never: CancellationToken::new(),
     };
     let mut receipt = LakeReceipt {
         bucket: args.bucket.clone(),
@@ -299,69 +451,21 @@ async fn forget_in_lake(
         indicatif::ProgressBar::hidden()
     };
     for (kind, prefix) in folders {
-        let listed = retry(policy, &never, || lake::list(&s3, &args.bucket, &prefix))
-            .await
-            .map_err(|e| e.into_error())?;
+        let listed = eraser.call(|| lake::list(&eraser.s3, &args.bucket, &prefix)).await?;
         for object in listed.iter().filter(|o| o.key.ends_with(".gzip")) {
             receipt.objects_searched += 1;
-            let body = retry(policy, &never, || lake::get(&s3, &args.bucket, &object.key))
-                .await
-                .map_err(|e| e.into_error())?;
-            let unreadable = |reason: String| ForgetError::Object {
-                bucket: args.bucket.clone(),
-                key: object.key.clone(),
-                reason,
-            };
-            let text = gunzip(&body).map_err(|e| unreadable(format!("not gzip: {e}")))?;
-            let Some((kept, lines_removed, lines_kept)) = without(kind, &text, ids) else {
-                continue;
-            };
-            if !args.dry_run {
-                let new_body = Bytes::from(gzip(&kept).map_err(|e| unreadable(e.to_string()))?);
-                retry(policy, &never, || {
-                    writer.replace_gzip_json_lines(&object.key, new_body.clone())
-                })
-                .await
-                .map_err(|e| e.into_error())?;
+            match eraser.search_object(kind, &object.key).await? {
+                Searched::Clean => {}
+                Searched::Rewritten(rewritten) => {
+                    receipt.lines_removed += rewritten.lines_removed;
+                    receipt.objects_rewritten.push(rewritten);
+                }
+                Searched::Unreadable(unreadable) => receipt.unreadable.push(unreadable),
             }
-            receipt.lines_removed += lines_removed;
-            receipt.objects_rewritten.push(Rewritten {
-                key: object.key.clone(),
-                lines_removed,
-                lines_kept,
-            });
         }
-        // Only once the new objects are in place: the versions they replaced (and any
-        // an interrupted run left) still hold the players' lines. Every old version
-        // of the folder is read, so a run again after a crash finds what is left.
-        let old = retry(policy, &never, || lake::old_versions(&s3, &args.bucket, &prefix))
-            .await
-            .map_err(|e| e.into_error())?;
-        for version in old.iter().filter(|v| v.key.ends_with(".gzip")) {
-            let body = retry(policy, &never, || {
-                lake::get_version(&s3, &args.bucket, &version.key, &version.version_id)
-            })
-            .await
-            .map_err(|e| e.into_error())?;
-            let text = gunzip(&body).map_err(|e| ForgetError::Object {
-                bucket: args.bucket.clone(),
-                key: format!("{}?versionId={}", version.key, version.version_id),
-                reason: format!("not gzip: {e}"),
-            })?;
-            if without(kind, &text, ids).is_none() {
-                continue;
-            }
-            if !args.dry_run {
-                retry(policy, &never, || {
-                    lake::delete_version(&s3, &args.bucket, &version.key, &version.version_id)
-                })
-                .await
-                .map_err(|e| e.into_error())?;
-            }
-            receipt
-                .old_versions_deleted
-                .push(format!("{}?versionId={}", version.key, version.version_id));
-        }
+        let (deleted, unreadable) = eraser.sweep_old_versions(kind, &prefix).await?;
+        receipt.old_versions_deleted.extend(deleted);
+        receipt.unreadable.extend(unreadable);
         progress.inc(1);
         progress.set_message(format!("{} lines removed", receipt.lines_removed));
     }
@@ -431,7 +535,7 @@ pub async fn run(aws: &AwsClients, warehouse: &Warehouse, args: &ForgetArgs) -> 
             &receipt.client_ids[0][..8]
         );
         receipt.receipt = Some(format!("s3://{}/{key}", args.bucket));
-        let body = serde_json::to_vec_pretty(&receipt).unwrap_or_default();
+        let body = serde_json::to_vec_pretty(&receipt).map_err(|e| ForgetError::Receipt(e.to_string()))?;
         let writer = Lake {
             s3: aws.s3(),
             bucket: args.bucket.clone(),

@@ -156,6 +156,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let warehouse = args.warehouse.open(aws.s3(), || aws.redshift_data())?;
             let receipt = pipelinectl::forget::run(&aws, &warehouse, &args).await?;
             println!("{}", serde_json::to_string_pretty(&receipt)?);
+            if !receipt.lake.unreadable.is_empty() {
+                eprintln!(
+                    "pipelinectl: {} lake object(s) could not be read as batch files and were left as they are (see `unreadable`)",
+                    receipt.lake.unreadable.len()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetters(args) => {

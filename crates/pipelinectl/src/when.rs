@@ -32,6 +32,19 @@ impl std::str::FromStr for When {
     }
 }
 
+/// A past point in time, as RFC 3339 only: for a setting whose meaning a run again
+/// must keep (`now` or an age would be another time on each run).
+pub fn past_instant(text: &str) -> Result<When, String> {
+    let time: jiff::Timestamp = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time like 2026-11-29T10:00:00Z"))?;
+    let ms = time.as_millisecond();
+    if ms > now_ms() {
+        return Err(format!("{text} is in the future"));
+    }
+    Ok(When(ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +56,13 @@ mod tests {
         assert!((now_ms() - 86_400_000 - age).abs() < 5_000);
         assert!("yesterday".parse::<When>().is_err());
         assert!("h".parse::<When>().is_err());
+    }
+
+    #[test]
+    fn a_past_instant_is_an_absolute_time_before_now() {
+        assert_eq!(past_instant("2026-01-01T00:00:00Z"), Ok(When(1_767_225_600_000)));
+        for not in ["now", "24h", "9999-01-01T00:00:00Z", "yesterday"] {
+            assert!(past_instant(not).is_err(), "{not}");
+        }
     }
 }

@@ -184,10 +184,13 @@ impl Pipeline {
                 let key = object.key().expect("key").to_string();
                 let bytes = self.get(&key).await.expect("get");
                 let mut text = String::new();
-                flate2::read::MultiGzDecoder::new(&bytes[..])
+                // (An object that is not a batch file is the test's own, left out.)
+                if flate2::read::MultiGzDecoder::new(&bytes[..])
                     .read_to_string(&mut text)
-                    .expect("gzip text");
-                files.insert(key, text.lines().map(str::to_string).collect());
+                    .is_ok()
+                {
+                    files.insert(key, text.lines().map(str::to_string).collect());
+                }
             }
         }
         files
@@ -210,6 +213,15 @@ fn valid_ids(records: &[(String, Vec<u8>)]) -> BTreeSet<String> {
         .filter_map(|(_, r)| serde_json::from_slice::<serde_json::Value>(r).ok())
         .filter_map(|v| v["event_id"].as_str().map(str::to_string))
         .collect()
+}
+
+/// The receipt `forget` printed first (a closing message on standard error may follow).
+fn receipt_of(out: &str) -> serde_json::Value {
+    serde_json::Deserializer::from_str(out)
+        .into_iter::<serde_json::Value>()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("no receipt in: {out}"))
 }
 
 fn players(n: usize) -> Vec<String> {
@@ -262,6 +274,33 @@ async fn backfill_into_an_emptied_events_table_restores_exactly_the_distinct_val
     assert_eq!(code, Some(0), "{again}");
     assert!(again.contains(" 0 inserted"), "{again}");
     assert_eq!(pipeline.count(total).await, sent.len() as i64);
+
+    // A file the warehouse cannot load is set aside and named, the rest loads, exit 1.
+    let broken = event_model::batch_key(event_model::BatchKind::Events, now_ms(), "7", "7");
+    let fine = event_model::batch_key(event_model::BatchKind::Events, now_ms(), "8", "8");
+    let late = event(&players(1)[0], 2);
+    stack::put_batch_file(&pipeline.aws, pipeline.bucket(), &fine, &[late], now_ms()).await;
+    pipeline
+        .aws
+        .s3()
+        .put_object()
+        .bucket(pipeline.bucket())
+        .key(&broken)
+        .body(b"not gzip".to_vec().into())
+        .send()
+        .await
+        .expect("put");
+    let (code, out) = pipeline.pipelinectl(&plain);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("set aside (not loaded, still in the lake): {broken}")),
+        "{out}"
+    );
+    assert_eq!(
+        pipeline.count(total).await,
+        sent.len() as i64 + 1,
+        "the other file loaded: {out}"
+    );
     pipeline.stop().await;
 }
 
@@ -349,9 +388,48 @@ async fn forget_removes_a_player_from_every_store_and_nothing_brings_them_back()
         "a rejected record of theirs is in errors/"
     );
 
-    let (code, out) = pipeline.pipelinectl(&["forget", "--client-id", &gone.to_uppercase(), "--since=2h"]);
-    assert_eq!(code, Some(0), "{out}");
-    let receipt: serde_json::Value = serde_json::from_str(&out).expect("the receipt is JSON");
+    // An object that is not gzip, holding their id: named in the receipt, left alone.
+    let corrupt = event_model::quarantine_key("not-gzip", now_ms(), "3", "4");
+    pipeline
+        .aws
+        .s3()
+        .put_object()
+        .bucket(pipeline.bucket())
+        .key(&corrupt)
+        .body(format!("not gzip, about {gone}").into_bytes().into())
+        .send()
+        .await
+        .expect("put");
+
+    let forget = ["forget", "--client-id", &gone.to_uppercase(), "--since=2h"];
+    let (code, out) = pipeline.pipelinectl(&[&forget[..], &["--dry-run"]].concat());
+    assert_eq!(code, Some(1), "the unreadable object: {out}");
+    let dry = receipt_of(&out);
+    assert_eq!(pipeline.lake().await, before, "a dry run changes nothing");
+    assert_eq!(pipeline.count(total).await, sent.len() as i64);
+    assert!(dry["receipt"].is_null());
+
+    let (code, out) = pipeline.pipelinectl(&forget);
+    assert_eq!(code, Some(1), "the unreadable object: {out}");
+    let receipt = receipt_of(&out);
+    // (Versions a rewrite replaces exist only once it is done.)
+    for part in [
+        "/warehouse/events_deleted",
+        "/lake/objects_searched",
+        "/lake/objects_rewritten",
+        "/lake/lines_removed",
+        "/lake/unreadable",
+    ] {
+        assert_eq!(
+            receipt.pointer(part),
+            dry.pointer(part),
+            "the dry run said what the run did: {part}"
+        );
+    }
+    let unreadable = receipt["lake"]["unreadable"].as_array().expect("unreadable");
+    assert_eq!(unreadable.len(), 1, "{receipt}");
+    assert_eq!(unreadable[0]["key"], corrupt.as_str());
+    assert_eq!(unreadable[0]["mentions_them"], true);
 
     // Warehouse: their rows gone, everyone else's there.
     assert_eq!(pipeline.rows_of(&gone).await, 0);

@@ -78,13 +78,18 @@ impl Lake {
     }
 
     /// Writes gzipped JSON lines over the object at `key` (S3 replaces it whole: a
-    /// reader sees the old object or the new one); answers the new version's id in a
+    /// reader sees the old object or the new one), only while its ETag is still
+    /// `if_match` when given (else S3 answers 412); answers the new version's id in a
     /// versioned bucket, where the old version is kept until deleted.
-    pub async fn replace_gzip_json_lines(&self, key: &str, body: Bytes) -> Result<Option<String>, AwsError> {
-        self.put(key, body, JSON_LINES, Some("gzip")).await
+    pub async fn replace_gzip_json_lines(
+        &self,
+        key: &str,
+        body: Bytes,
+        if_match: Option<&str>,
+    ) -> Result<Option<String>, AwsError> {
+        self.put_if(key, body, JSON_LINES, Some("gzip"), if_match).await
     }
 
-    /// The version id of what was written, in a versioned bucket.
     async fn put(
         &self,
         key: &str,
@@ -92,10 +97,23 @@ impl Lake {
         content_type: &str,
         encoding: Option<&str>,
     ) -> Result<Option<String>, AwsError> {
+        self.put_if(key, body, content_type, encoding, None).await
+    }
+
+    /// The version id of what was written, in a versioned bucket.
+    async fn put_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        encoding: Option<&str>,
+        if_match: Option<&str>,
+    ) -> Result<Option<String>, AwsError> {
         let kms = self.sse_kms_key_id.as_ref();
         let written = self
             .s3
             .put_object()
+            .set_if_match(if_match.map(str::to_string))
             .bucket(&self.bucket)
             .key(key)
             .body(ByteStream::from(body))

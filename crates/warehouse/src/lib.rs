@@ -39,10 +39,10 @@ pub struct LoadBatch {
     /// Where the batch's COPY manifest is (written before the load).
     pub manifest_key: String,
     /// Load the files again when `loaded_files` lists them as loaded before this time
-    /// (ms): a backfill into an `events` table truncated or rebuilt then. The event-id
-    /// dedupe still drops every row the table holds, and files loaded since (by the
-    /// connector or an earlier, interrupted run of the same backfill) are skipped, so
-    /// the backfill resumes where it stopped. Needs DELETE on `loaded_files` (the owner).
+    /// (ms), and record them as loaded now: a backfill into an `events` table truncated
+    /// or rebuilt at or before then. The event-id dedupe still drops every row the
+    /// table holds, and files loaded since (by the connector or an earlier, interrupted
+    /// run of the same backfill) are skipped, so the backfill resumes where it stopped.
     pub reload_loaded_before: Option<i64>,
 }
 

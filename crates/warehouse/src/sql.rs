@@ -191,15 +191,18 @@ pub fn loaded_among(keys: &[String], loaded_since: Option<i64>) -> Vec<String> {
         .collect()
 }
 
-const UNRECORD_FILES: &str = "DELETE FROM loaded_files WHERE file_key IN (";
-
-/// Forgets that `keys` were loaded (a reload: the load records them again): one
-/// DELETE per [`KEYS_PER_LOADED_QUERY`] keys, run in the load's transaction.
-pub fn unrecord_files(keys: &[String]) -> Vec<String> {
+/// Records that `keys`, loaded before, were loaded again now (a reload), keeping their
+/// row counts: one UPDATE per [`KEYS_PER_LOADED_QUERY`] keys, run in the load's
+/// transaction. (Its text before the keys is shorter than `loaded_among`'s around them.)
+pub fn record_reloaded(dialect: Dialect, keys: &[String]) -> Vec<String> {
     keys.chunks(KEYS_PER_LOADED_QUERY)
         .map(|chunk| {
             let list: Vec<String> = chunk.iter().map(|k| literal(k)).collect();
-            format!("{UNRECORD_FILES}{})", list.join(", "))
+            format!(
+                "UPDATE loaded_files SET loaded_at = {} WHERE file_key IN ({})",
+                now_utc(dialect),
+                list.join(", ")
+            )
         })
         .collect()
 }
@@ -407,8 +410,15 @@ mod tests {
             let queries = loaded_among(&keys, Some(i64::MIN));
             assert!(queries.len() <= 40, "{} queries", queries.len());
             for dialect in [Dialect::Redshift, Dialect::Postgres] {
-                let inserts = record_files(dialect, files);
-                assert_eq!(inserts.len(), files.len().div_ceil(files_per_record_statement(dialect)));
+                let mut inserts = record_files(dialect, files);
+                let updates = record_reloaded(dialect, &keys);
+                assert!(updates.len() <= inserts.len());
+                inserts.extend(updates);
+                assert_eq!(
+                    inserts.len(),
+                    files.len().div_ceil(files_per_record_statement(dialect))
+                        + keys.len().div_ceil(KEYS_PER_LOADED_QUERY)
+                );
                 for statement in inserts.iter().chain(&queries) {
                     assert!(
                         statement.chars().count() < MAX_STATEMENT_CHARS,
@@ -458,8 +468,8 @@ mod tests {
         }
         let keys = ["events/a.gzip".to_string()];
         assert_eq!(
-            unrecord_files(&keys),
-            ["DELETE FROM loaded_files WHERE file_key IN ('events/a.gzip')"]
+            record_reloaded(Dialect::Redshift, &keys),
+            ["UPDATE loaded_files SET loaded_at = GETDATE() WHERE file_key IN ('events/a.gzip')"]
         );
     }
 

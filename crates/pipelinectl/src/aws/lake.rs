@@ -102,6 +102,8 @@ pub async fn old_versions(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(LIST_VERSIONS, e))?;
+        // A version from before versioning was turned on is named "null"; it is
+        // deleted by that name like any other.
         old.extend(
             page.versions()
                 .iter()
@@ -109,16 +111,41 @@ pub async fn old_versions(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -
                 .filter_map(|v| {
                     Some(OldVersion {
                         key: v.key()?.to_string(),
-                        version_id: v.version_id().filter(|id| *id != "null")?.to_string(),
+                        version_id: v.version_id()?.to_string(),
                     })
                 }),
         );
-        if page.is_truncated() != Some(true) {
-            return Ok(old);
-        }
         key_marker = page.next_key_marker().map(str::to_string);
         version_marker = page.next_version_id_marker().map(str::to_string);
+        if page.is_truncated() != Some(true) || key_marker.is_none() {
+            return Ok(old);
+        }
     }
+}
+
+/// GetObject of the current `key`: its body read to the end, and its ETag (to write it
+/// again only if no one else did in between).
+pub async fn get_current(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<(Bytes, Option<String>), AwsError> {
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(GET, e))?;
+    let etag = object.e_tag().map(str::to_string);
+    let body = object.body.collect().await.map_err(|e| {
+        AwsError::new(
+            GET,
+            ErrorKind::Transient,
+            format!("s3://{bucket}/{key}: the body broke off: {e}"),
+        )
+    })?;
+    Ok((body.into_bytes(), etag))
 }
 
 /// GetObject of one version of `key`, its body read to the end.

@@ -193,17 +193,7 @@ impl PostgresWarehouse {
     pub(crate) async fn select_strings(&self, queries: &[String]) -> Result<Vec<String>, WarehouseError> {
         let _one_at_a_time = self.loading.lock().await;
         let client = self.session().await?;
-        let mut values = Vec::new();
-        for query in queries {
-            for row in client
-                .query(query.as_str(), &[])
-                .await
-                .map_err(|e| WarehouseError::postgres(query, &e))?
-            {
-                values.push(row.try_get(0).map_err(|e| unexpected_answer(query, &e))?);
-            }
-        }
-        Ok(values)
+        first_column(&client, queries).await
     }
 
     /// Runs statements as one transaction; answers the last one's row count.
@@ -321,16 +311,7 @@ impl PostgresWarehouse {
         run(sql::lock_loaded_files(Dialect::Postgres)).await?;
         let keys: Vec<String> = batch.files.iter().map(|f| f.key.clone()).collect();
         let mut report = LoadReport::default();
-        let mut loaded: Vec<String> = Vec::new();
-        for query in sql::loaded_among(&keys, batch.reload_loaded_before) {
-            for row in client
-                .query(&query, &[])
-                .await
-                .map_err(|e| WarehouseError::postgres(&query, &e))?
-            {
-                loaded.push(row.try_get(0).map_err(|e| unexpected_answer(&query, &e))?);
-            }
-        }
+        let loaded = first_column(client, &sql::loaded_among(&keys, batch.reload_loaded_before)).await?;
         let todo: Vec<_> = batch.files.iter().filter(|f| !loaded.contains(&f.key)).collect();
         report.files_skipped = (batch.files.len() - todo.len()) as u64;
         if todo.is_empty() {
@@ -408,13 +389,16 @@ impl PostgresWarehouse {
         };
         let (staged, distinct, inserted) = (count(0)?, count(1)?, count(2)?);
         let deduplicated = phase.elapsed();
-        let unrecord = if batch.reload_loaded_before.is_some() {
-            let keys: Vec<String> = recorded.iter().map(|(key, _)| key.clone()).collect();
-            sql::unrecord_files(&keys)
-        } else {
-            Vec::new()
+        let reloaded: Vec<String> = match batch.reload_loaded_before {
+            Some(_) => {
+                let keys: Vec<String> = recorded.iter().map(|(key, _)| key.clone()).collect();
+                first_column(client, &sql::loaded_among(&keys, None)).await?
+            }
+            None => Vec::new(),
         };
-        for record in unrecord.iter().chain(&sql::record_files(Dialect::Postgres, &recorded)) {
+        recorded.retain(|(key, _)| !reloaded.contains(key));
+        let records = sql::record_reloaded(Dialect::Postgres, &reloaded);
+        for record in records.iter().chain(&sql::record_files(Dialect::Postgres, &recorded)) {
             client
                 .batch_execute(record)
                 .await
@@ -426,6 +410,22 @@ impl PostgresWarehouse {
         report.count_rows(todo.len(), staged + forgotten, forgotten, distinct, inserted);
         Ok(report)
     }
+}
+
+/// The first column of every row of `queries`, as text, on `client` (in its
+/// transaction, if one is open).
+async fn first_column(client: &Client, queries: &[String]) -> Result<Vec<String>, WarehouseError> {
+    let mut values = Vec::new();
+    for query in queries {
+        for row in client
+            .query(query.as_str(), &[])
+            .await
+            .map_err(|e| WarehouseError::postgres(query, &e))?
+        {
+            values.push(row.try_get(0).map_err(|e| unexpected_answer(query, &e))?);
+        }
+    }
+    Ok(values)
 }
 
 /// Why a connection failed. A server that refuses the login or does not have the

@@ -26,13 +26,13 @@ pub use data_api::{IAM_ACTIONS, Target};
 /// BatchExecuteStatement runs at most this many statements.
 pub const MAX_BATCH_STATEMENTS: usize = 40;
 
-/// The statements of a load besides those recording (and, in a reload, unrecording)
-/// its files (see [`load_statements`]).
+/// The statements of a load besides those recording its files (see [`load_statements`]).
 const LOAD_FIXED_STATEMENTS: usize = 7;
 
 /// The most files one load can take: its statements, with one `record_files` INSERT
-/// per [`sql::files_per_record_statement`] files (and in a reload one `unrecord_files`
-/// DELETE for as many, which takes more keys), fit in one BatchExecuteStatement.
+/// per [`sql::files_per_record_statement`] files (and in a reload one
+/// `record_reloaded` UPDATE for as many, which takes more keys), fit in one
+/// BatchExecuteStatement.
 pub const fn max_files_per_load(reload: bool) -> usize {
     let per_chunk = if reload { 2 } else { 1 };
     (MAX_BATCH_STATEMENTS - LOAD_FIXED_STATEMENTS) / per_chunk * sql::files_per_record_statement(Dialect::Redshift)
@@ -73,14 +73,14 @@ pub struct LoadStatements {
     pub insert: usize,
 }
 
-/// The load transaction for files listed in `manifest_url`; a `reload` first forgets
-/// the earlier loads of the files (the ones to load again).
+/// The load transaction for files listed in `manifest_url`: `record` are recorded as
+/// loaded, `reloaded` (loaded before, a reload) as loaded again now.
 pub fn load_statements(
     manifest_url: &str,
     jsonpaths_url: &str,
     copy_role_arn: &str,
-    files: &[(String, u64)],
-    reload: bool,
+    record: &[(String, u64)],
+    reloaded: &[String],
 ) -> LoadStatements {
     let mut sqls = vec![
         sql::lock_loaded_files(Dialect::Redshift).to_string(),
@@ -90,11 +90,8 @@ pub fn load_statements(
         sql::STAGED_COUNTS.to_string(),
         sql::insert_deduplicated(),
     ];
-    if reload {
-        let keys: Vec<String> = files.iter().map(|(key, _)| key.clone()).collect();
-        sqls.extend(sql::unrecord_files(&keys));
-    }
-    sqls.extend(sql::record_files(Dialect::Redshift, files));
+    sqls.extend(sql::record_reloaded(Dialect::Redshift, reloaded));
+    sqls.extend(sql::record_files(Dialect::Redshift, record));
     sqls.push(sql::DROP_STAGING.to_string());
     LoadStatements {
         sqls,
@@ -203,18 +200,18 @@ impl RedshiftDataWarehouse {
     }
 
     /// The first column of every row of the SELECTs `sqls`, run as one batch.
+    /// (In batches of at most [`MAX_BATCH_STATEMENTS`], which is all one call runs.)
     pub(crate) async fn select_strings(&self, sqls: Vec<String>) -> Result<Vec<String>, WarehouseError> {
-        if sqls.is_empty() {
-            return Ok(Vec::new());
-        }
-        let id = self.run(sqls.clone()).await?;
         let mut strings = Vec::new();
-        for (index, statement) in sqls.iter().enumerate() {
-            let rows = self.api.results(&format!("{id}:{}", index + 1), statement).await?;
-            strings.extend(
-                rows.iter()
-                    .filter_map(|row| row.first().and_then(|f| f.as_string_value().ok()).cloned()),
-            );
+        for batch in sqls.chunks(MAX_BATCH_STATEMENTS) {
+            let id = self.run(batch.to_vec()).await?;
+            for (index, statement) in batch.iter().enumerate() {
+                let rows = self.api.results(&format!("{id}:{}", index + 1), statement).await?;
+                strings.extend(
+                    rows.iter()
+                        .filter_map(|row| row.first().and_then(|f| f.as_string_value().ok()).cloned()),
+                );
+            }
         }
         Ok(strings)
     }
@@ -279,12 +276,23 @@ impl RedshiftDataWarehouse {
         .await?;
         manifest::write_jsonpaths(&self.s3, &batch.bucket).await?;
         let files: Vec<(String, u64)> = todo.iter().map(|f| (f.key.clone(), f.records)).collect();
+        let reloaded = if reload {
+            let keys: Vec<String> = files.iter().map(|(key, _)| key.clone()).collect();
+            self.select_strings(sql::loaded_among(&keys, None)).await?
+        } else {
+            Vec::new()
+        };
+        let record: Vec<(String, u64)> = files
+            .iter()
+            .filter(|(key, _)| !reloaded.contains(key))
+            .cloned()
+            .collect();
         let statements = load_statements(
             &format!("s3://{}/{}", batch.bucket, batch.manifest_key),
             &format!("s3://{}/{}", batch.bucket, manifest::JSONPATHS_KEY),
             &self.copy_role_arn,
-            &files,
-            reload,
+            &record,
+            &reloaded,
         );
         let copy = statements.sqls[statements.copy].clone();
         let id = self.api.submit_batch(statements.sqls).await?;
@@ -415,13 +423,7 @@ mod tests {
 
     #[test]
     fn a_load_is_one_batch_in_transaction_order() {
-        let statements = load_statements(
-            "s3://b/m",
-            "s3://b/j",
-            "arn:role",
-            &[("events/k.gzip".into(), 7)],
-            false,
-        );
+        let statements = load_statements("s3://b/m", "s3://b/j", "arn:role", &[("events/k.gzip".into(), 7)], &[]);
         assert_eq!(statements.sqls[0], "LOCK loaded_files");
         assert_eq!(statements.sqls[1], "CREATE TEMP TABLE staging (LIKE events)");
         assert!(statements.sqls[statements.copy].starts_with("COPY staging ("));
@@ -438,12 +440,18 @@ mod tests {
             "INSERT INTO loaded_files (file_key, row_count, loaded_at) VALUES ('events/k.gzip', 7, GETDATE())"
         );
         assert_eq!(statements.sqls.last().map(String::as_str), Some("DROP TABLE staging"));
-        let reload = load_statements("s3://b/m", "s3://b/j", "arn:role", &[("events/k.gzip".into(), 7)], true);
+        let reload = load_statements(
+            "s3://b/m",
+            "s3://b/j",
+            "arn:role",
+            &[("events/new.gzip".into(), 7)],
+            &["events/k.gzip".into()],
+        );
         assert_eq!(
             reload.sqls[6..8],
             [
-                "DELETE FROM loaded_files WHERE file_key IN ('events/k.gzip')".to_string(),
-                "INSERT INTO loaded_files (file_key, row_count, loaded_at) VALUES ('events/k.gzip', 7, GETDATE())"
+                "UPDATE loaded_files SET loaded_at = GETDATE() WHERE file_key IN ('events/k.gzip')".to_string(),
+                "INSERT INTO loaded_files (file_key, row_count, loaded_at) VALUES ('events/new.gzip', 7, GETDATE())"
                     .to_string()
             ],
             "a reload records its files again, in the same transaction"
@@ -607,7 +615,9 @@ mod tests {
             for n in [1, 5_000, most] {
                 let files = longest_keys(n);
                 assert!(files.iter().all(|(k, _)| k.len() == sql::MAX_KEY_BYTES));
-                let statements = load_statements("s3://b/manifests/m", "s3://b/j", "arn:role", &files, reload);
+                let keys: Vec<String> = files.iter().map(|(k, _)| k.clone()).collect();
+                let reloaded = if reload { &keys[..] } else { &[][..] };
+                let statements = load_statements("s3://b/manifests/m", "s3://b/j", "arn:role", &files, reloaded);
                 assert!(
                     statements.sqls.len() <= MAX_BATCH_STATEMENTS,
                     "{n}: {}",

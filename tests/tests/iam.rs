@@ -29,7 +29,7 @@ const SERVICES: [(&str, &[&[&str]]); 4] = [
 ];
 
 /// Every module that calls AWS, by file, with the actions it says its calls need.
-const AWS_MODULES: [(&str, &[&str]); 17] = [
+const AWS_MODULES: [(&str, &[&str]); 18] = [
     ("crates/s3-connector/src/sink.rs", s3_connector::sink::IAM_ACTIONS),
     (
         "crates/redshift-connector/src/sink.rs",
@@ -72,6 +72,10 @@ const AWS_MODULES: [(&str, &[&str]); 17] = [
     (
         "crates/pipelinectl/src/aws/lake.rs",
         pipelinectl::aws::lake::IAM_ACTIONS,
+    ),
+    (
+        "crates/pipelinectl/src/aws/level_state.rs",
+        pipelinectl::aws::level_state::IAM_ACTIONS,
     ),
     (
         "crates/pipelinectl/src/aws/streams.rs",

@@ -4,7 +4,9 @@
 //! live-state tables are read through their own library.)
 //!
 //! - [`lake`]: the bucket: a prefix listed, an object read, a dead letter deleted;
+//! - [`level_state`]: `reconcile-levels`' guard reads and conditional count corrections;
 //! - [`streams`]: Kinesis: a stream's shard map, records put in batches or one at a time.
 
 pub mod lake;
+pub mod level_state;
 pub mod streams;

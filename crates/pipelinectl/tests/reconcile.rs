@@ -5,8 +5,8 @@
 //!   is found and corrected, and once the game ends LevelState is the recount (a double
 //!   count would never settle there);
 //! - a correct LevelState is not written at all; a dry run writes nothing;
-//! - a correction that cannot finish fails by its deadline, naming it, and hands the
-//!   leases back.
+//! - a correction that cannot finish fails by its deadline, naming it, or at SIGTERM,
+//!   and hands the leases back either way.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -380,6 +380,93 @@ async fn reconcile_leaves_a_correct_levelstate_untouched_and_a_dry_run_writes_no
         level_items(&aws, levels_table).await,
         skewed,
         "a dry run writes nothing"
+    );
+    worker.terminate();
+    assert!(worker.wait_exit(Duration::from_secs(30)).is_some());
+    resources.delete(&aws).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_corrects_exactly_while_a_writer_it_cannot_pause_keeps_changing_playerstate() {
+    let aws = stack::aws().await;
+    let resources = Resources::unique();
+    resources.create(&aws).await;
+    let (players, levels_table) = (
+        resources.name("PLAYER_STATE_TABLE"),
+        resources.name("LEVEL_STATE_TABLE"),
+    );
+    let mut worker = start_worker(&resources, &[("STAGES", "levels")]);
+    let move_player = |player: String, level: String| {
+        let aws = aws.clone();
+        let players = players.to_string();
+        async move {
+            put(
+                &aws,
+                &players,
+                &[
+                    (player_state::PLAYER_ID, AttributeValue::S(player)),
+                    (player_state::LEVEL_ID, AttributeValue::S(level)),
+                    (
+                        player_state::LAST_UPDATED,
+                        AttributeValue::N(pipeline_runtime::clock::now_ms().to_string()),
+                    ),
+                ],
+            )
+            .await;
+        }
+    };
+    for i in 0..6 {
+        move_player(format!("p{i}"), format!("level-{}", i % 3)).await;
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            let (levels, recount) = counts(&aws, &resources).await;
+            levels == recount && !levels.is_empty()
+        })
+        .await,
+        "the level stage counts the players"
+    );
+    skew(&aws, levels_table, "level-1", 4).await;
+
+    // A writer no lease pauses (as an operator's script would be) moves players until
+    // the correction has run a while.
+    let fix = {
+        let env: Vec<(String, String)> = resources
+            .env()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain([
+                ("RECONCILE_TIMEOUT_SECS".to_string(), "60".to_string()),
+                ("LOG_LEVEL".to_string(), "info".to_string()),
+            ])
+            .collect();
+        std::thread::spawn(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            reconcile(&env, &[])
+        })
+    };
+    let pruner_table = resources.name("PRUNER_LEASE_TABLE");
+    let mut moves = 0;
+    let mut paused_moves = 0;
+    while !fix.is_finished() && paused_moves < 40 {
+        move_player(format!("p{}", moves % 6), format!("level-{}", moves % 4)).await;
+        moves += 1;
+        if !reconcile_owners(&aws, pruner_table).await.is_empty() {
+            paused_moves += 1;
+        }
+    }
+    let (code, text) = fix.join().expect("reconcile-levels");
+    eprintln!("{moves} moves, {paused_moves} during the pause:\n{text}");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("level-1") && text.contains("+4"), "{text}");
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            let (levels, recount) = counts(&aws, &resources).await;
+            levels == recount
+        })
+        .await,
+        "LevelState settles to the recount: {:?}",
+        counts(&aws, &resources).await
     );
     worker.terminate();
     assert!(worker.wait_exit(Duration::from_secs(30)).is_some());

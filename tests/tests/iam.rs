@@ -117,7 +117,7 @@ fn action(sdk: &str, prefix: &str, operation: &str) -> String {
     let special = match (sdk, operation) {
         ("s3", "head_bucket" | "list_objects_v2") => Some("s3:ListBucket"),
         ("s3", "head_object") => Some("s3:GetObject"),
-        // Authorized per item; the level stage's transactions hold updates only.
+        // Authorized per item: updates (condition checks are added in `called_actions`).
         ("dynamodb", "transact_write_items") => Some("dynamodb:UpdateItem"),
         _ => None,
     };
@@ -226,6 +226,11 @@ fn called_actions() -> BTreeMap<String, BTreeSet<String>> {
                         .map(|operation| action(sdk, prefix, operation)),
                 );
             }
+        }
+        // TransactWriteItems is authorized per item: its condition checks (reconcile-levels'
+        // guards) as ConditionCheckItem.
+        if calls.contains("transact_write_items") && code.contains("ConditionCheck::builder") {
+            actions.insert("dynamodb:ConditionCheckItem".to_string());
         }
         if !actions.is_empty() {
             let relative = file.strip_prefix(root()).unwrap_or(&file);

@@ -35,7 +35,7 @@ use clap::Args;
 use live_state::drift::{self, CheckSettings, Drift};
 use live_state::{Consistency, TableNames, level_state, player_state};
 use pipeline_runtime::config::parse_resource_name;
-use pipeline_runtime::{AwsClients, AwsError};
+use pipeline_runtime::{AwsClients, AwsError, RetryError, RetryPolicy, retry};
 use shard_consumer::LeaseTable;
 use shard_consumer::args::default_worker_id;
 use shard_consumer::dynamodb_streams::DynamoDbStreamSource;
@@ -99,8 +99,9 @@ pub struct ReconcileArgs {
           value_parser = clap::value_parser!(u64).range(100..=60_000))]
     pub renew_interval_ms: u64,
 
-    /// Milliseconds between two looks at the level stage while waiting for it.
-    #[arg(long, env = "RECONCILE_POLL_INTERVAL_MS", default_value_t = 500,
+    /// Milliseconds between two looks at the level stage while waiting for it (each reads
+    /// every shard of PlayerState's stream once).
+    #[arg(long, env = "RECONCILE_POLL_INTERVAL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub poll_interval_ms: u64,
 
@@ -133,7 +134,9 @@ pub enum ReconcileError {
     Write(WriteError),
     #[error("no correction within RECONCILE_TIMEOUT_SECS={secs}, still waiting for {waiting_for}")]
     Timeout { secs: u64, waiting_for: String },
-    #[error("interrupted (SIGTERM or Ctrl-C): the leases were released, nothing more was written")]
+    #[error(
+        "interrupted (SIGTERM or Ctrl-C): the leases were released; a correction in flight landed whole or not at all (--check tells)"
+    )]
     Interrupted,
 }
 
@@ -228,10 +231,20 @@ async fn paused_work(
     pause.take_singleton(&pruner, pause::PRUNER_LEASE_KEY, deadline).await?;
     tracing::info!(events_shards = shards, "events stage and pruner paused");
     let poll = Duration::from_millis(args.poll_interval_ms);
+    // Throttled and passing failures are tried again; the deadline bounds it all, and a
+    // signal drops this whole future.
+    let never = CancellationToken::new();
+    let view = || async {
+        retry(&RetryPolicy::COMMAND, &never, || {
+            stream::read_view(source, &dynamodb, &levels_leases, &args.tables.transitions_table)
+        })
+        .await
+        .map_err(RetryError::into_error)
+    };
     let mut rounds = 0;
     loop {
         rounds += 1;
-        let before = stream::read_view(source, &dynamodb, &levels_leases, &args.tables.transitions_table).await?;
+        let before = view().await?;
         if before.pending() > 0 {
             *lock(waiting_for) = format!(
                 "the level stage to apply {} more records of PlayerState's stream",
@@ -240,12 +253,18 @@ async fn paused_work(
             tokio::time::sleep(poll).await;
             continue;
         }
-        let recount =
-            player_state::count_by_level_read(&dynamodb, &args.tables.player_state_table, Consistency::Strong).await?;
-        let levels =
-            level_state::read_every_count(&dynamodb, &args.tables.level_state_table, Consistency::Strong).await?;
+        let recount = retry(&RetryPolicy::COMMAND, &never, || {
+            player_state::count_by_level_read(&dynamodb, &args.tables.player_state_table, Consistency::Strong)
+        })
+        .await
+        .map_err(RetryError::into_error)?;
+        let levels = retry(&RetryPolicy::COMMAND, &never, || {
+            level_state::read_every_count(&dynamodb, &args.tables.level_state_table, Consistency::Strong)
+        })
+        .await
+        .map_err(RetryError::into_error)?;
         tokio::time::sleep(Duration::from_millis(args.stream_lag_ms)).await;
-        let after = stream::read_view(source, &dynamodb, &levels_leases, &args.tables.transitions_table).await?;
+        let after = view().await?;
         if !before.same_ends(&after) {
             *lock(waiting_for) = "PlayerState to stay unchanged through a recount".to_string();
             tracing::info!(round = rounds, "PlayerState changed during the recount; again");
@@ -257,15 +276,21 @@ async fn paused_work(
         if corrections.is_empty() || args.dry_run {
             return Ok((found, false, rounds));
         }
-        match correct::write(
-            &dynamodb,
-            &args.tables.level_state_table,
-            &args.tables.transitions_table,
-            &before.guards(),
-            &corrections,
-        )
+        // A retry after an answer lost on the way fails its condition (the counts moved,
+        // by this very write): a new round then finds no drift left.
+        let guards = before.guards();
+        let written = retry(&RetryPolicy::COMMAND, &never, || {
+            correct::write(
+                &dynamodb,
+                &args.tables.level_state_table,
+                &args.tables.transitions_table,
+                &guards,
+                &corrections,
+            )
+        })
         .await
-        {
+        .map_err(RetryError::into_error);
+        match written {
             Ok(()) => return Ok((found, true, rounds)),
             Err(WriteError::Moved) => {
                 *lock(waiting_for) = "LevelState to stay unchanged until the corrections are written".to_string();

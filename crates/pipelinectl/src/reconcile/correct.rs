@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use aws_sdk_dynamodb::Client;
 use live_state::drift::{self, Drift};
 use live_state::level_state::LevelCount;
-use pipeline_runtime::AwsError;
+use pipeline_runtime::{AwsError, Classified, ErrorKind};
 use shard_consumer::SequenceNumber;
 
 use crate::aws::level_state::{self, CountUpdate, GuardCheck, TransactionError};
@@ -29,6 +29,16 @@ pub enum WriteError {
     TooManyShards { guards: usize },
     #[error("{}", .0.explain())]
     Aws(#[from] AwsError),
+}
+
+impl Classified for WriteError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            WriteError::Moved => ErrorKind::ConditionFailed,
+            WriteError::TooManyShards { .. } => ErrorKind::Fatal,
+            WriteError::Aws(error) => error.kind,
+        }
+    }
 }
 
 /// One level's count set from what was read to the recount.

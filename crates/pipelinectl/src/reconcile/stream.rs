@@ -3,10 +3,17 @@
 //! level stage's checkpoint that the guard does not cover (not applied yet), and the
 //! last sequence number the shard holds. Two views with the same ends say PlayerState
 //! did not change between them.
+//!
+//! A shard is read from the level stage's checkpoint to the first empty answer: an
+//! iterator right after a record the level stage read points where the next records
+//! are (DynamoDB Streams answers empty before the end of a shard only over a stretch
+//! with nothing left in it, as at the trim horizon of an old shard). This makes
+//! `reconcile-levels` a second reader of each shard, for the pause only: DynamoDB
+//! Streams allows two at a time, the level stage being the other.
 
 use std::collections::{BTreeMap, HashMap};
 
-use pipeline_runtime::AwsError;
+use pipeline_runtime::{AwsError, Classified, ErrorKind};
 use shard_consumer::dynamodb_streams::DynamoDbStreamSource;
 use shard_consumer::error::ReadError;
 use shard_consumer::lease_table::LeaseTableError;
@@ -29,6 +36,17 @@ pub enum StreamError {
         shard_id: String,
         source: InvalidSequenceNumber,
     },
+}
+
+impl Classified for StreamError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            StreamError::Aws(error) => error.kind,
+            StreamError::Read(error) => error.kind(),
+            StreamError::Leases(error) => error.kind(),
+            StreamError::Guard { .. } => ErrorKind::Fatal,
+        }
+    }
 }
 
 /// One stream shard as seen once.

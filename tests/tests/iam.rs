@@ -29,7 +29,7 @@ const SERVICES: [(&str, &[&[&str]]); 4] = [
 ];
 
 /// Every module that calls AWS, by file, with the actions it says its calls need.
-const AWS_MODULES: [(&str, &[&str]); 18] = [
+const AWS_MODULES: [(&str, &[&str]); 19] = [
     ("crates/s3-connector/src/sink.rs", s3_connector::sink::IAM_ACTIONS),
     (
         "crates/redshift-connector/src/sink.rs",
@@ -72,6 +72,10 @@ const AWS_MODULES: [(&str, &[&str]); 18] = [
     (
         "crates/pipelinectl/src/aws/lake.rs",
         pipelinectl::aws::lake::IAM_ACTIONS,
+    ),
+    (
+        "crates/pipelinectl/src/aws/level_state.rs",
+        pipelinectl::aws::level_state::IAM_ACTIONS,
     ),
     (
         "crates/pipelinectl/src/aws/player_state.rs",
@@ -118,7 +122,7 @@ fn action(sdk: &str, prefix: &str, operation: &str) -> String {
         ("s3", "head_bucket" | "list_objects_v2") => Some("s3:ListBucket"),
         ("s3", "list_object_versions") => Some("s3:ListBucketVersions"),
         ("s3", "head_object") => Some("s3:GetObject"),
-        // Authorized per item; the level stage's transactions hold updates only.
+        // Authorized per item: updates (condition checks are added in `called_actions`).
         ("dynamodb", "transact_write_items") => Some("dynamodb:UpdateItem"),
         _ => None,
     };
@@ -227,6 +231,11 @@ fn called_actions() -> BTreeMap<String, BTreeSet<String>> {
                         .map(|operation| action(sdk, prefix, operation)),
                 );
             }
+        }
+        // TransactWriteItems is authorized per item: its condition checks (reconcile-levels'
+        // guards) as ConditionCheckItem.
+        if calls.contains("transact_write_items") && code.contains("ConditionCheck::builder") {
+            actions.insert("dynamodb:ConditionCheckItem".to_string());
         }
         if !actions.is_empty() {
             let relative = file.strip_prefix(root()).unwrap_or(&file);

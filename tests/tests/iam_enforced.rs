@@ -101,6 +101,9 @@ impl Enforced {
             ("PRUNE_INTERVAL_SECS", "2"),
             ("CRON_ANALYZE", "*/5 * * * * *"),
             ("CRON_VACUUM", "*/7 * * * * *"),
+            // The level-drift check scans PlayerState and LevelState under the role too.
+            ("CRON_LEVEL_DRIFT", "*/3 * * * * *"),
+            ("RECONCILE_READS", "1"),
         ]);
         let log = self.logs().join(format!("{service}.log"));
         ServiceProcess::start_logged(&workspace_binary(service), &env, Some(&log))

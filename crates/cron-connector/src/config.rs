@@ -5,7 +5,7 @@ use pipeline_runtime::config::parse_resource_name;
 use pipeline_runtime::{AwsArgs, ServiceArgs};
 use warehouse::{Maintenance, WarehouseArgs};
 
-use crate::jobs::{Job, Schedule};
+use crate::jobs::{Job, Schedule, Work};
 
 fn schedule(text: &str) -> Result<Schedule, String> {
     Schedule::parse(text)
@@ -44,6 +44,30 @@ pub struct Config {
     #[arg(long, env = "EVENTS_RETENTION_DAYS", default_value_t = 0)]
     pub events_retention_days: u32,
 
+    /// When to compare LevelState with the recount of PlayerState and publish the drift
+    /// (`LevelDriftPlayers`, `LevelDriftLevels`; `off` to never).
+    #[arg(long, env = "CRON_LEVEL_DRIFT", default_value = "*/15 * * * *", value_parser = schedule)]
+    pub cron_level_drift: Schedule,
+
+    /// DynamoDB table with each present player's level, recounted by the level-drift check.
+    #[arg(long, env = "PLAYER_STATE_TABLE", default_value = "PlayerState", value_parser = parse_resource_name)]
+    pub player_state_table: String,
+
+    /// DynamoDB table with the player count of each level, compared by the level-drift check.
+    #[arg(long, env = "LEVEL_STATE_TABLE", default_value = "LevelState", value_parser = parse_resource_name)]
+    pub level_state_table: String,
+
+    /// Reads of the level-drift check: a level counts as drifted only when off in every one
+    /// (the level stage trails PlayerState by its stream's lag).
+    #[arg(long, env = "RECONCILE_READS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub reconcile_reads: u32,
+
+    /// Seconds between two reads of the level-drift check.
+    #[arg(long, env = "RECONCILE_INTERVAL_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub reconcile_interval_secs: u64,
+
     /// Seconds the singleton lease may go unrenewed before another instance takes it.
     #[arg(long, env = "LEASE_FAILOVER_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(3..=600))]
@@ -74,18 +98,30 @@ impl Config {
             Job {
                 name: "vacuum",
                 schedule: self.cron_vacuum.clone(),
-                work: Maintenance::Vacuum,
+                work: Work::Warehouse(Maintenance::Vacuum),
             },
             Job {
                 name: "analyze",
                 schedule: self.cron_analyze.clone(),
-                work: Maintenance::Analyze,
+                work: Work::Warehouse(Maintenance::Analyze),
             },
             Job {
                 name: "prune_loaded_files",
                 schedule: self.cron_prune_loaded_files.clone(),
-                work: Maintenance::PruneLoadedFiles {
+                work: Work::Warehouse(Maintenance::PruneLoadedFiles {
                     days: self.loaded_files_retention_days,
+                }),
+            },
+            Job {
+                name: "level_drift",
+                schedule: self.cron_level_drift.clone(),
+                work: Work::LevelDrift {
+                    player_state_table: self.player_state_table.clone(),
+                    level_state_table: self.level_state_table.clone(),
+                    settings: live_state::drift::CheckSettings {
+                        reads: self.reconcile_reads,
+                        interval: std::time::Duration::from_secs(self.reconcile_interval_secs),
+                    },
                 },
             },
         ];
@@ -93,9 +129,9 @@ impl Config {
             jobs.push(Job {
                 name: "retention",
                 schedule: self.cron_retention.clone(),
-                work: Maintenance::Retention {
+                work: Work::Warehouse(Maintenance::Retention {
                     days: self.events_retention_days,
-                },
+                }),
             });
         }
         jobs

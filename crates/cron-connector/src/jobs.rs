@@ -26,12 +26,26 @@ impl Schedule {
     }
 }
 
+/// What a job does.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// Statements on the warehouse.
+    Warehouse(Maintenance),
+    /// LevelState compared with the recount of PlayerState (read-only); the drift is
+    /// published as the `LevelDriftLevels` and `LevelDriftPlayers` metrics.
+    LevelDrift {
+        player_state_table: String,
+        level_state_table: String,
+        settings: live_state::drift::CheckSettings,
+    },
+}
+
 /// A named job on a schedule.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub name: &'static str,
     pub schedule: Schedule,
-    pub work: Maintenance,
+    pub work: Work,
 }
 
 /// The jobs due in `(after, now]`, and when the next one is due after `now`.
@@ -55,7 +69,7 @@ mod tests {
         Job {
             name,
             schedule: Schedule::parse(schedule).expect("schedule"),
-            work: Maintenance::Analyze,
+            work: Work::Warehouse(Maintenance::Analyze),
         }
     }
 

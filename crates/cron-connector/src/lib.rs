@@ -1,6 +1,7 @@
 //! cron-connector: warehouse maintenance on cron schedules (VACUUM, ANALYZE, pruning
-//! of `loaded_files`, retention), run by one instance at a time under a singleton
-//! lease. Each job's statements run outside transactions. A failure that may pass (a
+//! of `loaded_files`, retention), and the check that LevelState is still the recount
+//! of PlayerState (its drift published as metrics, for an alarm), run by one instance
+//! at a time under a singleton lease. Each job's statements run outside transactions. A failure that may pass (a
 //! lock, a dropped connection, a server restarting) or that belongs to the data is
 //! logged and counted and retried at the job's next time; a fatal one (permissions, a
 //! missing table, a refused login) stops the service with its message, since no later
@@ -12,13 +13,14 @@ pub mod jobs;
 use std::time::Duration;
 
 use chrono::Utc;
-use pipeline_runtime::ServiceContext;
-use pipeline_runtime::error::{Classified, ErrorKind};
+use live_state::drift;
+use pipeline_runtime::error::{AwsError, Classified, ErrorKind};
 use pipeline_runtime::metrics::names::{
     self,
     dimension::{JOB, OUTCOME},
 };
 use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
+use pipeline_runtime::{ServiceContext, Unit};
 use shard_consumer::LeaseTable;
 use shard_consumer::args::default_worker_id;
 use shard_consumer::singleton::SingletonGuard;
@@ -27,7 +29,7 @@ use warehouse::config::WarehouseConfigError;
 use warehouse::{Warehouse, WarehouseError};
 
 pub use config::Config;
-use jobs::Job;
+use jobs::{Job, Work};
 
 pub const SERVICE: &str = "cron-connector";
 
@@ -36,6 +38,7 @@ pub const SERVICE: &str = "cron-connector";
 pub const AWS_ACTIONS: &[&[&str]] = &[
     warehouse::redshift_data::IAM_ACTIONS,
     shard_consumer::lease_table::IAM_ACTIONS,
+    live_state::IAM_ACTIONS,
 ];
 
 /// Why the connector stopped.
@@ -48,22 +51,75 @@ pub enum Error {
     #[error("warehouse: {0}")]
     Warehouse(#[from] RetryError<WarehouseError>),
     #[error("maintenance job {job} cannot run: {error}")]
-    Job { job: &'static str, error: WarehouseError },
+    Job { job: &'static str, error: JobError },
     #[error("singleton lease: {0}")]
     Lease(#[from] shard_consumer::lease_table::LeaseTableError),
 }
 
-/// Runs one job and reports how it went. Only a fatal failure comes back: the
-/// others are retried at the job's next time.
-async fn run_job(warehouse: &Warehouse, job: &Job, context: &ServiceContext) -> Result<(), WarehouseError> {
-    let started = std::time::Instant::now();
-    let mut outcome = Ok(());
-    for statement in job.work.statements(warehouse.dialect()) {
-        if let Err(error) = warehouse.execute(&statement).await {
-            outcome = Err(error);
-            break;
+/// Why a job failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Warehouse(#[from] WarehouseError),
+    #[error("{}", .0.explain())]
+    LiveState(#[from] AwsError),
+}
+
+impl Classified for JobError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            JobError::Warehouse(error) => error.kind(),
+            JobError::LiveState(error) => error.kind,
         }
     }
+}
+
+/// Does a job's work.
+async fn work(warehouse: &Warehouse, job: &Job, context: &ServiceContext) -> Result<(), JobError> {
+    match &job.work {
+        Work::Warehouse(maintenance) => {
+            for statement in maintenance.statements(warehouse.dialect()) {
+                warehouse.execute(&statement).await?;
+            }
+        }
+        Work::LevelDrift {
+            player_state_table,
+            level_state_table,
+            settings,
+        } => {
+            let found = drift::check(
+                &context.aws.dynamodb(),
+                player_state_table,
+                level_state_table,
+                *settings,
+            )
+            .await?;
+            let summary = drift::summary(&found);
+            // Every run, zeros included: the alarm clears on the first run without drift.
+            context
+                .metrics
+                .gauge(names::LEVEL_DRIFT_PLAYERS, summary.players as f64, Unit::Count, &[]);
+            context
+                .metrics
+                .gauge(names::LEVEL_DRIFT_LEVELS, summary.levels as f64, Unit::Count, &[]);
+            if !found.is_empty() {
+                tracing::warn!(
+                    levels = summary.levels,
+                    players = summary.players,
+                    drift = %drift::render(&found),
+                    "LevelState is not the recount of PlayerState: run pipelinectl reconcile-levels"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs one job and reports how it went. Only a fatal failure comes back: the
+/// others are retried at the job's next time.
+async fn run_job(warehouse: &Warehouse, job: &Job, context: &ServiceContext) -> Result<(), JobError> {
+    let started = std::time::Instant::now();
+    let outcome = work(warehouse, job, context).await;
     let elapsed = started.elapsed();
     let duration_ms = elapsed.as_millis() as u64;
     context.metrics.timing(names::JOB_DURATION, elapsed, &[(JOB, job.name)]);

@@ -1,7 +1,8 @@
 //! Two cron-connectors on the local stack: only the lease holder runs jobs; a job that
 //! fails in a way that may pass is reported and retried at its next time without
 //! stopping the process; a graceful stop hands the jobs to the other instance; a job
-//! that can never run (its table is gone) stops the service with the reason.
+//! that can never run (its table is gone) stops the service with the reason; the
+//! level-drift check publishes the players LevelState miscounts, and 0 once it does not.
 
 use std::time::Duration;
 
@@ -125,4 +126,92 @@ async fn one_instance_runs_the_jobs_passing_failures_are_retried_a_stop_hands_ov
         "{reason}"
     );
     resources.delete(&aws).await;
+}
+
+/// The values of the `metric` of every EMF line the service printed, in order.
+fn metric_values(service: &mut ServiceProcess, metric: &str) -> Vec<f64> {
+    service
+        .json_lines()
+        .iter()
+        .filter(|l| l["_aws"]["CloudWatchMetrics"].is_array())
+        .filter_map(|l| l[metric].as_f64())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_level_drift_job_publishes_the_players_miscounted_and_zero_once_it_is_gone() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use live_state::{level_state, player_state};
+
+    let aws = stack::aws().await;
+    let resources = Resources::unique();
+    resources.create(&aws).await;
+    let warehouse = stack::warehouse_schema("crondrift").await;
+    let (players, levels) = (
+        resources.name("PLAYER_STATE_TABLE"),
+        resources.name("LEVEL_STATE_TABLE"),
+    );
+    let put = |table: &str, item: Vec<(&str, AttributeValue)>| {
+        aws.dynamodb()
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
+            .send()
+    };
+    for (player, level) in [("p1", "level-a"), ("p2", "level-a")] {
+        put(
+            players,
+            vec![
+                (player_state::PLAYER_ID, AttributeValue::S(player.into())),
+                (player_state::LEVEL_ID, AttributeValue::S(level.into())),
+                (player_state::LAST_UPDATED, AttributeValue::N("1".into())),
+            ],
+        )
+        .await
+        .expect("a player");
+    }
+    let count = |n: i64| {
+        vec![
+            (level_state::LEVEL_ID, AttributeValue::S("level-a".into())),
+            (level_state::PLAYER_COUNT, AttributeValue::N(n.to_string())),
+        ]
+    };
+    // Three players too many on level-a.
+    put(levels, count(5)).await.expect("a skewed count");
+    let mut env = resources.env();
+    env.extend_from_slice(&[
+        ("WAREHOUSE_URL", warehouse.users.maintenance.as_str()),
+        ("CRON_LEVEL_DRIFT", "* * * * * *"),
+        ("CRON_ANALYZE", "off"),
+        ("CRON_VACUUM", "off"),
+        ("CRON_PRUNE_LOADED_FILES", "off"),
+        ("RECONCILE_READS", "1"),
+        ("METRICS_FLUSH_INTERVAL_SECS", "1"),
+        ("LEASE_FAILOVER_SECS", "3"),
+    ]);
+    let mut cron = ServiceProcess::start(BIN, &env);
+    assert!(
+        wait_until(
+            || metric_values(&mut cron, "LevelDriftPlayers").contains(&3.0),
+            Duration::from_secs(30)
+        )
+        .await,
+        "the drift is published: {:?}",
+        metric_values(&mut cron, "LevelDriftPlayers")
+    );
+    assert!(metric_values(&mut cron, "LevelDriftLevels").contains(&1.0));
+    put(levels, count(2)).await.expect("the count corrected");
+    assert!(
+        wait_until(
+            || metric_values(&mut cron, "LevelDriftPlayers").last() == Some(&0.0),
+            Duration::from_secs(30)
+        )
+        .await,
+        "no drift is published as 0, so the alarm clears: {:?}",
+        metric_values(&mut cron, "LevelDriftPlayers")
+    );
+    cron.terminate();
+    assert!(cron.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    resources.delete(&aws).await;
+    warehouse.drop_all().await;
 }

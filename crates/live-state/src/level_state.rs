@@ -6,7 +6,7 @@ use pipeline_runtime::AwsError;
 use pipeline_runtime::resources::{KeyAttribute, TableSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::scan::{number, scan_all, text};
+use crate::scan::{Consistency, number, scan_all, scan_all_read, text};
 
 /// Hash key: the level's id.
 pub const LEVEL_ID: &str = "levelId";
@@ -46,5 +46,24 @@ pub async fn read_counts(dynamodb: &Client, table: &str) -> Result<Vec<LevelCoun
             .cmp(&a.player_count)
             .then_with(|| a.level_id.cmp(&b.level_id))
     });
+    Ok(counts)
+}
+
+/// Every level item, zero counts included, read as `consistency` says, by level id
+/// (what a correction is conditioned on: a level with no item reads as absent).
+pub async fn read_every_count(
+    dynamodb: &Client,
+    table: &str,
+    consistency: Consistency,
+) -> Result<Vec<LevelCount>, AwsError> {
+    let mut counts = Vec::new();
+    scan_all_read(dynamodb, table, None, consistency, |item| {
+        counts.push(LevelCount {
+            level_id: text(item, LEVEL_ID),
+            player_count: number(item, PLAYER_COUNT),
+        });
+    })
+    .await?;
+    counts.sort_by(|a, b| a.level_id.cmp(&b.level_id));
     Ok(counts)
 }

@@ -11,15 +11,21 @@
 //!   `expiresAt`; the level stage's per-shard guards live there too, under a bucket
 //!   no event time can have.
 //!
+//! - [`drift`]: where LevelState is not the recount of PlayerState, read-only (shared
+//!   by `pipelinectl reconcile-levels` and the cron-connector's scheduled check).
+//!
 //! The invariant: a level's `playerCount` in LevelState is the number of PlayerState
 //! items on that level (for every level id that can key a count). The worker keeps it
 //! by applying each PlayerState change to LevelState exactly once, from the stream,
 //! in the same transaction that moves its shard's guard.
 
+pub mod drift;
 pub mod level_state;
 pub mod player_state;
 mod scan;
 pub mod transitions;
+
+pub use scan::Consistency;
 
 use pipeline_runtime::config::parse_resource_name;
 use pipeline_runtime::resources::TableSpec;

@@ -15,15 +15,37 @@ pub(crate) struct Filter<'a> {
     pub numbers: &'a [(&'a str, i64)],
 }
 
+/// How a Scan reads: eventually consistent is half the read units and is enough to
+/// show counts; strongly consistent is what a decision to write needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    Eventual,
+    Strong,
+}
+
 /// Scans `table` (dynamodb:Scan, up to 1 MB a page) from the first page to the last,
 /// handing each item that passes `filter` to `each`.
 pub(crate) async fn scan_all(
     dynamodb: &Client,
     table: &str,
     filter: Option<Filter<'_>>,
+    each: impl FnMut(&Item),
+) -> Result<(), AwsError> {
+    scan_all_read(dynamodb, table, filter, Consistency::Eventual, each).await
+}
+
+/// [`scan_all`], read as `consistency` says.
+pub(crate) async fn scan_all_read(
+    dynamodb: &Client,
+    table: &str,
+    filter: Option<Filter<'_>>,
+    consistency: Consistency,
     mut each: impl FnMut(&Item),
 ) -> Result<(), AwsError> {
-    let mut request = dynamodb.scan().table_name(table);
+    let mut request = dynamodb
+        .scan()
+        .table_name(table)
+        .consistent_read(consistency == Consistency::Strong);
     if let Some(filter) = filter {
         request = request.filter_expression(filter.expression);
         for (name, value) in filter.numbers {

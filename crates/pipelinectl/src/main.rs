@@ -128,19 +128,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::ReconcileLevels(args) => {
-            if !args.check {
-                eprintln!(
-                    "pipelinectl: RECONCILE_CHECK: only --check (report the drift) is available; writing corrections is not"
-                );
-                return Ok(ExitCode::from(2));
+            if args.check {
+                let drift = pipelinectl::reconcile::check(&aws.dynamodb(), &args).await?;
+                print!("{}", pipelinectl::reconcile::render(&drift));
+                return Ok(if drift.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
             }
-            let drift = pipelinectl::reconcile::check(&aws.dynamodb(), &args).await?;
-            print!("{}", pipelinectl::reconcile::render(&drift));
-            Ok(if drift.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            let shutdown = pipeline_runtime::shutdown::on_signals()?;
+            let corrected = pipelinectl::reconcile::correct(&aws, &args, shutdown).await?;
+            print!("{}", pipelinectl::reconcile::report(&corrected, args.dry_run));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Backfill(args) => {
             let warehouse = args.warehouse.open(aws.s3(), || aws.redshift_data())?;

@@ -1,171 +1,336 @@
-//! `pipelinectl reconcile-levels --check`: whether LevelState still equals the recount
-//! of PlayerState, level by level. While a game runs the two are read at different
-//! moments and the level stage trails PlayerState by its stream's lag, so a level
-//! counts as drifted only when every one of several reads, apart, finds it off.
+//! `pipelinectl reconcile-levels`: LevelState brought back to the recount of
+//! PlayerState while the player-state-worker runs, without ever counting a change twice.
+//!
+//! `--check` only reports, read-only and without leases ([`live_state::drift::check`]).
+//! Without it, a correction is written only against a LevelState that is exactly the
+//! count of the PlayerState recounted:
+//!
+//! 1. [`pause`]: PlayerState's writers are paused by lease (the events stage's shard
+//!    leases and the pruner's singleton lease are taken, renewed, and released at the
+//!    end), so PlayerState goes quiet; Kinesis keeps the events for after the release.
+//! 2. Each round reads [`stream`]: per stream shard, the level stage's guard and the
+//!    records after its checkpoint. While any record is beyond its guard the level
+//!    stage is behind: wait. Then recount PlayerState and read LevelState (strongly
+//!    consistent), wait `RECONCILE_STREAM_LAG_MS`, and read the stream again: a new
+//!    record means PlayerState changed during the recount, so the round starts over.
+//! 3. Otherwise LevelState holds every change up to the guards, and the stream holds
+//!    no change after them that the recount saw: the difference is drift, nothing
+//!    else. [`correct`] writes it in transactions conditioned on every count and every
+//!    guard still holding what was read; if the level stage applied anything since,
+//!    the transaction fails and the round starts over.
+//!
+//! The pause only makes rounds succeed on a busy game; the exactness rests on the
+//! guards and the stream, so a worker that writes one more batch before it notices its
+//! lease is gone costs a round, never a double count. What it does assume: a PlayerState
+//! write shows in its stream within `RECONCILE_STREAM_LAG_MS`.
 
-use std::collections::{BTreeMap, BTreeSet};
+pub mod correct;
+pub mod pause;
+pub mod stream;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use clap::Args;
-use live_state::level_state::{self, LevelCount};
-use live_state::player_state;
-use pipeline_runtime::AwsError;
+use live_state::drift::{self, CheckSettings, Drift};
+use live_state::{Consistency, TableNames, level_state, player_state};
 use pipeline_runtime::config::parse_resource_name;
+use pipeline_runtime::{AwsClients, AwsError, RetryError, RetryPolicy, retry};
+use shard_consumer::LeaseTable;
+use shard_consumer::args::default_worker_id;
+use shard_consumer::dynamodb_streams::DynamoDbStreamSource;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-/// What `reconcile-levels` compares, and how patiently.
+use correct::{Correction, WriteError};
+use pause::{Pause, PauseError};
+use stream::StreamError;
+
+pub use live_state::drift::render;
+
+/// What `reconcile-levels` compares, how it corrects, and how patiently.
 #[derive(Debug, Clone, Args)]
 pub struct ReconcileArgs {
-    /// DynamoDB table with each present player's level (the truth LevelState is a count of).
-    #[arg(long, env = "PLAYER_STATE_TABLE", default_value = "PlayerState", value_parser = parse_resource_name)]
-    pub player_state_table: String,
+    #[command(flatten)]
+    pub tables: TableNames,
 
-    /// DynamoDB table with the player count of each level.
-    #[arg(long, env = "LEVEL_STATE_TABLE", default_value = "LevelState", value_parser = parse_resource_name)]
-    pub level_state_table: String,
+    /// Lease table of the player-state-worker's events stage: its leases are taken for the pause.
+    #[arg(long, env = "PLAYER_STATE_LEASE_TABLE", default_value = "player-state", value_parser = parse_resource_name)]
+    pub player_state_lease_table: String,
 
-    /// Only report the drift (exit 1 when there is some). The only mode so far: writing
-    /// corrections while the level stage runs is not built yet, and is refused.
+    /// Lease table of the level stage: its checkpoints say where it is in PlayerState's stream.
+    #[arg(long, env = "LEVEL_STATE_LEASE_TABLE", default_value = "level-state", value_parser = parse_resource_name)]
+    pub level_state_lease_table: String,
+
+    /// Lease table of the idle-player pruner: its singleton lease is taken for the pause.
+    #[arg(long, env = "PRUNER_LEASE_TABLE", default_value = "player-state-pruner", value_parser = parse_resource_name)]
+    pub pruner_lease_table: String,
+
+    /// Only report the drift (exit 1 when there is some): read-only, no lease taken.
+    /// Without it the drift is corrected (see RECONCILE_DRY_RUN).
     #[arg(long, env = "RECONCILE_CHECK", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub check: bool,
 
-    /// Reads before a level counts as drifted: it must be off in every one.
+    /// With --check: reads before a level counts as drifted; it must be off in every one.
     #[arg(long, env = "RECONCILE_READS", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub reads: u32,
 
-    /// Seconds between two reads: longer than the level stage's lag behind PlayerState.
+    /// With --check: seconds between two reads, longer than the level stage's lag behind PlayerState.
     #[arg(long, env = "RECONCILE_INTERVAL_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub interval_secs: u64,
+
+    /// Do everything a correction does (pause, wait, recount) but write nothing: print
+    /// the updates it would make.
+    #[arg(long, env = "RECONCILE_DRY_RUN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub dry_run: bool,
+
+    /// Seconds the whole correction may take, pause included (taking the leases,
+    /// waiting for the level stage and for a quiet PlayerState); past it the leases are
+    /// released and the command fails.
+    #[arg(long, env = "RECONCILE_TIMEOUT_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout_secs: u64,
+
+    /// Milliseconds between two renewals of the paused leases: well under the
+    /// workers' LEASE_FAILOVER_SECS, after which they take a still lease back.
+    #[arg(long, env = "RECONCILE_RENEW_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub renew_interval_ms: u64,
+
+    /// Milliseconds between two looks at the level stage while waiting for it (each reads
+    /// every shard of PlayerState's stream once).
+    #[arg(long, env = "RECONCILE_POLL_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub poll_interval_ms: u64,
+
+    /// Milliseconds a PlayerState write may take to show in its stream: the stream is
+    /// read again this long after the recount to see that nothing changed during it.
+    #[arg(long, env = "RECONCILE_STREAM_LAG_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub stream_lag_ms: u64,
 }
 
-/// A level whose LevelState count is not the number of its players in PlayerState.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Drift {
-    pub level_id: String,
-    pub level_state: i64,
-    pub player_state: i64,
+impl ReconcileArgs {
+    fn check_settings(&self) -> CheckSettings {
+        CheckSettings {
+            reads: self.reads,
+            interval: Duration::from_secs(self.interval_secs),
+        }
+    }
 }
 
-/// The levels where `levels` (LevelState) and `recount` (PlayerState) disagree; a level
-/// missing on one side counts as 0 there.
-pub fn drift(levels: &[LevelCount], recount: &BTreeMap<String, i64>) -> Vec<Drift> {
-    let counted: BTreeMap<&str, i64> = levels.iter().map(|l| (l.level_id.as_str(), l.player_count)).collect();
-    let ids: BTreeSet<&str> = counted
-        .keys()
-        .copied()
-        .chain(recount.keys().map(String::as_str))
-        .collect();
-    ids.into_iter()
-        .filter_map(|id| {
-            let (level_state, player_state) = (
-                counted.get(id).copied().unwrap_or(0),
-                recount.get(id).copied().unwrap_or(0),
-            );
-            (level_state != player_state).then(|| Drift {
-                level_id: id.to_string(),
-                level_state,
-                player_state,
-            })
-        })
-        .collect()
+/// Why a correction failed. The leases are released whatever the error.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("{}", .0.explain())]
+    Aws(#[from] AwsError),
+    #[error("pause: {0}")]
+    Pause(#[from] PauseError),
+    #[error("{0}")]
+    Stream(#[from] StreamError),
+    #[error("writing the corrections: {0}")]
+    Write(WriteError),
+    #[error("no correction within RECONCILE_TIMEOUT_SECS={secs}, still waiting for {waiting_for}")]
+    Timeout { secs: u64, waiting_for: String },
+    #[error(
+        "interrupted (SIGTERM or Ctrl-C): the leases were released; a correction in flight landed whole or not at all (--check tells)"
+    )]
+    Interrupted,
 }
 
-/// The drift of the last read, for the levels that drifted in every read; stops
-/// reading as soon as one read finds none.
+/// What the correction waits for, shared with the deadline's message; a poisoned lock
+/// still holds a whole string.
+fn lock(text: &Mutex<String>) -> MutexGuard<'_, String> {
+    text.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The drift reported by `--check`.
 pub async fn check(dynamodb: &aws_sdk_dynamodb::Client, args: &ReconcileArgs) -> Result<Vec<Drift>, AwsError> {
-    let mut persistent: Option<BTreeSet<String>> = None;
-    let mut last = Vec::new();
-    for read in 0..args.reads {
-        if read > 0 {
-            tokio::time::sleep(Duration::from_secs(args.interval_secs)).await;
-        }
-        let levels = level_state::read_counts(dynamodb, &args.level_state_table).await?;
-        let recount = player_state::count_by_level(dynamodb, &args.player_state_table).await?;
-        last = drift(&levels, &recount);
-        let drifted: BTreeSet<String> = last.iter().map(|d| d.level_id.clone()).collect();
-        let still = match persistent {
-            Some(before) => before.intersection(&drifted).cloned().collect(),
-            None => drifted,
-        };
-        if still.is_empty() {
-            return Ok(Vec::new());
-        }
-        persistent = Some(still);
-    }
-    let persistent = persistent.unwrap_or_default();
-    last.retain(|d| persistent.contains(&d.level_id));
-    Ok(last)
+    drift::check(
+        dynamodb,
+        &args.tables.player_state_table,
+        &args.tables.level_state_table,
+        args.check_settings(),
+    )
+    .await
 }
 
-/// The drift as a text table, or a line saying there is none.
-pub fn render(drift: &[Drift]) -> String {
-    if drift.is_empty() {
-        return "LevelState equals the recount of PlayerState on every level\n".to_string();
-    }
-    let width = drift.iter().map(|d| d.level_id.len()).max().unwrap_or(0).max(5);
-    let mut out = format!(
-        "{:<width$}  {:>11}  {:>12}  {:>6}\n",
-        "level", "LevelState", "PlayerState", "drift"
+/// What a correction did.
+#[derive(Debug, Clone)]
+pub struct Corrected {
+    /// The drift found, level by level (written unless a dry run).
+    pub drift: Vec<Drift>,
+    pub written: bool,
+    /// How long PlayerState's writers were paused.
+    pub paused: Duration,
+    /// Rounds needed (a round restarts when PlayerState or LevelState moved under it).
+    pub rounds: u32,
+    /// Leases taken for the pause.
+    pub leases: usize,
+}
+
+/// Corrects the drift: pauses PlayerState's writers, writes the corrections when the
+/// level stage has caught up and PlayerState is quiet, releases the leases (also on an
+/// error, at the deadline and at `shutdown`).
+pub async fn correct(
+    aws: &AwsClients,
+    args: &ReconcileArgs,
+    shutdown: CancellationToken,
+) -> Result<Corrected, ReconcileError> {
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let owner = format!("reconcile-levels:{}", default_worker_id());
+    let dynamodb = aws.dynamodb();
+    let source =
+        DynamoDbStreamSource::for_table(&dynamodb, aws.dynamodb_streams(), &args.tables.player_state_table).await?;
+    let pause = Pause::new(&owner, Duration::from_millis(args.renew_interval_ms));
+    let started = std::time::Instant::now();
+    let waiting_for = Mutex::new(String::from("the leases"));
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout_at(deadline, paused_work(aws, args, &pause, &source, deadline, &waiting_for)) => {
+            outcome.unwrap_or_else(|_| Err(ReconcileError::Timeout {
+                secs: args.timeout_secs,
+                waiting_for: lock(&waiting_for).clone(),
+            }))
+        }
+        () = shutdown.cancelled() => Err(ReconcileError::Interrupted),
+    };
+    let leases = pause.held().len();
+    let released = pause.release().await;
+    let paused = started.elapsed();
+    tracing::info!(
+        leases,
+        released,
+        paused_ms = paused.as_millis() as u64,
+        "leases released"
     );
-    for d in drift {
-        out.push_str(&format!(
-            "{:<width$}  {:>11}  {:>12}  {:>+6}\n",
-            d.level_id,
-            d.level_state,
-            d.player_state,
-            d.level_state - d.player_state
-        ));
-    }
-    out
+    outcome.map(|(drift, written, rounds)| Corrected {
+        drift,
+        written,
+        paused,
+        rounds,
+        leases,
+    })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn level(id: &str, count: i64) -> LevelCount {
-        LevelCount {
-            level_id: id.into(),
-            player_count: count,
+/// Everything done under the pause: the drift, whether it was written, and the rounds.
+async fn paused_work(
+    aws: &AwsClients,
+    args: &ReconcileArgs,
+    pause: &Pause,
+    source: &DynamoDbStreamSource,
+    deadline: Instant,
+    waiting_for: &Mutex<String>,
+) -> Result<(Vec<Drift>, bool, u32), ReconcileError> {
+    let dynamodb = aws.dynamodb();
+    let events = LeaseTable::new(dynamodb.clone(), &args.player_state_lease_table);
+    let pruner = LeaseTable::new(dynamodb.clone(), &args.pruner_lease_table);
+    let levels_leases = LeaseTable::new(dynamodb.clone(), &args.level_state_lease_table);
+    let shards = pause.take_shards(&events, deadline).await?;
+    pause.take_singleton(&pruner, pause::PRUNER_LEASE_KEY, deadline).await?;
+    tracing::info!(events_shards = shards, "events stage and pruner paused");
+    let poll = Duration::from_millis(args.poll_interval_ms);
+    // Throttled and passing failures are tried again; the deadline bounds it all, and a
+    // signal drops this whole future.
+    let never = CancellationToken::new();
+    let view = || async {
+        retry(&RetryPolicy::COMMAND, &never, || {
+            stream::read_view(source, &dynamodb, &levels_leases, &args.tables.transitions_table)
+        })
+        .await
+        .map_err(RetryError::into_error)
+    };
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let before = view().await?;
+        if before.pending() > 0 {
+            *lock(waiting_for) = format!(
+                "the level stage to apply {} more records of PlayerState's stream",
+                before.pending()
+            );
+            tokio::time::sleep(poll).await;
+            continue;
+        }
+        let recount = retry(&RetryPolicy::COMMAND, &never, || {
+            player_state::count_by_level_read(&dynamodb, &args.tables.player_state_table, Consistency::Strong)
+        })
+        .await
+        .map_err(RetryError::into_error)?;
+        let levels = retry(&RetryPolicy::COMMAND, &never, || {
+            level_state::read_every_count(&dynamodb, &args.tables.level_state_table, Consistency::Strong)
+        })
+        .await
+        .map_err(RetryError::into_error)?;
+        tokio::time::sleep(Duration::from_millis(args.stream_lag_ms)).await;
+        let after = view().await?;
+        if !before.same_ends(&after) {
+            *lock(waiting_for) = "PlayerState to stay unchanged through a recount".to_string();
+            tracing::info!(round = rounds, "PlayerState changed during the recount; again");
+            tokio::time::sleep(poll).await;
+            continue;
+        }
+        let found = drift::drift(&levels, &recount);
+        let corrections: Vec<Correction> = found.iter().map(Correction::from).collect();
+        if corrections.is_empty() || args.dry_run {
+            return Ok((found, false, rounds));
+        }
+        // A retry after an answer lost on the way fails its condition (the counts moved,
+        // by this very write): a new round then finds no drift left.
+        let guards = before.guards();
+        let written = retry(&RetryPolicy::COMMAND, &never, || {
+            correct::write(
+                &dynamodb,
+                &args.tables.level_state_table,
+                &args.tables.transitions_table,
+                &guards,
+                &corrections,
+            )
+        })
+        .await
+        .map_err(RetryError::into_error);
+        match written {
+            Ok(()) => return Ok((found, true, rounds)),
+            Err(WriteError::Moved) => {
+                *lock(waiting_for) = "LevelState to stay unchanged until the corrections are written".to_string();
+                tracing::info!(round = rounds, "LevelState moved before the corrections landed; again");
+                tokio::time::sleep(poll).await;
+            }
+            Err(error) => return Err(ReconcileError::Write(error)),
         }
     }
+}
 
-    #[test]
-    fn drift_is_every_level_where_the_count_is_not_the_recount() {
-        let recount = BTreeMap::from([("a".to_string(), 3), ("b".to_string(), 1), ("c".to_string(), 2)]);
-        let levels = [level("a", 3), level("b", 4), level("d", 1)];
-        assert_eq!(
-            drift(&levels, &recount),
-            [
-                Drift {
-                    level_id: "b".into(),
-                    level_state: 4,
-                    player_state: 1
-                },
-                Drift {
-                    level_id: "c".into(),
-                    level_state: 0,
-                    player_state: 2
-                },
-                Drift {
-                    level_id: "d".into(),
-                    level_state: 1,
-                    player_state: 0
-                },
-            ]
-        );
-        assert!(drift(&[level("a", 3)], &BTreeMap::from([("a".to_string(), 3)])).is_empty());
-    }
-
-    #[test]
-    fn the_report_shows_the_signed_drift() {
-        let text = render(&[Drift {
-            level_id: "level-01".into(),
-            level_state: 4,
-            player_state: 1,
-        }]);
-        assert!(text.lines().nth(1).is_some_and(|l| l.ends_with("+3")), "{text}");
-        assert!(render(&[]).starts_with("LevelState equals"));
-    }
+/// What `reconcile-levels` prints after a correction: the drift as corrected (or, in a
+/// dry run, the updates it would make), then one line on the pause.
+pub fn report(corrected: &Corrected, dry_run: bool) -> String {
+    let summary = drift::summary(&corrected.drift);
+    let mut out = if dry_run {
+        let plan: Vec<Correction> = corrected.drift.iter().map(Correction::from).collect();
+        if plan.is_empty() {
+            render(&[])
+        } else {
+            correct::render(&plan)
+        }
+    } else {
+        render(&corrected.drift)
+    };
+    out.push('\n');
+    let verb = if corrected.written {
+        "corrected"
+    } else if dry_run {
+        "dry run, nothing written:"
+    } else {
+        "nothing to correct:"
+    };
+    out.push_str(&format!(
+        "{verb} {} levels, {} players miscounted; events stage and pruner paused {} ms ({} leases, {} rounds)\n",
+        summary.levels,
+        summary.players,
+        corrected.paused.as_millis(),
+        corrected.leases,
+        corrected.rounds
+    ));
+    out
 }

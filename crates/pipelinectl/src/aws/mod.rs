@@ -5,9 +5,11 @@
 //!
 //! - [`lake`]: the bucket: a prefix listed, an object read, a dead letter deleted, a
 //!   replaced version deleted;
+//! - [`level_state`]: `reconcile-levels`' guard reads and conditional count corrections;
 //! - [`player_state`]: a player's PlayerState item deleted (`forget`);
 //! - [`streams`]: Kinesis: a stream's shard map, records put in batches or one at a time.
 
 pub mod lake;
+pub mod level_state;
 pub mod player_state;
 pub mod streams;

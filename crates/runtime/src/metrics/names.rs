@@ -89,6 +89,10 @@ pub const DEAD_LETTER_POINTERS: &str = "DeadLetterPointers";
 pub const JOB_RUNS: &str = "JobRuns";
 pub const JOB_FAILURES: &str = "JobFailures";
 pub const JOB_DURATION: &str = "JobDuration";
+/// The level-drift check: players miscounted (sum over levels of |LevelState - recount|).
+pub const LEVEL_DRIFT_PLAYERS: &str = "LevelDriftPlayers";
+/// The level-drift check: levels whose count is not the recount.
+pub const LEVEL_DRIFT_LEVELS: &str = "LevelDriftLevels";
 
 // player-state-worker.
 pub const EVENTS_IN: &str = "EventsIn";
@@ -193,6 +197,8 @@ pub const CATALOGUE: &[Emitted] = &[
     by(JOB_RUNS, CRON, &[&[JOB, OUTCOME]]),
     by(JOB_FAILURES, CRON, PLAIN),
     by(JOB_DURATION, CRON, &[&[JOB]]),
+    by(LEVEL_DRIFT_PLAYERS, CRON, PLAIN),
+    by(LEVEL_DRIFT_LEVELS, CRON, PLAIN),
     by(EVENTS_IN, WORKER, PLAIN),
     by(SKIPPED_EVENTS, WORKER, &[&[REASON]]),
     by(PLAYER_UPDATES, WORKER, PLAIN),

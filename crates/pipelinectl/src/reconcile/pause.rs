@@ -1,0 +1,369 @@
+//! The pause of PlayerState's writers by lease: `reconcile-levels` takes the events
+//! stage's shard leases and the pruner's singleton lease through the lease table's own
+//! conditional take (on `leaseCounter`), renews each by its counter while it holds
+//! them (the workers judge an owner without a worker entry by its counter, and take
+//! back a lease whose counter stood still for their failover time), and releases them
+//! at the end so the workers take them back at their next pass.
+//!
+//! A worker whose lease was taken learns it at its next lease write (a checkpoint, or
+//! the pruner's renewal), which fails its condition: it stops the shard without
+//! checkpointing, and the records after its checkpoint are read again after the
+//! release (PlayerState only moves forward in event time, so a batch written twice
+//! changes nothing the second time). Until then it may write one more batch: the pause
+//! makes PlayerState quiet soon, not at once, and the correction does not rely on it
+//! being quiet at any given moment (see [`super`]).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use shard_consumer::LeaseTable;
+use shard_consumer::lease::Lease;
+use shard_consumer::lease_table::LeaseTableError;
+use shard_consumer::position::Checkpoint;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The key of the pruner's singleton lease in its lease table.
+pub const PRUNER_LEASE_KEY: &str = "pruner";
+
+/// Why the pause could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum PauseError {
+    #[error("lease table {table}: {source}")]
+    Table {
+        table: String,
+        #[source]
+        source: LeaseTableError,
+    },
+    #[error(
+        "lease {key} in {table} was not taken before the deadline (RECONCILE_TIMEOUT_SECS): its holder keeps moving its counter"
+    )]
+    Timeout { table: String, key: String },
+}
+
+/// A lease this process holds: where, and its counter as last written by us.
+#[derive(Debug, Clone)]
+struct Held {
+    table: LeaseTable,
+    key: String,
+    counter: u64,
+}
+
+/// What a re-read after a failed conditional write of ours says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterCondition {
+    /// Ours at this counter: our write landed (its answer was lost) or an earlier one did.
+    Ours(u64),
+    /// Someone else's, or nobody's: not ours any more.
+    NotOurs,
+}
+
+/// Settles a conditional lease write of `owner` that failed, from the lease as read after.
+pub fn after_condition(now: Option<&Lease>, owner: &str) -> AfterCondition {
+    match now {
+        Some(lease) if lease.owner.as_deref() == Some(owner) => AfterCondition::Ours(lease.counter),
+        _ => AfterCondition::NotOurs,
+    }
+}
+
+/// The leases of a stage's lease table to take: every shard not finished (a finished
+/// shard's lease is never read again, so its holder writes nothing).
+pub fn to_take(leases: &[Lease]) -> Vec<&Lease> {
+    leases.iter().filter(|l| !l.checkpoint.is_shard_end()).collect()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Leases held for the pause, renewed in the background until [`Pause::release`].
+/// Dropped without a release (a panic), it releases them on a task of its own, best
+/// effort; every path of `reconcile-levels` releases explicitly.
+#[derive(Debug)]
+pub struct Pause {
+    owner: String,
+    held: Arc<Mutex<Vec<Held>>>,
+    stop_renewing: CancellationToken,
+    renewer: Option<JoinHandle<()>>,
+    released: bool,
+}
+
+impl Pause {
+    /// Starts holding nothing, renewing every `renew_interval` what is taken later.
+    pub fn new(owner: &str, renew_interval: Duration) -> Self {
+        let held: Arc<Mutex<Vec<Held>>> = Arc::default();
+        let stop_renewing = CancellationToken::new();
+        let renewer = tokio::spawn(renew(
+            owner.to_string(),
+            held.clone(),
+            renew_interval,
+            stop_renewing.clone(),
+        ));
+        Self {
+            owner: owner.to_string(),
+            held,
+            stop_renewing,
+            renewer: Some(renewer),
+            released: false,
+        }
+    }
+
+    /// The leases held now, as (table, key).
+    pub fn held(&self) -> Vec<(String, String)> {
+        lock(&self.held)
+            .iter()
+            .map(|h| (h.table.name().to_string(), h.key.clone()))
+            .collect()
+    }
+
+    /// Takes every unfinished shard lease of `table`; returns how many.
+    pub async fn take_shards(&self, table: &LeaseTable, deadline: Instant) -> Result<usize, PauseError> {
+        let leases = table.list().await.map_err(|source| table_error(table, source))?;
+        let mut taken = 0;
+        for lease in to_take(&leases) {
+            self.take(table, lease.clone(), deadline).await?;
+            taken += 1;
+        }
+        Ok(taken)
+    }
+
+    /// Takes the singleton lease `key` of `table`, made first if it was never made (a
+    /// pruner that never ran: it then waits for this process to let go).
+    pub async fn take_singleton(&self, table: &LeaseTable, key: &str, deadline: Instant) -> Result<(), PauseError> {
+        let lease = match table.get(key).await.map_err(|e| table_error(table, e))? {
+            Some(lease) => lease,
+            None => {
+                table
+                    .create(&Lease::new(key, Checkpoint::TrimHorizon, Vec::new()))
+                    .await
+                    .map_err(|e| table_error(table, e))?;
+                table
+                    .get(key)
+                    .await
+                    .map_err(|e| table_error(table, e))?
+                    .ok_or_else(|| PauseError::Timeout {
+                        table: table.name().to_string(),
+                        key: key.to_string(),
+                    })?
+            }
+        };
+        self.take(table, lease, deadline).await
+    }
+
+    /// Takes `lease` (as last read) by the table's conditional take; a holder that
+    /// moved the counter meanwhile (a checkpoint) makes it read and try again.
+    async fn take(&self, table: &LeaseTable, mut lease: Lease, deadline: Instant) -> Result<(), PauseError> {
+        loop {
+            let error = match table.take(&lease, &self.owner).await {
+                Ok(counter) => {
+                    self.hold(table, &lease.key, counter);
+                    return Ok(());
+                }
+                Err(error) if error.is_condition_failed() || error.is_retryable() => error,
+                Err(source) => return Err(table_error(table, source)),
+            };
+            let now = table.get(&lease.key).await.map_err(|e| table_error(table, e))?;
+            if let AfterCondition::Ours(counter) = after_condition(now.as_ref(), &self.owner) {
+                self.hold(table, &lease.key, counter);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(PauseError::Timeout {
+                    table: table.name().to_string(),
+                    key: lease.key,
+                });
+            }
+            tracing::debug!(table = table.name(), shard_id = %lease.key, %error, "lease moved while taking it; again");
+            match now {
+                Some(now) => lease = now,
+                // Deleted (a finished shard cleaned up): nothing to pause there.
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn hold(&self, table: &LeaseTable, key: &str, counter: u64) {
+        tracing::info!(table = table.name(), lease = key, counter, "lease taken for the pause");
+        lock(&self.held).push(Held {
+            table: table.clone(),
+            key: key.to_string(),
+            counter,
+        });
+    }
+
+    /// Stops renewing and gives every held lease up, so the workers take them at their
+    /// next pass; returns how many were released. A lease that is no longer ours (lost
+    /// during the pause) is left alone.
+    pub async fn release(mut self) -> usize {
+        self.released = true;
+        self.stop_renewing.cancel();
+        if let Some(renewer) = self.renewer.take() {
+            let _ = renewer.await;
+        }
+        let held = std::mem::take(&mut *lock(&self.held));
+        release_all(&self.owner, held).await
+    }
+}
+
+impl Drop for Pause {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        self.stop_renewing.cancel();
+        let held = std::mem::take(&mut *lock(&self.held));
+        if held.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            leases = held.len(),
+            "pause dropped without a release; releasing on a task"
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let owner = self.owner.clone();
+            runtime.spawn(async move {
+                release_all(&owner, held).await;
+            });
+        }
+    }
+}
+
+fn table_error(table: &LeaseTable, source: LeaseTableError) -> PauseError {
+    PauseError::Table {
+        table: table.name().to_string(),
+        source,
+    }
+}
+
+/// Releases each lease; a failed condition is settled by a re-read (ours at another
+/// counter: release at that one). Errors are logged: the workers take a lease whose
+/// counter stands still for their failover time anyway.
+async fn release_all(owner: &str, held: Vec<Held>) -> usize {
+    const ATTEMPTS: u32 = 3;
+    let mut released = 0;
+    for mut lease in held {
+        for attempt in 1..=ATTEMPTS {
+            match lease.table.release(&lease.key, owner, lease.counter).await {
+                Ok(()) => {
+                    released += 1;
+                    break;
+                }
+                Err(error) => match lease.table.get(&lease.key).await {
+                    Ok(now) => match after_condition(now.as_ref(), owner) {
+                        AfterCondition::Ours(counter) if attempt < ATTEMPTS => lease.counter = counter,
+                        AfterCondition::Ours(_) => {
+                            tracing::warn!(lease = %lease.key, %error, "lease not released; the workers take it after their failover time");
+                        }
+                        AfterCondition::NotOurs => {
+                            // Our release landed (its answer was lost), or the lease moved on.
+                            released += usize::from(now.as_ref().is_some_and(|l| l.owner.is_none()));
+                            break;
+                        }
+                    },
+                    Err(reread) => {
+                        tracing::warn!(lease = %lease.key, %error, %reread, "lease not released; the workers take it after their failover time");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+    released
+}
+
+/// Renews every held lease by its counter each `interval`, until `stop`.
+async fn renew(owner: String, held: Arc<Mutex<Vec<Held>>>, interval: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let leases = lock(&held).clone();
+        for lease in leases {
+            if stop.is_cancelled() {
+                return;
+            }
+            let counter = match lease.table.renew(&lease.key, &owner, lease.counter).await {
+                Ok(counter) => Some(counter),
+                Err(error) => match lease.table.get(&lease.key).await {
+                    Ok(now) => match after_condition(now.as_ref(), &owner) {
+                        AfterCondition::Ours(counter) => Some(counter),
+                        AfterCondition::NotOurs => {
+                            tracing::warn!(lease = %lease.key, %error, "a paused lease was taken back: its shard runs again");
+                            None
+                        }
+                    },
+                    Err(reread) => {
+                        tracing::warn!(lease = %lease.key, %error, %reread, "renewal failed; next interval");
+                        Some(lease.counter)
+                    }
+                },
+            };
+            let mut all = lock(&held);
+            match counter {
+                Some(counter) => {
+                    if let Some(h) = all
+                        .iter_mut()
+                        .find(|h| h.key == lease.key && h.table.name() == lease.table.name())
+                    {
+                        h.counter = counter;
+                    }
+                }
+                None => all.retain(|h| !(h.key == lease.key && h.table.name() == lease.table.name())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shard_consumer::SequenceNumber;
+    use shard_consumer::position::RecordPosition;
+
+    fn lease(key: &str, owner: Option<&str>, counter: u64, checkpoint: Checkpoint) -> Lease {
+        Lease {
+            owner: owner.map(str::to_string),
+            counter,
+            ..Lease::new(key, checkpoint, Vec::new())
+        }
+    }
+
+    #[test]
+    fn finished_shards_are_not_paused() {
+        let at = Checkpoint::At(RecordPosition {
+            sequence: SequenceNumber::parse("42").expect("sequence"),
+            subsequence: 0,
+        });
+        let leases = [
+            lease("a", Some("w1"), 3, at),
+            lease("b", None, 1, Checkpoint::ShardEnd),
+            lease("c", None, 0, Checkpoint::TrimHorizon),
+        ];
+        let keys: Vec<&str> = to_take(&leases).iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, ["a", "c"]);
+    }
+
+    #[test]
+    fn a_failed_write_is_settled_by_who_holds_the_lease_now() {
+        let me = "reconcile-levels:x";
+        assert_eq!(
+            after_condition(Some(&lease("a", Some(me), 7, Checkpoint::TrimHorizon)), me),
+            AfterCondition::Ours(7),
+            "our write landed and its answer was lost"
+        );
+        assert_eq!(
+            after_condition(Some(&lease("a", Some("w1"), 8, Checkpoint::TrimHorizon)), me),
+            AfterCondition::NotOurs
+        );
+        assert_eq!(
+            after_condition(Some(&lease("a", None, 8, Checkpoint::TrimHorizon)), me),
+            AfterCondition::NotOurs
+        );
+        assert_eq!(after_condition(None, me), AfterCondition::NotOurs);
+    }
+}

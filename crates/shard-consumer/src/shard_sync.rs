@@ -14,7 +14,7 @@
 //!   that moved past its starting point; a lease of a shard that left the stream, once
 //!   its children have leases or it has none.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::config::InitialPosition;
 use crate::lease::Lease;
@@ -69,16 +69,33 @@ impl<'a> Lineage<'a> {
     }
 }
 
+/// The closed shards of `shards` without a lease that are never leased (nor read)
+/// again: a listed descendant has a lease, however far down the lineage. Their own
+/// lease, if they had one, was deleted at SHARD_END once their children started; shard
+/// sync skips them for good (the rule of [`plan_shard_leases`]).
+pub fn passed_by_lineage(shards: &[Shard], leases: &[Lease]) -> BTreeSet<String> {
+    let leased: HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
+    let lineage = Lineage::new(shards);
+    lineage
+        .shards
+        .values()
+        .filter(|shard| passed(&lineage, shard, &leased))
+        .map(|shard| shard.id.clone())
+        .collect()
+}
+
+/// Closed, without a lease, and a descendant has one.
+fn passed(lineage: &Lineage<'_>, shard: &Shard, leased: &HashSet<&str>) -> bool {
+    shard.closed && !leased.contains(shard.id.as_str()) && lineage.descendant_leased(&shard.id, leased)
+}
+
 /// Decides lease creation and cleanup from the shard list and the lease table.
 pub fn plan_shard_leases(shards: &[Shard], leases: &[Lease], initial: InitialPosition) -> ShardLeasePlan {
     let leased: HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
     let lineage = Lineage::new(shards);
     let mut plan = ShardLeasePlan::default();
     for shard in lineage.shards.values() {
-        if leased.contains(shard.id.as_str()) {
-            continue;
-        }
-        if shard.closed && lineage.descendant_leased(&shard.id, &leased) {
+        if leased.contains(shard.id.as_str()) || passed(&lineage, shard, &leased) {
             continue;
         }
         let has_parent = shard
@@ -259,6 +276,28 @@ mod tests {
                 .create
                 .is_empty()
         );
+        assert_eq!(
+            passed_by_lineage(&shards, &leases),
+            BTreeSet::from(["a".to_string(), "b".to_string(), "c".to_string()])
+        );
+    }
+
+    #[test]
+    fn only_closed_shards_without_a_lease_pass_by_lineage() {
+        let shards = [
+            shard("s0", &[], true),
+            shard("s1", &["s0"], true),
+            shard("s2", &["s1"], false),
+            shard("x", &[], true),
+        ];
+        // s1 still has its lease (read to SHARD_END or not): the level stage decides.
+        // x has no descendant: nothing says it was read.
+        let leases = [
+            Lease::new("s1", Checkpoint::ShardEnd, vec!["s0".into()]),
+            Lease::new("s2", Checkpoint::TrimHorizon, vec!["s1".into()]),
+        ];
+        assert_eq!(passed_by_lineage(&shards, &leases), BTreeSet::from(["s0".to_string()]));
+        assert!(passed_by_lineage(&shards, &[]).is_empty());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use shard_consumer::LeaseTable;
+use shard_consumer::backoff::Backoff;
 use shard_consumer::lease::Lease;
 use shard_consumer::lease_table::LeaseTableError;
 use shard_consumer::position::Checkpoint;
@@ -117,13 +118,23 @@ impl Pause {
             .collect()
     }
 
-    /// Takes every unfinished shard lease of `table`; returns how many.
+    /// Takes every unfinished shard lease of `table`; returns how many were taken (a
+    /// lease deleted while being taken is not counted: nothing reads its shard).
     pub async fn take_shards(&self, table: &LeaseTable, deadline: Instant) -> Result<usize, PauseError> {
         let leases = table.list().await.map_err(|source| table_error(table, source))?;
+        if leases.is_empty() {
+            // No events stage has ever run on this table (or it is the wrong table):
+            // nothing is paused, and a worker starting now writes during the correction.
+            tracing::warn!(
+                table = table.name(),
+                "no lease in the events stage's lease table: it pauses nothing (is PLAYER_STATE_LEASE_TABLE right?)"
+            );
+        }
         let mut taken = 0;
         for lease in to_take(&leases) {
-            self.take(table, lease.clone(), deadline).await?;
-            taken += 1;
+            if self.take(table, lease.clone(), deadline).await? {
+                taken += 1;
+            }
         }
         Ok(taken)
     }
@@ -148,38 +159,61 @@ impl Pause {
                     })?
             }
         };
-        self.take(table, lease, deadline).await
+        if !self.take(table, lease, deadline).await? {
+            // Deleted between the read and the take: nothing holds it, so nothing prunes
+            // until a pruner makes it again, and then it waits for its own failover.
+            tracing::warn!(
+                table = table.name(),
+                lease = key,
+                "pruner lease deleted while being taken"
+            );
+        }
+        Ok(())
     }
 
     /// Takes `lease` (as last read) by the table's conditional take; a holder that
-    /// moved the counter meanwhile (a checkpoint) makes it read and try again.
-    async fn take(&self, table: &LeaseTable, mut lease: Lease, deadline: Instant) -> Result<(), PauseError> {
+    /// moved the counter meanwhile (a checkpoint) or a throttle makes it wait a little,
+    /// read and try again. Returns whether it was taken (`false`: deleted meanwhile).
+    async fn take(&self, table: &LeaseTable, mut lease: Lease, deadline: Instant) -> Result<bool, PauseError> {
+        // A worker checkpointing every batch moves its counter a few times a second: a
+        // pause between attempts lets a take land between two checkpoints, and eases a
+        // throttled table.
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         loop {
             let error = match table.take(&lease, &self.owner).await {
                 Ok(counter) => {
                     self.hold(table, &lease.key, counter);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(error) if error.is_condition_failed() || error.is_retryable() => error,
                 Err(source) => return Err(table_error(table, source)),
             };
+            let timeout = || PauseError::Timeout {
+                table: table.name().to_string(),
+                key: lease.key.clone(),
+            };
+            if !error.is_condition_failed() {
+                // Throttled or passing: wait before the re-read, too.
+                sleep_before(deadline, backoff.next_delay())
+                    .await
+                    .map_err(|()| timeout())?;
+            }
             let now = table.get(&lease.key).await.map_err(|e| table_error(table, e))?;
             if let AfterCondition::Ours(counter) = after_condition(now.as_ref(), &self.owner) {
                 self.hold(table, &lease.key, counter);
-                return Ok(());
+                return Ok(true);
             }
-            if Instant::now() >= deadline {
-                return Err(PauseError::Timeout {
-                    table: table.name().to_string(),
-                    key: lease.key,
-                });
-            }
-            tracing::debug!(table = table.name(), shard_id = %lease.key, %error, "lease moved while taking it; again");
-            match now {
-                Some(now) => lease = now,
+            let Some(now) = now else {
                 // Deleted (a finished shard cleaned up): nothing to pause there.
-                None => return Ok(()),
+                return Ok(false);
+            };
+            tracing::debug!(table = table.name(), shard_id = %lease.key, %error, "lease moved while taking it; again");
+            if error.is_condition_failed() {
+                sleep_before(deadline, backoff.next_delay())
+                    .await
+                    .map_err(|()| timeout())?;
             }
+            lease = now;
         }
     }
 
@@ -227,6 +261,15 @@ impl Drop for Pause {
             });
         }
     }
+}
+
+/// Sleeps `delay`, or fails when the deadline comes first.
+async fn sleep_before(deadline: Instant, delay: Duration) -> Result<(), ()> {
+    if Instant::now() + delay >= deadline {
+        return Err(());
+    }
+    tokio::time::sleep(delay).await;
+    Ok(())
 }
 
 fn table_error(table: &LeaseTable, source: LeaseTableError) -> PauseError {

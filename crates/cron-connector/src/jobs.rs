@@ -40,6 +40,19 @@ pub enum Work {
     },
 }
 
+impl Work {
+    /// Whether a fatal failure of this work stops the service. A warehouse job that
+    /// cannot run means the warehouse is unfit for every job (its rights, its schema);
+    /// the level-drift check only reads live state, and a denied or missing table there
+    /// must not stop VACUUM and retention: it counts as a failed run, and is logged.
+    pub fn fatal_stops_service(&self) -> bool {
+        match self {
+            Work::Warehouse(_) => true,
+            Work::LevelDrift { .. } => false,
+        }
+    }
+}
+
 /// A named job on a schedule.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -71,6 +84,20 @@ mod tests {
             schedule: Schedule::parse(schedule).expect("schedule"),
             work: Work::Warehouse(Maintenance::Analyze),
         }
+    }
+
+    #[test]
+    fn only_a_warehouse_job_stops_the_service_when_it_cannot_run() {
+        assert!(Work::Warehouse(Maintenance::Vacuum).fatal_stops_service());
+        let drift = Work::LevelDrift {
+            player_state_table: "PlayerState".into(),
+            level_state_table: "LevelState".into(),
+            settings: live_state::drift::CheckSettings {
+                reads: 1,
+                interval: std::time::Duration::ZERO,
+            },
+        };
+        assert!(!drift.fatal_stops_service());
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! Where LevelState is not the recount of PlayerState, read-only. While a game runs the
 //! two tables are read at different moments and the level stage trails PlayerState by
 //! its stream's lag, so [`check`] counts a level as drifted only when every one of
-//! several reads, apart, finds it off: a report to act on, never a correction to write
-//! (`pipelinectl reconcile-levels` writes those under a protocol of its own).
+//! several reads, apart, finds it off the same way (too high in each, or too low in
+//! each), and reports the smallest amount it was off by: a busy level seen ahead in one
+//! read and behind in the next is lag, not drift. A report to act on, never a
+//! correction to write (`pipelinectl reconcile-levels` writes those under a protocol of
+//! its own).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use pipeline_runtime::AwsError;
+use pipeline_runtime::retry::{RetryError, RetryPolicy, retry};
+use tokio_util::sync::CancellationToken;
 
 use crate::level_state::{self, LevelCount};
 use crate::player_state;
@@ -78,36 +83,59 @@ pub struct CheckSettings {
     pub interval: Duration,
 }
 
-/// The drift of the last read, for the levels that drifted in every read; stops
-/// reading as soon as one read finds none.
+/// The levels off in every read so far (`before`; `None` before the first read) and in
+/// `now`, the same way in each, each with the read where it was off by the least.
+pub fn persist(before: Option<&BTreeMap<String, Drift>>, now: Vec<Drift>) -> BTreeMap<String, Drift> {
+    let now = now.into_iter().map(|d| (d.level_id.clone(), d));
+    let Some(before) = before else {
+        return now.collect();
+    };
+    now.filter_map(|(id, d)| {
+        let earlier = before.get(&id)?;
+        if earlier.signed().signum() != d.signed().signum() {
+            return None;
+        }
+        let least = if d.signed().unsigned_abs() < earlier.signed().unsigned_abs() {
+            d
+        } else {
+            earlier.clone()
+        };
+        Some((id, least))
+    })
+    .collect()
+}
+
+/// The levels that drifted the same way in every read, each by the least it was off;
+/// stops reading as soon as one read finds none. Each read that is throttled or fails
+/// for a passing reason is tried again under `policy`, until `stop`.
 pub async fn check(
     dynamodb: &Client,
     player_state_table: &str,
     level_state_table: &str,
     settings: CheckSettings,
+    policy: &RetryPolicy,
+    stop: &CancellationToken,
 ) -> Result<Vec<Drift>, AwsError> {
-    let mut persistent: Option<BTreeSet<String>> = None;
-    let mut last = Vec::new();
+    let mut persistent: Option<BTreeMap<String, Drift>> = None;
     for read in 0..settings.reads.max(1) {
         if read > 0 {
             tokio::time::sleep(settings.interval).await;
         }
-        let levels = level_state::read_counts(dynamodb, level_state_table).await?;
-        let recount = player_state::count_by_level(dynamodb, player_state_table).await?;
-        last = drift(&levels, &recount);
-        let drifted: BTreeSet<String> = last.iter().map(|d| d.level_id.clone()).collect();
-        let still = match persistent {
-            Some(before) => before.intersection(&drifted).cloned().collect(),
-            None => drifted,
-        };
+        let levels = retry(policy, stop, || level_state::read_counts(dynamodb, level_state_table))
+            .await
+            .map_err(RetryError::into_error)?;
+        let recount = retry(policy, stop, || {
+            player_state::count_by_level(dynamodb, player_state_table)
+        })
+        .await
+        .map_err(RetryError::into_error)?;
+        let still = persist(persistent.as_ref(), drift(&levels, &recount));
         if still.is_empty() {
             return Ok(Vec::new());
         }
         persistent = Some(still);
     }
-    let persistent = persistent.unwrap_or_default();
-    last.retain(|d| persistent.contains(&d.level_id));
-    Ok(last)
+    Ok(persistent.unwrap_or_default().into_values().collect())
 }
 
 /// The drift as a text table, or a line saying there is none.
@@ -171,6 +199,26 @@ mod tests {
         assert_eq!(summary(&found), DriftSummary { levels: 3, players: 6 });
         assert!(drift(&[level("a", 3)], &BTreeMap::from([("a".to_string(), 3)])).is_empty());
         assert_eq!(summary(&[]), DriftSummary::default());
+    }
+
+    fn off(id: &str, level_state: i64, player_state: i64) -> Drift {
+        Drift {
+            level_id: id.into(),
+            level_state,
+            player_state,
+        }
+    }
+
+    #[test]
+    fn drift_persists_only_the_same_way_in_every_read_and_by_its_least() {
+        let first = persist(None, vec![off("a", 5, 2), off("b", 3, 4), off("c", 1, 0)]);
+        assert_eq!(first.len(), 3);
+        // a: +3 then +1 (still too high): drift of 1. b: -1 then +2 (a busy level, lag
+        // both ways): not drift. c: right now: not drift.
+        let second = persist(Some(&first), vec![off("a", 4, 3), off("b", 6, 4), off("d", 2, 0)]);
+        assert_eq!(second.into_values().collect::<Vec<_>>(), [off("a", 4, 3)]);
+        let third = persist(Some(&first), vec![off("a", 9, 2)]);
+        assert_eq!(third["a"], off("a", 5, 2), "the least of the reads: +3, not +7");
     }
 
     #[test]

@@ -129,7 +129,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::ReconcileLevels(args) => {
             if args.check {
-                let drift = pipelinectl::reconcile::check(&aws.dynamodb(), &args).await?;
+                // Read-only: a signal may end it at any point (no handler, the default exit).
+                let never = tokio_util::sync::CancellationToken::new();
+                let drift = pipelinectl::reconcile::check(&aws.dynamodb(), &args, &never).await?;
                 print!("{}", pipelinectl::reconcile::render(&drift));
                 return Ok(if drift.is_empty() {
                     ExitCode::SUCCESS
@@ -138,7 +140,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 });
             }
             let shutdown = pipeline_runtime::shutdown::on_signals()?;
-            let corrected = pipelinectl::reconcile::correct(&aws, &args, shutdown).await?;
+            // Each transaction as it commits: an interruption between two of a correction
+            // that takes several leaves those printed written.
+            let on_commit = |chunk: &[pipelinectl::reconcile::Correction]| {
+                print!("{}", pipelinectl::reconcile::correct::render_committed(chunk));
+            };
+            let corrected = pipelinectl::reconcile::correct(&aws, &args, shutdown, &on_commit).await?;
             print!("{}", pipelinectl::reconcile::report(&corrected, args.dry_run));
             Ok(ExitCode::SUCCESS)
         }

@@ -8,26 +8,34 @@
 //! 1. [`pause`]: PlayerState's writers are paused by lease (the events stage's shard
 //!    leases and the pruner's singleton lease are taken, renewed, and released at the
 //!    end), so PlayerState goes quiet; Kinesis keeps the events for after the release.
-//! 2. Each round reads [`stream`]: per stream shard, the level stage's guard and the
-//!    records after its checkpoint. While any record is beyond its guard the level
-//!    stage is behind: wait. Then recount PlayerState and read LevelState (strongly
-//!    consistent), wait `RECONCILE_STREAM_LAG_MS`, and read the stream again: a new
-//!    record means PlayerState changed during the recount, so the round starts over.
+//! 2. Each round reads [`stream`]: per stream shard the level stage has not finished,
+//!    its guard and the records after its checkpoint, read to the shard's end (or an
+//!    open shard's tip). While any record is after both the guard and the checkpoint
+//!    the level stage is behind: wait. Then recount PlayerState and read LevelState
+//!    (strongly consistent), wait `RECONCILE_STREAM_LAG_MS`, and read the stream
+//!    again: a new record means PlayerState changed during the recount, so the round
+//!    starts over.
 //! 3. Otherwise LevelState holds every change up to the guards, and the stream holds
 //!    no change after them that the recount saw: the difference is drift, nothing
-//!    else. [`correct`] writes it in transactions conditioned on every count and every
-//!    guard still holding what was read; if the level stage applied anything since,
-//!    the transaction fails and the round starts over.
+//!    else. [`correct`] writes it in transactions conditioned on each drifted level's
+//!    count and each guard the level stage may still move (open shards') still holding
+//!    what was read; if the level stage applied anything since, the transaction fails
+//!    and the round starts over. More drifted levels than one transaction holds take
+//!    several transactions, each exact on its own but not atomic together: a deadline
+//!    or a signal between two leaves the correction partly applied (run it again).
 //!
 //! The pause only makes rounds succeed on a busy game; the exactness rests on the
 //! guards and the stream, so a worker that writes one more batch before it notices its
 //! lease is gone costs a round, never a double count. What it does assume: a PlayerState
-//! write shows in its stream within `RECONCILE_STREAM_LAG_MS`.
+//! write shows in its stream within `RECONCILE_STREAM_LAG_MS` (AWS gives no bound), and
+//! no writer the pause does not stop (`pipelinectl forget`, a script) runs meanwhile
+//! with a write that shows later than that.
 
 pub mod correct;
 pub mod pause;
 pub mod stream;
 
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -42,7 +50,8 @@ use shard_consumer::dynamodb_streams::DynamoDbStreamSource;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use correct::{Correction, WriteError};
+pub use correct::Correction;
+use correct::WriteError;
 use pause::{Pause, PauseError};
 use stream::StreamError;
 
@@ -132,27 +141,36 @@ pub enum ReconcileError {
     Stream(#[from] StreamError),
     #[error("writing the corrections: {0}")]
     Write(WriteError),
-    #[error("no correction within RECONCILE_TIMEOUT_SECS={secs}, still waiting for {waiting_for}")]
+    #[error(
+        "no correction within RECONCILE_TIMEOUT_SECS={secs}, still waiting for {waiting_for} (levels printed as corrected above stay corrected; run again to finish)"
+    )]
     Timeout { secs: u64, waiting_for: String },
     #[error(
-        "interrupted (SIGTERM or Ctrl-C): the leases were released; a correction in flight landed whole or not at all (--check tells)"
+        "interrupted (SIGTERM or Ctrl-C): the leases were released; each transaction landed whole or not at all, but a correction of several may be partly written (the levels printed above were): run again to finish (--check tells)"
     )]
     Interrupted,
 }
 
-/// What the correction waits for, shared with the deadline's message; a poisoned lock
-/// still holds a whole string.
-fn lock(text: &Mutex<String>) -> MutexGuard<'_, String> {
-    text.lock().unwrap_or_else(PoisonError::into_inner)
+/// What the correction waits for (shared with the deadline's message), and what it
+/// wrote; a poisoned lock's value is used as it is (at worst a report misses a level).
+fn lock<T>(value: &Mutex<T>) -> MutexGuard<'_, T> {
+    value.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The drift reported by `--check`.
-pub async fn check(dynamodb: &aws_sdk_dynamodb::Client, args: &ReconcileArgs) -> Result<Vec<Drift>, AwsError> {
+/// The drift reported by `--check`; a throttled or passing failure of a read is tried
+/// again until `shutdown`.
+pub async fn check(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    args: &ReconcileArgs,
+    shutdown: &CancellationToken,
+) -> Result<Vec<Drift>, AwsError> {
     drift::check(
         dynamodb,
         &args.tables.player_state_table,
         &args.tables.level_state_table,
         args.check_settings(),
+        &RetryPolicy::COMMAND,
+        shutdown,
     )
     .await
 }
@@ -160,7 +178,8 @@ pub async fn check(dynamodb: &aws_sdk_dynamodb::Client, args: &ReconcileArgs) ->
 /// What a correction did.
 #[derive(Debug, Clone)]
 pub struct Corrected {
-    /// The drift found, level by level (written unless a dry run).
+    /// The drift found, level by level: as written (over every round that wrote), or in
+    /// a dry run or with nothing to correct, as found.
     pub drift: Vec<Drift>,
     pub written: bool,
     /// How long PlayerState's writers were paused.
@@ -173,11 +192,13 @@ pub struct Corrected {
 
 /// Corrects the drift: pauses PlayerState's writers, writes the corrections when the
 /// level stage has caught up and PlayerState is quiet, releases the leases (also on an
-/// error, at the deadline and at `shutdown`).
+/// error, at the deadline and at `shutdown`). `on_commit` hears of each transaction's
+/// corrections as it commits (a correction may take several).
 pub async fn correct(
     aws: &AwsClients,
     args: &ReconcileArgs,
     shutdown: CancellationToken,
+    on_commit: &(dyn Fn(&[Correction]) + Send + Sync),
 ) -> Result<Corrected, ReconcileError> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let owner = format!("reconcile-levels:{}", default_worker_id());
@@ -188,7 +209,7 @@ pub async fn correct(
     let started = std::time::Instant::now();
     let waiting_for = Mutex::new(String::from("the leases"));
     let outcome = tokio::select! {
-        outcome = tokio::time::timeout_at(deadline, paused_work(aws, args, &pause, &source, deadline, &waiting_for)) => {
+        outcome = tokio::time::timeout_at(deadline, paused_work(aws, args, &pause, &source, deadline, &waiting_for, on_commit)) => {
             outcome.unwrap_or_else(|_| Err(ReconcileError::Timeout {
                 secs: args.timeout_secs,
                 waiting_for: lock(&waiting_for).clone(),
@@ -222,6 +243,7 @@ async fn paused_work(
     source: &DynamoDbStreamSource,
     deadline: Instant,
     waiting_for: &Mutex<String>,
+    on_commit: &(dyn Fn(&[Correction]) + Send + Sync),
 ) -> Result<(Vec<Drift>, bool, u32), ReconcileError> {
     let dynamodb = aws.dynamodb();
     let events = LeaseTable::new(dynamodb.clone(), &args.player_state_lease_table);
@@ -241,15 +263,26 @@ async fn paused_work(
         .await
         .map_err(RetryError::into_error)
     };
+    // Every level a committed transaction set, over all rounds: the first count read,
+    // the last target written.
+    let written: Mutex<BTreeMap<String, Correction>> = Mutex::default();
     let mut rounds = 0;
     loop {
         rounds += 1;
         let before = view().await?;
-        if before.pending() > 0 {
-            *lock(waiting_for) = format!(
-                "the level stage to apply {} more records of PlayerState's stream",
-                before.pending()
-            );
+        if before.pending() > 0 || before.unresolved() > 0 {
+            *lock(waiting_for) = if before.pending() > 0 {
+                format!(
+                    "the level stage to apply {} more records of PlayerState's stream",
+                    before.pending()
+                )
+            } else {
+                format!(
+                    "{} stream shards to be read to their end (past {} GetRecords pages each)",
+                    before.unresolved(),
+                    stream::MAX_PAGES_PER_SHARD
+                )
+            };
             tokio::time::sleep(poll).await;
             continue;
         }
@@ -273,25 +306,59 @@ async fn paused_work(
         }
         let found = drift::drift(&levels, &recount);
         let corrections: Vec<Correction> = found.iter().map(Correction::from).collect();
-        if corrections.is_empty() || args.dry_run {
+        if args.dry_run {
             return Ok((found, false, rounds));
         }
-        // A retry after an answer lost on the way fails its condition (the counts moved,
-        // by this very write): a new round then finds no drift left.
+        if corrections.is_empty() {
+            let earlier = written_drift(&lock(&written));
+            let any = !earlier.is_empty();
+            return Ok((if any { earlier } else { found }, any, rounds));
+        }
+        // Levels this round committed: a retry (after a throttle, or an answer lost on
+        // the way) writes only the rest. A transaction whose answer was lost is tried
+        // again and fails its condition (the counts moved, by this very write): a new
+        // round then finds no drift left there.
+        let this_round: Mutex<BTreeMap<String, Correction>> = Mutex::default();
+        let committed = |chunk: &[Correction]| {
+            let mut this_round = lock(&this_round);
+            let mut written = lock(&written);
+            for c in chunk {
+                this_round.insert(c.level_id.clone(), c.clone());
+                written
+                    .entry(c.level_id.clone())
+                    .and_modify(|w| w.target = c.target)
+                    .or_insert_with(|| c.clone());
+            }
+            on_commit(chunk);
+        };
         let guards = before.guards();
-        let written = retry(&RetryPolicy::COMMAND, &never, || {
-            correct::write(
-                &dynamodb,
-                &args.tables.level_state_table,
-                &args.tables.transitions_table,
-                &guards,
-                &corrections,
-            )
+        let outcome = retry(&RetryPolicy::COMMAND, &never, || {
+            let rest: Vec<Correction> = {
+                let done = lock(&this_round);
+                corrections
+                    .iter()
+                    .filter(|c| !done.contains_key(&c.level_id))
+                    .cloned()
+                    .collect()
+            };
+            let (guards, committed) = (&guards, &committed);
+            let dynamodb = &dynamodb;
+            async move {
+                correct::write(
+                    dynamodb,
+                    &args.tables.level_state_table,
+                    &args.tables.transitions_table,
+                    guards,
+                    &rest,
+                    committed,
+                )
+                .await
+            }
         })
         .await
         .map_err(RetryError::into_error);
-        match written {
-            Ok(()) => return Ok((found, true, rounds)),
+        match outcome {
+            Ok(()) => return Ok((written_drift(&lock(&written)), true, rounds)),
             Err(WriteError::Moved) => {
                 *lock(waiting_for) = "LevelState to stay unchanged until the corrections are written".to_string();
                 tracing::info!(round = rounds, "LevelState moved before the corrections landed; again");
@@ -300,6 +367,18 @@ async fn paused_work(
             Err(error) => return Err(ReconcileError::Write(error)),
         }
     }
+}
+
+/// The corrections committed, as the drift they corrected.
+fn written_drift(written: &BTreeMap<String, Correction>) -> Vec<Drift> {
+    written
+        .values()
+        .map(|c| Drift {
+            level_id: c.level_id.clone(),
+            level_state: c.read,
+            player_state: c.target,
+        })
+        .collect()
 }
 
 /// What `reconcile-levels` prints after a correction: the drift as corrected (or, in a

@@ -1,8 +1,17 @@
 //! The corrections: the plan (pure), and the transactions that write it. Each
-//! transaction sets the drifted levels' counts on the condition that each still holds
-//! what was read, and checks that every guard of the level stage still holds what was
-//! read: a change the level stage applied since then fails the whole transaction, so a
-//! correction never lands on a LevelState other than the one it was computed against.
+//! transaction sets some drifted levels' counts on the condition that each of those
+//! counts still holds what was read, and checks that each guard the level stage may
+//! still move (an open stream shard's) still holds what was read: a change the level
+//! stage applied since then fails the transaction, so no transaction lands on a
+//! LevelState other than the one it was computed against. Counts of levels that did
+//! not drift are neither written nor conditioned on.
+//!
+//! A correction of more levels than one transaction holds ([`MAX_TRANSACTION_ITEMS`]
+//! less the guards) is written in several transactions, one after the other, each
+//! exact on its own; they are not atomic together. One that fails its condition leaves
+//! the earlier ones written (exact, since each was), and the next round corrects what
+//! is left; a deadline or a signal between two of them leaves the correction partly
+//! applied, and running the command again finishes it.
 
 use std::collections::BTreeMap;
 
@@ -67,7 +76,8 @@ pub fn plan(levels: &[LevelCount], recount: &BTreeMap<String, i64>) -> Vec<Corre
     drift::drift(levels, recount).iter().map(Correction::from).collect()
 }
 
-/// `corrections` cut into transactions that each leave room for `guards` checks.
+/// `corrections` cut into transactions that each leave room for `guards` checks. Only
+/// with 100 or more guards that may move (open stream shards) is there no room at all.
 pub fn chunks(corrections: &[Correction], guards: usize) -> Result<std::slice::Chunks<'_, Correction>, WriteError> {
     let room = MAX_TRANSACTION_ITEMS.saturating_sub(guards);
     if room == 0 {
@@ -76,13 +86,16 @@ pub fn chunks(corrections: &[Correction], guards: usize) -> Result<std::slice::C
     Ok(corrections.chunks(room))
 }
 
-/// Writes `corrections`, each transaction conditioned on every guard in `guards`.
+/// Writes `corrections` in as few transactions as fit, each conditioned on every guard
+/// in `guards`; `on_commit` hears of each transaction's corrections once it committed
+/// (an error leaves those before it written).
 pub async fn write(
     dynamodb: &Client,
     level_table: &str,
     transitions_table: &str,
     guards: &[(String, Option<SequenceNumber>)],
     corrections: &[Correction],
+    on_commit: &(dyn Fn(&[Correction]) + Send + Sync),
 ) -> Result<(), WriteError> {
     let checks: Vec<GuardCheck<'_>> = guards
         .iter()
@@ -106,8 +119,25 @@ pub async fn write(
                 TransactionError::ConditionFailed => WriteError::Moved,
                 TransactionError::Aws(error) => WriteError::Aws(error),
             })?;
+        on_commit(chunk);
     }
     Ok(())
+}
+
+/// The corrections one transaction committed, as text, for the operator watching.
+pub fn render_committed(corrections: &[Correction]) -> String {
+    corrections
+        .iter()
+        .map(|c| {
+            format!(
+                "corrected {} playerCount {} -> {} ({:+})\n",
+                c.level_id,
+                c.read,
+                c.target,
+                c.target - c.read
+            )
+        })
+        .collect()
 }
 
 /// The corrections as text, for `--dry-run`.
@@ -190,5 +220,11 @@ mod tests {
             target: 1,
         }]);
         assert_eq!(text, "would set level-b playerCount 4 -> 1 (-3)\n");
+        let text = render_committed(&[Correction {
+            level_id: "level-b".into(),
+            read: 4,
+            target: 1,
+        }]);
+        assert_eq!(text, "corrected level-b playerCount 4 -> 1 (-3)\n");
     }
 }

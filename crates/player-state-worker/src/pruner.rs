@@ -1,7 +1,9 @@
 //! The idle-player pruner: one instance at a time (a singleton lease) deletes players
 //! whose last event is older than the idle timeout. Each delete is conditioned on
 //! `lastUpdated` not having moved since the scan, and the stream turns it into a
-//! level decrement.
+//! level decrement. A lost lease (another pruner, or `pipelinectl reconcile-levels`
+//! pausing it) stops a pass before its next page and its next delete, not only between
+//! passes; a delete already sent may still land.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -53,7 +55,7 @@ impl Pruner {
             };
             let mut published = BTreeSet::new();
             loop {
-                match self.prune_once().await {
+                match self.prune_once(&guard.lost).await {
                     Ok(pruned) => self.metrics.count(names::PLAYERS_PRUNED, pruned, &[]),
                     Err(error) if error.is_retryable() => {
                         tracing::warn!(%error, "pruning pass failed; trying again next interval");
@@ -109,11 +111,12 @@ impl Pruner {
         Ok(())
     }
 
-    /// One pass over every segment; returns how many players were deleted.
-    pub async fn prune_once(&self) -> Result<u64, AwsError> {
+    /// One pass over every segment; returns how many players were deleted. `stop` (the
+    /// lease lost) ends it before the next page or delete of any segment.
+    pub async fn prune_once(&self, stop: &CancellationToken) -> Result<u64, AwsError> {
         let cutoff = now_ms() - i64::try_from(self.idle_timeout.as_millis()).unwrap_or(i64::MAX);
         let counts: Vec<Result<u64, AwsError>> = futures::stream::iter(0..self.segments)
-            .map(|segment| self.prune_segment(segment, cutoff))
+            .map(|segment| self.prune_segment(segment, cutoff, stop))
             .buffer_unordered(self.segments.max(1) as usize)
             .collect()
             .await;
@@ -124,13 +127,25 @@ impl Pruner {
         Ok(total)
     }
 
-    async fn prune_segment(&self, segment: i32, cutoff: i64) -> Result<u64, AwsError> {
+    async fn prune_segment(&self, segment: i32, cutoff: i64, stop: &CancellationToken) -> Result<u64, AwsError> {
         let mut start = None;
         let mut pruned = 0;
+        let stopped = |pruned: u64| -> Result<u64, AwsError> {
+            tracing::info!(segment, pruned, "pruner lease lost; pass stopped");
+            Ok(pruned)
+        };
         loop {
+            if stop.is_cancelled() {
+                return stopped(pruned);
+            }
             let page =
                 player_state::scan_idle(&self.dynamodb, &self.table, segment, self.segments, cutoff, start).await?;
             for idle in page.players {
+                // Whoever holds the lease now (a pause of PlayerState's writers) relies
+                // on this process writing nothing more.
+                if stop.is_cancelled() {
+                    return stopped(pruned);
+                }
                 if player_state::delete_if_unchanged(&self.dynamodb, &self.table, idle).await? {
                     pruned += 1;
                 }

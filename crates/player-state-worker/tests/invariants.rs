@@ -268,3 +268,54 @@ async fn counts_match_players_through_duplicates_reordering_a_kill_and_pruning()
     assert!(lowest.load(Ordering::Relaxed) >= 0, "a negative count was seen");
     resources.delete(&aws).await;
 }
+
+/// A pruner whose lease was lost (`pipelinectl reconcile-levels` pausing it, or another
+/// pruner) deletes nothing more in the pass under way, not only from its next pass on.
+#[tokio::test]
+async fn a_pruner_that_lost_its_lease_stops_before_its_next_delete() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use live_state::player_state::{LAST_UPDATED, LEVEL_ID, PLAYER_ID};
+    use player_state_worker::pruner::Pruner;
+    use shard_consumer::LeaseTable;
+    use shard_consumer::singleton::SingletonLease;
+    use tokio_util::sync::CancellationToken;
+
+    let aws = stack::aws().await;
+    let resources = Resources::unique();
+    resources.create(&aws).await;
+    let table = resources.name("PLAYER_STATE_TABLE");
+    for player in ["p1", "p2", "p3"] {
+        aws.dynamodb()
+            .put_item()
+            .table_name(table)
+            .item(PLAYER_ID, AttributeValue::S(player.into()))
+            .item(LEVEL_ID, AttributeValue::S("level-a".into()))
+            .item(LAST_UPDATED, AttributeValue::N("1".into()))
+            .send()
+            .await
+            .expect("an idle player");
+    }
+    let pruner = Pruner {
+        dynamodb: aws.dynamodb(),
+        table: table.to_string(),
+        level_state_table: resources.name("LEVEL_STATE_TABLE").to_string(),
+        idle_timeout: Duration::from_secs(1),
+        interval: Duration::from_secs(1),
+        segments: 2,
+        lease: SingletonLease::new(
+            LeaseTable::new(aws.dynamodb(), resources.name("PRUNER_LEASE_TABLE")),
+            "pruner",
+            "test-pruner",
+            Duration::from_secs(10),
+        ),
+        metrics: pipeline_runtime::Metrics::with_sink("test", "pruner", Box::new(std::io::sink())),
+    };
+    let lost = CancellationToken::new();
+    lost.cancel();
+    assert_eq!(pruner.prune_once(&lost).await.expect("a pass"), 0);
+    let left = stack::scan_table(&aws, table).await.expect("scan PlayerState");
+    assert_eq!(left.len(), 3, "nothing deleted once the lease is lost");
+    let held = CancellationToken::new();
+    assert_eq!(pruner.prune_once(&held).await.expect("a pass"), 3);
+    resources.delete(&aws).await;
+}

@@ -5,8 +5,8 @@
 //!   is found and corrected, and once the game ends LevelState is the recount (a double
 //!   count would never settle there);
 //! - a correct LevelState is not written at all; a dry run writes nothing;
-//! - a correction that cannot finish fails by its deadline, naming it, or at SIGTERM,
-//!   and hands the leases back either way.
+//! - a correction that cannot finish fails by its deadline, naming it, or at SIGTERM
+//!   during the pause, writes nothing, and hands the leases back either way.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -470,5 +470,88 @@ async fn reconcile_corrects_exactly_while_a_writer_it_cannot_pause_keeps_changin
     );
     worker.terminate();
     assert!(worker.wait_exit(Duration::from_secs(30)).is_some());
+    resources.delete(&aws).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_interrupted_by_sigterm_during_the_pause_releases_the_leases_and_writes_nothing() {
+    let aws = stack::aws().await;
+    let resources = Resources::unique();
+    resources.create(&aws).await;
+    let (players, levels) = (
+        resources.name("PLAYER_STATE_TABLE"),
+        resources.name("LEVEL_STATE_TABLE"),
+    );
+    put(
+        &aws,
+        players,
+        &[
+            (player_state::PLAYER_ID, AttributeValue::S("p1".into())),
+            (player_state::LEVEL_ID, AttributeValue::S("level-a".into())),
+            (player_state::LAST_UPDATED, AttributeValue::N("1".into())),
+        ],
+    )
+    .await;
+    set_count(&aws, levels, "level-a", 4).await;
+    // An events-stage shard lease for the pause to take (no worker runs).
+    let events = shard_consumer::LeaseTable::new(aws.dynamodb(), resources.name("PLAYER_STATE_LEASE_TABLE"));
+    events
+        .create(&shard_consumer::lease::Lease::new(
+            "shardId-000000000000",
+            shard_consumer::Checkpoint::TrimHorizon,
+            Vec::new(),
+        ))
+        .await
+        .expect("an events-stage lease");
+    let before = level_items(&aws, levels).await;
+
+    // No level stage runs: the correction waits in its pause until the signal.
+    let env: Vec<(&str, &str)> = FAST
+        .iter()
+        .copied()
+        .chain(resources.env())
+        .chain([("RECONCILE_TIMEOUT_SECS", "120")])
+        .collect();
+    let child = std::process::Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(stack::service_env())
+        .envs(env.iter().copied())
+        .arg("reconcile-levels")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start reconcile-levels");
+    let paused = eventually(Duration::from_secs(30), || async {
+        reconcile_owners(&aws, resources.name("PLAYER_STATE_LEASE_TABLE"))
+            .await
+            .len()
+            == 1
+            && reconcile_owners(&aws, resources.name("PRUNER_LEASE_TABLE")).await.len() == 1
+    })
+    .await;
+    let status = std::process::Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let output = child.wait_with_output().expect("reconcile-levels exits");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(paused, "the pause took both leases: {text}");
+    assert!(started.elapsed() < Duration::from_secs(20), "it stops at once: {text}");
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("interrupted (SIGTERM or Ctrl-C)"), "{text}");
+    for table in ["PLAYER_STATE_LEASE_TABLE", "PRUNER_LEASE_TABLE"] {
+        assert!(
+            reconcile_owners(&aws, resources.name(table)).await.is_empty(),
+            "{table}: the lease was released"
+        );
+    }
+    assert_eq!(level_items(&aws, levels).await, before, "nothing written");
     resources.delete(&aws).await;
 }

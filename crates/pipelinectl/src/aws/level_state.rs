@@ -1,6 +1,7 @@
 //! LevelState corrections of `reconcile-levels`: the level stage's guard of a stream
-//! shard read, and one transaction that sets drifted counts on the condition that the
-//! counts and every guard still hold what was read.
+//! shard read, and one transaction that sets some drifted counts on the condition that
+//! those counts, and the guards it is given (the caller's choice: those that may still
+//! move), still hold what was read.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem, Update};
@@ -99,8 +100,8 @@ fn count_update(level_table: &str, update: &CountUpdate<'_>) -> Result<TransactW
         .build())
 }
 
-/// TransactWriteItems: every guard checked and every count set, or nothing. The
-/// caller keeps guards plus updates within DynamoDB's 100 items.
+/// TransactWriteItems: each guard in `guards` checked and each count in `updates` set,
+/// or nothing. The caller keeps guards plus updates within DynamoDB's 100 items.
 pub async fn set_counts(
     dynamodb: &Client,
     level_table: &str,

@@ -86,8 +86,8 @@ pub fn chunks(corrections: &[Correction], guards: usize) -> Result<std::slice::C
     Ok(corrections.chunks(room))
 }
 
-/// Writes `corrections` in as few transactions as fit, each conditioned on every guard
-/// in `guards`; `on_commit` hears of each transaction's corrections once it committed
+/// Writes `corrections` in as few transactions as fit, each conditioned on each guard
+/// in `guards` (those that may still move) and on each of its levels' counts; `on_commit` hears of each transaction's corrections once it committed
 /// (an error leaves those before it written).
 pub async fn write(
     dynamodb: &Client,

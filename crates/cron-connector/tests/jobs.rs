@@ -2,7 +2,9 @@
 //! fails in a way that may pass is reported and retried at its next time without
 //! stopping the process; a graceful stop hands the jobs to the other instance; a job
 //! that can never run (its table is gone) stops the service with the reason; the
-//! level-drift check publishes the players LevelState miscounts, and 0 once it does not.
+//! level-drift check publishes the players LevelState miscounts, and 0 once it does not;
+//! a level-drift check that can never run (its table is missing) is counted and logged
+//! as a failed run while the warehouse jobs go on.
 
 use std::time::Duration;
 
@@ -207,9 +209,71 @@ async fn the_level_drift_job_publishes_the_players_miscounted_and_zero_once_it_i
             Duration::from_secs(30)
         )
         .await,
-        "no drift is published as 0, so the alarm clears: {:?}",
+        "no drift is published as 0: {:?}",
         metric_values(&mut cron, "LevelDriftPlayers")
     );
+    cron.terminate();
+    assert!(cron.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    resources.delete(&aws).await;
+    warehouse.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_level_drift_check_that_cannot_run_is_a_failed_run_and_the_warehouse_jobs_go_on() {
+    let aws = stack::aws().await;
+    let resources = Resources::unique();
+    resources.create(&aws).await;
+    let warehouse = stack::warehouse_schema("crondriftfail").await;
+    let missing = format!("{}-missing", resources.name("PLAYER_STATE_TABLE"));
+    let mut env = resources.env();
+    env.retain(|(k, _)| *k != "PLAYER_STATE_TABLE");
+    env.extend_from_slice(&[
+        ("PLAYER_STATE_TABLE", missing.as_str()),
+        ("WAREHOUSE_URL", warehouse.users.maintenance.as_str()),
+        ("CRON_LEVEL_DRIFT", "* * * * * *"),
+        ("CRON_ANALYZE", "* * * * * *"),
+        ("CRON_VACUUM", "off"),
+        ("CRON_PRUNE_LOADED_FILES", "off"),
+        ("RECONCILE_READS", "1"),
+        ("METRICS_FLUSH_INTERVAL_SECS", "1"),
+        ("LEASE_FAILOVER_SECS", "3"),
+    ]);
+    let mut cron = ServiceProcess::start(BIN, &env);
+    let drift_failures = |cron: &mut ServiceProcess| {
+        cron.json_lines()
+            .into_iter()
+            .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with("job failed")) && l["job"] == "level_drift")
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(|| drift_failures(&mut cron).len() >= 2, Duration::from_secs(30)).await,
+        "the level-drift check fails at each of its times, and the service goes on"
+    );
+    let failure = drift_failures(&mut cron).remove(0);
+    assert_eq!(failure["kind"], "fatal", "{failure}");
+    assert!(
+        failure["error"].as_str().is_some_and(|e| e.contains("dynamodb:Scan")),
+        "the log names the cause: {failure}"
+    );
+    let analyzed = count(&mut cron, "job finished");
+    assert!(
+        wait_until(
+            || count(&mut cron, "job finished") > analyzed + 1,
+            Duration::from_secs(20)
+        )
+        .await,
+        "the warehouse jobs keep running"
+    );
+    assert!(
+        wait_until(
+            || metric_values(&mut cron, "JobFailures").iter().sum::<f64>() >= 2.0,
+            Duration::from_secs(20)
+        )
+        .await,
+        "each failed run is counted: {:?}",
+        metric_values(&mut cron, "JobFailures")
+    );
+    assert!(cron.exit_status().is_none(), "the service still runs");
     cron.terminate();
     assert!(cron.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
     resources.delete(&aws).await;

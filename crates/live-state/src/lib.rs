@@ -31,7 +31,7 @@ use pipeline_runtime::config::parse_resource_name;
 use pipeline_runtime::resources::TableSpec;
 
 /// The IAM actions of the reads of this crate.
-pub const IAM_ACTIONS: &[&str] = &["dynamodb:Scan"];
+pub const IAM_ACTIONS: &[&str] = &["dynamodb:Scan", "dynamodb:GetItem"];
 
 /// The three tables' names: settings of every program that writes or creates them.
 #[derive(Debug, Clone, clap::Args)]

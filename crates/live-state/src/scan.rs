@@ -78,3 +78,16 @@ pub(crate) fn number(item: &Item, name: &str) -> i64 {
 pub(crate) fn text(item: &Item, name: &str) -> String {
     item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
 }
+
+/// GetItem, strongly consistent, of the item at `key` in `table`.
+pub(crate) async fn get_consistent(dynamodb: &Client, table: &str, key: Item) -> Result<Option<Item>, AwsError> {
+    let answer = dynamodb
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))?;
+    Ok(answer.item)
+}

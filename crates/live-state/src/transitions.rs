@@ -58,6 +58,22 @@ pub fn guard_key(shard_id: &str) -> HashMap<String, AttributeValue> {
     ])
 }
 
+/// GetItem (strongly consistent) of the level stage's guard of stream shard
+/// `shard_id`: the last sequence number applied, as stored, or `None` before the
+/// shard's first transaction.
+pub async fn read_guard(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    transitions_table: &str,
+    shard_id: &str,
+) -> Result<Option<String>, pipeline_runtime::AwsError> {
+    let item = crate::scan::get_consistent(dynamodb, transitions_table, guard_key(shard_id)).await?;
+    Ok(item
+        .as_ref()
+        .and_then(|i| i.get(LAST_SEQUENCE))
+        .and_then(|v| v.as_s().ok())
+        .cloned())
+}
+
 /// How many players moved from one level to another within a time bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransitionCount {

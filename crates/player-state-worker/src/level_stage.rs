@@ -140,7 +140,7 @@ impl LevelStage {
         stop: &CancellationToken,
     ) -> Result<Option<SequenceNumber>, ProcessorError> {
         let stored = retry(&RetryPolicy::SHARD_OUTPUT, stop, || {
-            level_counts::read_guard(self.tables(), shard_id)
+            live_state::transitions::read_guard(&self.dynamodb, &self.transitions_table, shard_id)
         })
         .await
         .map_err(ProcessorError::of_own_request)?;

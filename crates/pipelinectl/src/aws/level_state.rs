@@ -1,7 +1,7 @@
-//! LevelState corrections of `reconcile-levels`: the level stage's guard of a stream
-//! shard read, and one transaction that sets some drifted counts on the condition that
-//! those counts, and the guards it is given (the caller's choice: those that may still
-//! move), still hold what was read.
+//! LevelState corrections of `reconcile-levels`: one transaction that sets some drifted
+//! counts on the condition that those counts, and the level stage's guards it is given
+//! (the caller's choice: those that may still move), still hold what was read. (The
+//! guards are read through `live_state::transitions::read_guard`.)
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem, Update};
@@ -11,7 +11,7 @@ use pipeline_runtime::error::{AwsError, ErrorKind, classify_transaction};
 
 /// The IAM actions of this module's calls (TransactWriteItems is authorized per item:
 /// updates of LevelState, condition checks of the guards in Transitions).
-pub const IAM_ACTIONS: &[&str] = &["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"];
+pub const IAM_ACTIONS: &[&str] = &["dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"];
 
 /// A count to set: `level_id` from `read` (0: no item, or no count) to `target`.
 #[derive(Debug, Clone, Copy)]
@@ -37,29 +37,6 @@ pub enum TransactionError {
     ConditionFailed,
     #[error(transparent)]
     Aws(#[from] AwsError),
-}
-
-/// GetItem (strongly consistent) of the level stage's guard of `shard_id` in the
-/// Transitions table: the last stream sequence number applied, as stored.
-pub async fn read_guard(
-    dynamodb: &Client,
-    transitions_table: &str,
-    shard_id: &str,
-) -> Result<Option<String>, AwsError> {
-    let item = dynamodb
-        .get_item()
-        .table_name(transitions_table)
-        .set_key(Some(guard_key(shard_id)))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))?
-        .item;
-    Ok(item
-        .as_ref()
-        .and_then(|i| i.get(LAST_SEQUENCE))
-        .and_then(|v| v.as_s().ok())
-        .cloned())
 }
 
 fn invalid_request(error: aws_sdk_dynamodb::error::BuildError) -> AwsError {

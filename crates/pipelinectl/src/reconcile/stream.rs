@@ -35,7 +35,6 @@ use shard_consumer::position::{Checkpoint, InvalidSequenceNumber};
 use shard_consumer::shard_sync::passed_by_lineage;
 use shard_consumer::{LeaseTable, SequenceNumber, Shard, Source, StartPosition, StreamRecord};
 
-use crate::aws::level_state;
 /// Why the stream could not be read to its end.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -269,7 +268,7 @@ async fn read_guard(
     transitions_table: &str,
     shard_id: &str,
 ) -> Result<Option<SequenceNumber>, StreamError> {
-    let text = level_state::read_guard(dynamodb, transitions_table, shard_id).await?;
+    let text = live_state::transitions::read_guard(dynamodb, transitions_table, shard_id).await?;
     text.map(|t| SequenceNumber::parse(&t))
         .transpose()
         .map_err(|source| StreamError::Guard {

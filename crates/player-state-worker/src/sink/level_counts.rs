@@ -1,5 +1,5 @@
-//! LevelState and Transitions writes of the level stage: its per-shard guard read, and
-//! the transaction that applies a chunk's counts and moves the guard.
+//! LevelState and Transitions writes of the level stage: the transaction that applies a
+//! chunk's counts and moves the guard (read through `live_state::transitions::read_guard`).
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
@@ -14,7 +14,7 @@ use crate::levels::Effect;
 
 /// What the functions of this module need. TransactWriteItems is authorized per item,
 /// and its items are updates only.
-pub const IAM_ACTIONS: &[&str] = &["dynamodb:GetItem", "dynamodb:UpdateItem"];
+pub const IAM_ACTIONS: &[&str] = &["dynamodb:UpdateItem"];
 
 /// DynamoDB's limit of items per TransactWriteItems.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
@@ -62,26 +62,6 @@ pub struct Chunk<'a> {
     pub transitions_expire_at: i64,
     /// When the guard expires, epoch seconds.
     pub guard_expires_at: i64,
-}
-
-/// GetItem (strongly consistent) of the guard of `shard_id`: the last stream sequence
-/// number applied, as stored, or `None` before the shard's first transaction.
-pub async fn read_guard(tables: Tables<'_>, shard_id: &str) -> Result<Option<String>, AwsError> {
-    let item = tables
-        .dynamodb
-        .get_item()
-        .table_name(tables.transitions_table)
-        .set_key(Some(guard_key(shard_id)))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))?
-        .item;
-    Ok(item
-        .as_ref()
-        .and_then(|i| i.get(LAST_SEQUENCE))
-        .and_then(|v| v.as_s().ok())
-        .cloned())
 }
 
 /// TransactWriteItems of `chunk`: all of it or nothing. At most

@@ -59,3 +59,21 @@ impl TableNames {
         ]
     }
 }
+
+/// The names of the player-state-worker's three lease tables: settings of the worker,
+/// of `pipelinectl setup` (which creates them) and of `reconcile-levels` (which pauses
+/// the worker through them).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LeaseTableNames {
+    /// Lease table of the player-state-worker's events stage (telemetry shards).
+    #[arg(long, env = "PLAYER_STATE_LEASE_TABLE", default_value = "player-state", value_parser = parse_resource_name)]
+    pub player_state_lease_table: String,
+
+    /// Lease table of the player-state-worker's level stage (PlayerState stream shards).
+    #[arg(long, env = "LEVEL_STATE_LEASE_TABLE", default_value = "level-state", value_parser = parse_resource_name)]
+    pub level_state_lease_table: String,
+
+    /// Lease table of the idle-player pruner's singleton lease.
+    #[arg(long, env = "PRUNER_LEASE_TABLE", default_value = "player-state-pruner", value_parser = parse_resource_name)]
+    pub pruner_lease_table: String,
+}

@@ -41,8 +41,7 @@ use std::time::Duration;
 
 use clap::Args;
 use live_state::drift::{self, CheckSettings, Drift};
-use live_state::{Consistency, TableNames, level_state, player_state};
-use pipeline_runtime::config::parse_resource_name;
+use live_state::{Consistency, LeaseTableNames, TableNames, level_state, player_state};
 use pipeline_runtime::{AwsClients, AwsError, RetryError, RetryPolicy, retry};
 use shard_consumer::LeaseTable;
 use shard_consumer::args::default_worker_id;
@@ -63,17 +62,10 @@ pub struct ReconcileArgs {
     #[command(flatten)]
     pub tables: TableNames,
 
-    /// Lease table of the player-state-worker's events stage: its leases are taken for the pause.
-    #[arg(long, env = "PLAYER_STATE_LEASE_TABLE", default_value = "player-state", value_parser = parse_resource_name)]
-    pub player_state_lease_table: String,
-
-    /// Lease table of the level stage: its checkpoints say where it is in PlayerState's stream.
-    #[arg(long, env = "LEVEL_STATE_LEASE_TABLE", default_value = "level-state", value_parser = parse_resource_name)]
-    pub level_state_lease_table: String,
-
-    /// Lease table of the idle-player pruner: its singleton lease is taken for the pause.
-    #[arg(long, env = "PRUNER_LEASE_TABLE", default_value = "player-state-pruner", value_parser = parse_resource_name)]
-    pub pruner_lease_table: String,
+    /// The worker's lease tables: the events stage's and the pruner's leases are taken
+    /// for the pause; the level stage's checkpoints say where it is in PlayerState's stream.
+    #[command(flatten)]
+    pub lease_tables: LeaseTableNames,
 
     /// Only report the drift (exit 1 when there is some): read-only, no lease taken.
     /// Without it the drift is corrected (see RECONCILE_DRY_RUN).
@@ -246,9 +238,9 @@ async fn paused_work(
     on_commit: &(dyn Fn(&[Correction]) + Send + Sync),
 ) -> Result<(Vec<Drift>, bool, u32), ReconcileError> {
     let dynamodb = aws.dynamodb();
-    let events = LeaseTable::new(dynamodb.clone(), &args.player_state_lease_table);
-    let pruner = LeaseTable::new(dynamodb.clone(), &args.pruner_lease_table);
-    let levels_leases = LeaseTable::new(dynamodb.clone(), &args.level_state_lease_table);
+    let events = LeaseTable::new(dynamodb.clone(), &args.lease_tables.player_state_lease_table);
+    let pruner = LeaseTable::new(dynamodb.clone(), &args.lease_tables.pruner_lease_table);
+    let levels_leases = LeaseTable::new(dynamodb.clone(), &args.lease_tables.level_state_lease_table);
     let shards = pause.take_shards(&events, deadline).await?;
     pause.take_singleton(&pruner, pause::PRUNER_LEASE_KEY, deadline).await?;
     tracing::info!(events_shards = shards, "events stage and pruner paused");

@@ -79,17 +79,8 @@ pub struct SetupArgs {
     #[arg(long, env = "CRON_CONNECTOR_LEASE_TABLE", default_value = "cron-connector", value_parser = parse_resource_name)]
     pub cron_connector_lease_table: String,
 
-    /// Lease table of the player-state-worker's events stage.
-    #[arg(long, env = "PLAYER_STATE_LEASE_TABLE", default_value = "player-state", value_parser = parse_resource_name)]
-    pub player_state_lease_table: String,
-
-    /// Lease table of the player-state-worker's level stage.
-    #[arg(long, env = "LEVEL_STATE_LEASE_TABLE", default_value = "level-state", value_parser = parse_resource_name)]
-    pub level_state_lease_table: String,
-
-    /// Lease table of the idle-player pruner's singleton lease.
-    #[arg(long, env = "PRUNER_LEASE_TABLE", default_value = "player-state-pruner", value_parser = parse_resource_name)]
-    pub pruner_lease_table: String,
+    #[command(flatten)]
+    pub lease_tables: live_state::LeaseTableNames,
 }
 
 /// A Kinesis stream to create.
@@ -131,11 +122,11 @@ impl SetupArgs {
                     TableSpec::lease_table(&self.redshift_connector_lease_table),
                     TableSpec::worker_table(&self.redshift_connector_lease_table),
                     TableSpec::lease_table(&self.cron_connector_lease_table),
-                    TableSpec::lease_table(&self.player_state_lease_table),
-                    TableSpec::worker_table(&self.player_state_lease_table),
-                    TableSpec::lease_table(&self.level_state_lease_table),
-                    TableSpec::worker_table(&self.level_state_lease_table),
-                    TableSpec::lease_table(&self.pruner_lease_table),
+                    TableSpec::lease_table(&self.lease_tables.player_state_lease_table),
+                    TableSpec::worker_table(&self.lease_tables.player_state_lease_table),
+                    TableSpec::lease_table(&self.lease_tables.level_state_lease_table),
+                    TableSpec::worker_table(&self.lease_tables.level_state_lease_table),
+                    TableSpec::lease_table(&self.lease_tables.pruner_lease_table),
                 ])
                 .collect(),
         }

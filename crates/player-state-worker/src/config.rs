@@ -48,17 +48,9 @@ pub struct Config {
     #[command(flatten)]
     pub tables: TableNames,
 
-    /// Lease table of the events stage (telemetry shards); created if missing.
-    #[arg(long, env = "PLAYER_STATE_LEASE_TABLE", default_value = "player-state", value_parser = parse_resource_name)]
-    pub player_state_lease_table: String,
-
-    /// Lease table of the level stage (PlayerState stream shards); created if missing.
-    #[arg(long, env = "LEVEL_STATE_LEASE_TABLE", default_value = "level-state", value_parser = parse_resource_name)]
-    pub level_state_lease_table: String,
-
-    /// Lease table of the idle-player pruner's singleton lease; created if missing.
-    #[arg(long, env = "PRUNER_LEASE_TABLE", default_value = "player-state-pruner", value_parser = parse_resource_name)]
-    pub pruner_lease_table: String,
+    /// Lease tables (each created if missing).
+    #[command(flatten)]
+    pub lease_tables: live_state::LeaseTableNames,
 
     /// Stages this process runs, comma-separated: `events`, `levels`, `pruner`.
     #[arg(
@@ -198,7 +190,7 @@ impl Config {
             interval: Duration::from_secs(self.prune_interval_secs),
             segments: self.prune_segments,
             lease: SingletonLease::new(
-                LeaseTable::new(context.aws.dynamodb(), &self.pruner_lease_table),
+                LeaseTable::new(context.aws.dynamodb(), &self.lease_tables.pruner_lease_table),
                 "pruner",
                 &consumer.worker_id,
                 consumer.failover,

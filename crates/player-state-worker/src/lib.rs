@@ -128,7 +128,7 @@ async fn run_events(config: &Config, context: &ServiceContext, stop: &Cancellati
     let source = KinesisSource::new(context.aws.kinesis(), &config.telemetry_stream);
     let factory = PerBatchFactory::new(config.events_stage(context));
     let settings = config.runtime.consumer.config(events_stage::APPLICATION);
-    let lease_table = &config.player_state_lease_table;
+    let lease_table = &config.lease_tables.player_state_lease_table;
     consumer(context, settings, source, lease_table, factory)
         .run(stop.clone())
         .await
@@ -155,7 +155,7 @@ async fn run_levels(config: &Config, context: &ServiceContext, stop: &Cancellati
     };
     let factory = PerBatchFactory::new(config.level_stage(context));
     let settings = config.runtime.consumer.config(level_stage::APPLICATION);
-    let lease_table = &config.level_state_lease_table;
+    let lease_table = &config.lease_tables.level_state_lease_table;
     consumer(context, settings, source, lease_table, factory)
         .run(stop.clone())
         .await

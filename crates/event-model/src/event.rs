@@ -12,6 +12,7 @@
 //! | `event_timestamp` | required integer, ms since the epoch, ≥ 0, ≤ arrival + skew |
 //! | `app_version`, `level_id` | optional string, ≤ 64, no control characters |
 //! | `position_x`, `position_y` | optional finite number |
+//! | `event_data` | optional object, checked by [`crate::event_data`], kept verbatim |
 //!
 //! Text fields are trimmed of surrounding spaces (Unicode white space that is not a
 //! control character) before they are checked. A field
@@ -45,14 +46,21 @@ pub struct Rules {
     pub max_event_bytes: usize,
     /// How far past its arrival an event's timestamp may be (client clock skew).
     pub future_window_ms: i64,
+    /// The most JSON text `event_data` may hold.
+    pub max_event_data_bytes: usize,
+    /// The deepest `event_data` may nest (the object itself is level 1).
+    pub max_event_data_depth: usize,
 }
 
 impl Default for Rules {
-    /// 32 KiB per event (the known fields need under 1 KiB), one hour of clock skew.
+    /// 32 KiB per event (the known fields need under 1 KiB), one hour of clock skew,
+    /// `event_data` of at most 16 KiB and 16 levels.
     fn default() -> Self {
         Self {
             max_event_bytes: 32 * 1024,
             future_window_ms: 3_600_000,
+            max_event_data_bytes: crate::event_data::DEFAULT_MAX_BYTES,
+            max_event_data_depth: crate::event_data::DEFAULT_MAX_DEPTH,
         }
     }
 }
@@ -396,6 +404,9 @@ impl<'a> Fields<'a> {
             position_x,
             position_y,
         ] = self.known;
+        if let Some((_, raw)) = self.unknown.iter().find(|(key, _)| key == crate::event_data::FIELD) {
+            crate::event_data::check(raw, rules.max_event_data_bytes, rules.max_event_data_depth)?;
+        }
         let n = &mut normalizations;
         let event = Event {
             event_id: uuid(FIELDS[0], required(FIELDS[0], event_id)?, n)?,

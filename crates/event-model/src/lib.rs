@@ -12,6 +12,7 @@
 pub mod batch;
 pub mod dead_letter;
 pub mod event;
+pub mod event_data;
 pub mod layout;
 pub mod normalization;
 pub mod pointer;

@@ -40,10 +40,20 @@ pub enum Reason {
     SnowplowBadField,
     /// A record the store it belongs in refused for good (DynamoDB's ValidationException).
     Unwritable,
+    /// `event_data` that is not a JSON object (nor null).
+    EventDataNotAnObject,
+    /// `event_data` longer than the configured bound.
+    EventDataTooLarge,
+    /// `event_data` nested deeper than the configured bound.
+    EventDataTooDeep,
+    /// A key in `event_data` with a control character.
+    EventDataInvalidKey,
+    /// A number in `event_data` no 64-bit float holds (1e999).
+    EventDataInvalidNumber,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 24] = [
         Reason::Empty,
         Reason::TooLarge,
         Reason::InvalidUtf8,
@@ -63,6 +73,11 @@ impl Reason {
         Reason::SnowplowFieldCount,
         Reason::SnowplowBadField,
         Reason::Unwritable,
+        Reason::EventDataNotAnObject,
+        Reason::EventDataTooLarge,
+        Reason::EventDataTooDeep,
+        Reason::EventDataInvalidKey,
+        Reason::EventDataInvalidNumber,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +101,11 @@ impl Reason {
             Reason::SnowplowFieldCount => "snowplow_field_count",
             Reason::SnowplowBadField => "snowplow_bad_field",
             Reason::Unwritable => "unwritable",
+            Reason::EventDataNotAnObject => "event_data_not_an_object",
+            Reason::EventDataTooLarge => "event_data_too_large",
+            Reason::EventDataTooDeep => "event_data_too_deep",
+            Reason::EventDataInvalidKey => "event_data_invalid_key",
+            Reason::EventDataInvalidNumber => "event_data_invalid_number",
         }
     }
 }

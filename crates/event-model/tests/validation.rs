@@ -450,3 +450,60 @@ proptest! {
         let _ = Event::parse(&raw, ARRIVAL, &Rules::default());
     }
 }
+
+#[test]
+fn event_data_is_kept_value_equal_in_the_lake_line() {
+    let data = serde_json::json!({
+        "sku": "sword-01", "price": 4.99, "currency": "EUR",
+        "cause": {"weapon": ["axe", 2], "note": "Zoë ☃ \"quoted\""}
+    });
+    for raw in [
+        with("event_data", data.clone()),
+        with("event_data", serde_json::Value::Null),
+    ] {
+        let event = parse(&raw).expect("valid");
+        let sent: serde_json::Value = serde_json::from_slice(&raw).expect("json");
+        assert_eq!(line(&event, Some(ARRIVAL))["event_data"], sent["event_data"]);
+    }
+}
+
+#[test]
+fn event_data_rejections_have_their_own_reasons() {
+    let field = Some("event_data");
+    rejected(
+        &with("event_data", serde_json::json!([1, 2])),
+        Reason::EventDataNotAnObject,
+        field,
+    );
+    rejected(
+        &with("event_data", serde_json::json!("text")),
+        Reason::EventDataNotAnObject,
+        field,
+    );
+    let big = serde_json::json!({"blob": "x".repeat(event_model::event_data::DEFAULT_MAX_BYTES)});
+    rejected(&with("event_data", big), Reason::EventDataTooLarge, field);
+    let mut deep = serde_json::json!({});
+    for _ in 0..event_model::event_data::DEFAULT_MAX_DEPTH {
+        deep = serde_json::json!({ "d": deep });
+    }
+    rejected(&with("event_data", deep), Reason::EventDataTooDeep, field);
+    rejected(
+        &with("event_data", serde_json::json!({"a\u{1}": 1})),
+        Reason::EventDataInvalidKey,
+        field,
+    );
+    let huge = String::from_utf8(with("event_data", serde_json::json!({"n": 1})))
+        .expect("utf-8")
+        .replace(r#"{"n":1}"#, r#"{"n":1e999}"#);
+    rejected(huge.as_bytes(), Reason::EventDataInvalidNumber, field);
+    // Bounds are settings.
+    let strict = Rules {
+        max_event_data_bytes: 10,
+        ..Rules::default()
+    };
+    let small = with("event_data", serde_json::json!({"sku": "sword-01"}));
+    assert_eq!(
+        Event::parse(&small, ARRIVAL, &strict).expect_err("too large").reason,
+        Reason::EventDataTooLarge
+    );
+}

@@ -6,7 +6,7 @@ use clap::{Parser, ValueEnum};
 use event_model::Rules;
 use live_state::TableNames;
 use pipeline_runtime::ServiceContext;
-use pipeline_runtime::config::{FutureWindowArgs, parse_resource_name};
+use pipeline_runtime::config::{EventDataArgs, FutureWindowArgs, parse_resource_name};
 use pipeline_runtime::resources::Resource;
 use pipeline_runtime::s3::Lake;
 use shard_consumer::LeaseTable;
@@ -107,6 +107,9 @@ pub struct Config {
     pub future_window: FutureWindowArgs,
 
     #[command(flatten)]
+    pub event_data: EventDataArgs,
+
+    #[command(flatten)]
     pub runtime: StreamServiceArgs,
 }
 
@@ -155,6 +158,8 @@ impl Config {
             table: self.tables.player_state_table.clone(),
             rules: Rules {
                 future_window_ms: self.future_window.millis(),
+                max_event_data_bytes: self.event_data.max_bytes(),
+                max_event_data_depth: self.event_data.max_depth(),
                 ..Rules::default()
             },
             format: self.input_format,

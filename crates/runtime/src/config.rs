@@ -133,6 +133,33 @@ impl FutureWindowArgs {
     }
 }
 
+/// The bounds of an event's `event_data`: settings of every service that validates
+/// telemetry, which must agree on them.
+#[derive(Debug, Clone, Args)]
+pub struct EventDataArgs {
+    /// Most bytes of JSON an event's `event_data` object may hold (larger: rejected as
+    /// event_data_too_large). Keep it under MAX_EVENT_BYTES.
+    #[arg(long, env = "MAX_EVENT_DATA_BYTES", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u64).range(2..=1_048_576))]
+    pub max_event_data_bytes: u64,
+
+    /// Deepest an event's `event_data` may nest, the object itself being level 1
+    /// (deeper: rejected as event_data_too_deep).
+    #[arg(long, env = "MAX_EVENT_DATA_DEPTH", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_event_data_depth: u32,
+}
+
+impl EventDataArgs {
+    pub fn max_bytes(&self) -> usize {
+        usize::try_from(self.max_event_data_bytes).unwrap_or(usize::MAX)
+    }
+
+    pub fn max_depth(&self) -> usize {
+        usize::try_from(self.max_event_data_depth).unwrap_or(usize::MAX)
+    }
+}
+
 fn parse_log_filter(value: &str) -> Result<String, String> {
     value
         .parse::<tracing_subscriber::filter::Targets>()

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use event_model::Rules;
-use pipeline_runtime::config::{FutureWindowArgs, parse_resource_name};
+use pipeline_runtime::config::{EventDataArgs, FutureWindowArgs, parse_resource_name};
 use pipeline_runtime::resources::Resource;
 use shard_consumer::StreamServiceArgs;
 
@@ -70,6 +70,9 @@ pub struct Config {
     #[command(flatten)]
     pub future_window: FutureWindowArgs,
 
+    #[command(flatten)]
+    pub event_data: EventDataArgs,
+
     /// The consumer's, the service's and AWS's settings.
     #[command(flatten)]
     pub runtime: StreamServiceArgs,
@@ -88,6 +91,8 @@ impl Config {
         Rules {
             max_event_bytes: usize::try_from(self.max_event_bytes).unwrap_or(usize::MAX),
             future_window_ms: self.future_window.millis(),
+            max_event_data_bytes: self.event_data.max_bytes(),
+            max_event_data_depth: self.event_data.max_depth(),
         }
     }
 

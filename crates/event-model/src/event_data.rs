@@ -36,20 +36,46 @@ pub fn check(raw: &RawValue, max_bytes: usize, max_depth: usize) -> Result<(), R
             format!("{} bytes, more than {max_bytes}", text.len()),
         ));
     }
-    // The record already parsed as JSON, so what fails here is a number too large for
-    // a float (1e999) or nesting beyond the parser's own bound (deeper than any limit).
+    // Nesting far beyond the limit is refused before the parser meets its own bound
+    // (128 levels); nearer, the walk below names where.
+    if nesting(text) > max_depth.saturating_mul(2).min(100) {
+        return Err(Rejection::field(
+            Reason::EventDataTooDeep,
+            FIELD,
+            format!("more than {max_depth} levels"),
+        ));
+    }
+    // The record already parsed as JSON and the nesting is bounded, so what fails here
+    // is a number too large for a float (1e999).
     let value: Value = serde_json::from_str(text).map_err(|e| {
-        if e.to_string().contains("recursion limit") {
-            Rejection::field(Reason::EventDataTooDeep, FIELD, format!("more than {max_depth} levels"))
-        } else {
-            Rejection::field(
-                Reason::EventDataInvalidNumber,
-                FIELD,
-                format!("not a finite number: {e}"),
-            )
-        }
+        Rejection::field(
+            Reason::EventDataInvalidNumber,
+            FIELD,
+            format!("not a finite number: {e}"),
+        )
     })?;
     walk(&value, 1, max_depth, &mut String::new())
+}
+
+/// The deepest nesting of objects and arrays in JSON `text` (brackets in strings aside).
+fn nesting(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in text.bytes() {
+        match (in_string, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{' | b'[') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b'}' | b']') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Checks nesting and keys below `value`, at `depth`, whose JSON Pointer is `pointer`.
@@ -130,6 +156,18 @@ mod tests {
         assert_eq!(reason(r#"{"a": [[[]]]}"#), Reason::EventDataTooDeep);
         assert_eq!(reason(r#"{"a\u0007b": 1}"#), Reason::EventDataInvalidKey);
         assert_eq!(reason(r#"{"price": 1e999}"#), Reason::EventDataInvalidNumber);
+    }
+
+    #[test]
+    fn nesting_far_beyond_the_bound_is_refused_before_parsing() {
+        let deep = format!("{{\"a\": {}1{}}}", "[".repeat(500), "]".repeat(500));
+        let raw: Box<RawValue> = serde_json::from_str(&deep).expect("JSON");
+        assert_eq!(
+            check(&raw, 10_000, 3).map_err(|e| e.reason),
+            Err(Reason::EventDataTooDeep)
+        );
+        assert_eq!(nesting(r#"{"a": "[[[{{", "b": [{}]}"#), 3);
+        assert_eq!(nesting(r#"{"a": "\"[[["}"#), 1);
     }
 
     #[test]

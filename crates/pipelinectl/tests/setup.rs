@@ -126,7 +126,7 @@ async fn setup_warehouse_only_makes_the_schema_and_grants_and_nothing_else() {
     );
     assert!(ok, "{made}");
     assert!(
-        made.contains("warehouse schema at version 2") && made.contains("Loader grants"),
+        made.contains("warehouse schema at version 3") && made.contains("Loader grants"),
         "{made}"
     );
     assert!(!made.contains("created"), "no AWS resource is made:\n{made}");
@@ -149,7 +149,7 @@ async fn setup_warehouse_only_makes_the_schema_and_grants_and_nothing_else() {
         .await
         .expect("the loader reads schema_version")
         .get(0);
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     owner
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// The columns of one lake line; other fields are ignored, as Redshift's COPY does.
 #[derive(Deserialize)]
@@ -27,6 +28,9 @@ struct LakeRow<'a> {
     position_x: Option<f64>,
     #[serde(default)]
     position_y: Option<f64>,
+    /// The game's own attributes, as sent (a JSON object, or absent or null).
+    #[serde(borrow, default)]
+    event_data: Option<&'a RawValue>,
 }
 
 /// Why a line is not a row.
@@ -112,6 +116,8 @@ pub fn append_copy_row(line: &[u8], out: &mut Vec<u8>) -> Result<(), RowError> {
         number(out, row.position_x);
         out.push(b'\t');
         number(out, row.position_y);
+        out.push(b'\t');
+        optional_text(out, row.event_data.map(RawValue::get));
         out.push(b'\n');
         Ok(())
     })();
@@ -132,8 +138,14 @@ mod tests {
         append_copy_row(line, &mut out).expect("row");
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
-            "g\t\\N\t1\te\ttab\\there \\\\ back\t1970-01-01 00:00:00.000\t2026-01-01 00:00:00.123\tc\t\\N\t12.5\t3\n"
+            "g\t\\N\t1\te\ttab\\there \\\\ back\t1970-01-01 00:00:00.000\t2026-01-01 00:00:00.123\tc\t\\N\t12.5\t3\t\\N\n"
         );
+        // event_data goes in as its JSON text, escaped for COPY like any text.
+        let line = br#"{"server_timestamp":0,"event_id":"e","client_id":"c","app_name":"g","event_version":"1","event_type":"t","event_timestamp":0,"event_data":{"note":"a\\b","n":[1,2.5]}}"#;
+        let mut out = Vec::new();
+        append_copy_row(line, &mut out).expect("row");
+        let row = String::from_utf8(out).expect("utf8");
+        assert!(row.ends_with("\t{\"note\":\"a\\\\\\\\b\",\"n\":[1,2.5]}\n"), "{row}");
         let mut out = b"kept".to_vec();
         assert!(append_copy_row(b"{\"event_id\":1}", &mut out).is_err());
         assert_eq!(out, b"kept");

@@ -16,7 +16,7 @@ pub enum Dialect {
 }
 
 /// The events table's columns, in COPY order.
-pub const COLUMNS: [&str; 11] = [
+pub const COLUMNS: [&str; 12] = [
     "app_name",
     "app_version",
     "event_version",
@@ -28,6 +28,7 @@ pub const COLUMNS: [&str; 11] = [
     "level_id",
     "position_x",
     "position_y",
+    "event_data",
 ];
 
 pub const EVENTS: &str = "events";
@@ -88,7 +89,16 @@ pub fn migrations(dialect: Dialect) -> Vec<Vec<String>> {
             "CREATE UNIQUE INDEX IF NOT EXISTS forgotten_clients_id ON {FORGOTTEN_CLIENTS} (client_id)"
         ));
     }
-    vec![first, tombstones]
+    // The game's own attributes: Redshift's semi-structured SUPER, PostgreSQL's JSONB.
+    // Added to a table that may hold rows already: they keep a NULL.
+    let event_data = vec![format!(
+        "ALTER TABLE events ADD COLUMN event_data {}",
+        match dialect {
+            Dialect::Redshift => "SUPER",
+            Dialect::Postgres => "JSONB",
+        }
+    )];
+    vec![first, tombstones, event_data]
 }
 
 /// The schema version table itself (created before any migration).
@@ -120,10 +130,23 @@ mod tests {
     fn the_tombstone_table_is_a_migration_of_its_own() {
         for dialect in [Dialect::Redshift, Dialect::Postgres] {
             let migrations = migrations(dialect);
-            assert_eq!(migrations.len(), 2);
+            assert_eq!(migrations.len(), 3);
             assert!(!migrations[0].concat().contains(FORGOTTEN_CLIENTS));
             assert!(migrations[1][0].starts_with("CREATE TABLE IF NOT EXISTS forgotten_clients"));
         }
+    }
+
+    #[test]
+    fn event_data_is_a_column_added_to_a_table_that_may_hold_rows() {
+        assert_eq!(
+            migrations(Dialect::Redshift)[2],
+            ["ALTER TABLE events ADD COLUMN event_data SUPER"]
+        );
+        assert_eq!(
+            migrations(Dialect::Postgres)[2],
+            ["ALTER TABLE events ADD COLUMN event_data JSONB"]
+        );
+        assert!(!migrations(Dialect::Postgres)[0].concat().contains("event_data"));
     }
 
     #[test]
@@ -132,5 +155,7 @@ mod tests {
         let paths = value["jsonpaths"].as_array().expect("array");
         assert_eq!(paths.len(), COLUMNS.len());
         assert_eq!(paths[3], "$['event_id']");
+        // Into the SUPER column as a whole: COPY's jsonpaths load an object as SUPER.
+        assert_eq!(paths[11], "$['event_data']");
     }
 }

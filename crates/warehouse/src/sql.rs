@@ -333,7 +333,7 @@ mod tests {
         );
         assert_eq!(
             sql,
-            "COPY staging (app_name, app_version, event_version, event_id, event_type, event_timestamp, server_timestamp, client_id, level_id, position_x, position_y) FROM 's3://lake/manifests/1-2.manifest' IAM_ROLE 'arn:aws:iam::123456789012:role/copy' MANIFEST GZIP JSON 's3://lake/manifests/jsonpaths.json' TIMEFORMAT 'epochmillisecs'"
+            "COPY staging (app_name, app_version, event_version, event_id, event_type, event_timestamp, server_timestamp, client_id, level_id, position_x, position_y, event_data) FROM 's3://lake/manifests/1-2.manifest' IAM_ROLE 'arn:aws:iam::123456789012:role/copy' MANIFEST GZIP JSON 's3://lake/manifests/jsonpaths.json' TIMEFORMAT 'epochmillisecs'"
         );
     }
 

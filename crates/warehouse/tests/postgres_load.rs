@@ -277,6 +277,88 @@ async fn a_forgotten_player_is_deleted_and_no_load_or_reload_brings_them_back() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_data_loads_value_equal_into_a_warehouse_migrated_from_before_it_keeping_its_rows() {
+    let f = fixture().await;
+    // Back to schema version 2 (before event_data), holding a row.
+    f.sql
+        .batch_execute("DROP TABLE events, loaded_files, forgotten_clients, schema_version")
+        .await
+        .expect("drop");
+    f.sql
+        .batch_execute(warehouse::schema::version_table())
+        .await
+        .expect("version table");
+    for (index, statements) in warehouse::schema::migrations(warehouse::Dialect::Postgres)
+        .iter()
+        .take(2)
+        .enumerate()
+    {
+        for statement in statements {
+            f.sql.batch_execute(statement).await.expect("an old migration");
+        }
+        f.sql
+            .batch_execute(&format!("INSERT INTO schema_version VALUES ({}, now())", index + 1))
+            .await
+            .expect("version");
+    }
+    f.sql
+        .batch_execute(
+            "INSERT INTO events (app_name, event_version, event_id, event_type, event_timestamp, server_timestamp, client_id)
+             VALUES ('SampleGame', '1.0', '6f1c2a9e-3b4d-4e5f-8a6b-7c8d9e0f1a2b', 'old', now(), now(), '0a1b2c3d-4e5f-4a6b-9c7d-8e9fa0b1c2d3')",
+        )
+        .await
+        .expect("an old row");
+    assert!(
+        f.warehouse.check_schema().await.is_err(),
+        "the loader refuses an old schema"
+    );
+    assert_eq!(f.owner.migrate().await.expect("migrate"), 3);
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM events WHERE event_type = 'old' AND event_data IS NULL")
+            .await,
+        1
+    );
+
+    let sent: Vec<serde_json::Value> = (0..50)
+        .map(|i| {
+            serde_json::json!({"sku": format!("sword-{i:02}"), "price": 4.99 + f64::from(i), "currency": "EUR",
+            "cause": {"weapon": ["axe", i], "note": "Zoë \\ \"quoted\"\ttab"}})
+        })
+        .collect();
+    let lines: Vec<Vec<u8>> = sent
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let mut event: serde_json::Value =
+                serde_json::from_slice(&event(&ids(1)[0], ARRIVAL - 100 + i as i64)).expect("json");
+            event["event_data"] = data.clone();
+            serde_json::to_vec(&event).expect("json")
+        })
+        .collect();
+    let file = batch_file(&f.aws, &f.bucket, "events/2026/01/01/00/ed-1.gzip", &lines).await;
+    // (As the owner: dropping the tables took the loader's grants with them.)
+    let report = f.owner.load(&f.batch(&[&file])).await.expect("load");
+    assert_eq!(report.rows_inserted, 50);
+    let rows = f
+        .sql
+        .query(
+            "SELECT event_data::text FROM events WHERE event_data IS NOT NULL ORDER BY event_timestamp",
+            &[],
+        )
+        .await
+        .expect("rows");
+    let stored: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| serde_json::from_str(row.get::<_, &str>(0)).expect("JSON"))
+        .collect();
+    // Both sides read from JSON text the same way (serde_json's float parsing is not
+    // exact to the last bit without its float_roundtrip feature).
+    let sent: Vec<serde_json::Value> =
+        serde_json::from_str(&serde_json::to_string(&sent).expect("json")).expect("json");
+    assert_eq!(stored, sent, "value-equal to what was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_or_missing_file_fails_the_whole_load_naming_the_file() {
     let f = fixture().await;
     let good = batch_file(&f.aws, &f.bucket, "events/good.gzip", &[event(&ids(1)[0], ARRIVAL)]).await;

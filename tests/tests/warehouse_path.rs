@@ -117,3 +117,60 @@ async fn valid_events_reach_the_warehouse_exactly_once() {
     }
     resources.delete(&aws).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_data_reaches_the_warehouse_value_equal_to_what_was_sent() {
+    let aws = stack::aws().await;
+    let resources = Resources::unique();
+    resources.create(&aws).await;
+    let schema = stack::warehouse_schema("event_data").await;
+    let (url, sql) = (schema.users.loader.clone(), &schema.sql);
+
+    let mut sent = std::collections::BTreeMap::new();
+    let records: Vec<Vec<u8>> = (0..1_000)
+        .map(|i| {
+            let id = uuid::Uuid::new_v4().to_string();
+            let data = match i % 3 {
+                0 => serde_json::json!({"sku": format!("sku-{i}"), "price": i as f64 / 7.0, "currency": "EUR"}),
+                1 => serde_json::json!({"cause": "lava", "weapon": null, "tags": ["fall", i], "nested": {"a": {"b": true}}}),
+                _ => serde_json::json!({"score": i, "seconds": 12.5, "note": "Zoë \\ \"quoted\"\ttab ☃"}),
+            };
+            let mut record: serde_json::Value = serde_json::from_slice(&event(&id)).expect("json");
+            record["event_data"] = data.clone();
+            sent.insert(id, data);
+            serde_json::to_vec(&record).expect("json")
+        })
+        .collect();
+    stack::put_spread(&aws, resources.name("TELEMETRY_STREAM"), &records).await;
+
+    let mut env = resources.env();
+    env.extend_from_slice(&[
+        ("BATCH_MAX_AGE_SECS", "1"),
+        ("LOAD_MAX_AGE_SECS", "1"),
+        ("IDLE_BETWEEN_READS_MS", "200"),
+        ("METRICS_FLUSH_INTERVAL_SECS", "1"),
+        ("WAREHOUSE_URL", &url),
+    ]);
+    let mut s3_connector = ServiceProcess::start(&workspace_binary("s3-connector"), &env);
+    let mut loader = ServiceProcess::start(&workspace_binary("redshift-connector"), &env);
+    assert_eq!(wait_for_rows(sql, 1_000, Duration::from_secs(90)).await, 1_000);
+
+    let rows = sql
+        .query("SELECT event_id, event_data::text FROM events", &[])
+        .await
+        .expect("rows");
+    // Both sides read from JSON text the same way (serde_json's float parsing is not
+    // exact to the last bit without its float_roundtrip feature).
+    let as_text = |v: &serde_json::Value| -> serde_json::Value { serde_json::from_str(&v.to_string()).expect("json") };
+    for row in &rows {
+        let id: String = row.get(0);
+        let stored: serde_json::Value = serde_json::from_str(row.get::<_, &str>(1)).expect("JSON");
+        assert_eq!(stored, as_text(&sent[&id]), "{id}");
+    }
+    for service in [&mut loader, &mut s3_connector] {
+        service.terminate();
+        assert!(service.wait_exit(Duration::from_secs(30)).is_some_and(|s| s.success()));
+    }
+    resources.delete(&aws).await;
+    schema.drop_all().await;
+}

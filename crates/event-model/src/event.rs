@@ -101,6 +101,12 @@ const FIELDS: [&str; 10] = [
 const SERVER_TIMESTAMP: &str = "server_timestamp";
 
 impl<'a> Event<'a> {
+    /// Whether the game sent top-level fields outside the event's schema (`event_data`
+    /// is in it): the lake keeps them, the warehouse has no column for them.
+    pub fn has_unknown_fields(&self) -> bool {
+        self.unknown.iter().any(|(key, _)| key != crate::event_data::FIELD)
+    }
+
     /// Parses and validates one record that arrived at `arrival_ms`.
     pub fn parse(raw: &'a [u8], arrival_ms: i64, rules: &Rules) -> Result<Event<'a>, Rejection> {
         let start = raw.iter().position(|b| !b.is_ascii_whitespace());

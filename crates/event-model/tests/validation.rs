@@ -507,3 +507,16 @@ fn event_data_rejections_have_their_own_reasons() {
         Reason::EventDataTooLarge
     );
 }
+
+#[test]
+fn only_fields_outside_the_schema_count_as_unknown() {
+    assert!(
+        !parse(&serde_json::to_vec(&valid()).expect("json"))
+            .expect("valid")
+            .has_unknown_fields()
+    );
+    let with_data = with("event_data", serde_json::json!({"sku": "a"}));
+    assert!(!parse(&with_data).expect("valid").has_unknown_fields());
+    let newer = with("new_field", serde_json::json!(1));
+    assert!(parse(&newer).expect("valid").has_unknown_fields());
+}

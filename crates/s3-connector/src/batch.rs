@@ -30,6 +30,8 @@ pub struct Tally {
     pub records_in: u64,
     pub bytes_in: u64,
     pub valid: u64,
+    /// Valid events with top-level fields outside the schema (kept in the lake only).
+    pub with_unknown_fields: u64,
     pub rejected: BTreeMap<&'static str, u64>,
     pub normalized: BTreeMap<&'static str, u64>,
 }
@@ -123,6 +125,7 @@ impl ShardBatch {
                 event.write_json_line(Some(record.arrival_ms), self.events.buffer());
                 self.events.line_written();
                 self.tally.valid += 1;
+                self.tally.with_unknown_fields += u64::from(event.has_unknown_fields());
                 for normalization in event.normalizations.iter() {
                     *self.tally.normalized.entry(normalization.as_str()).or_default() += 1;
                 }

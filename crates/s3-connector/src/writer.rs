@@ -47,6 +47,7 @@ impl Output<SealedBatch> for Writer {
         metrics.count(names::RECORDS_IN, tally.records_in, &[]);
         metrics.count_bytes(names::BYTES_IN, tally.bytes_in, &[]);
         metrics.count(names::VALID_EVENTS, tally.valid, &[]);
+        metrics.count(names::EVENTS_WITH_UNKNOWN_FIELDS, tally.with_unknown_fields, &[]);
         for (reason, count) in &tally.rejected {
             metrics.count(names::REJECTED_RECORDS, *count, &[(REASON, reason)]);
         }

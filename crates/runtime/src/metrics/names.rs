@@ -59,6 +59,8 @@ pub const RECORDS_IN: &str = "RecordsIn";
 pub const BYTES_IN: &str = "BytesIn";
 pub const VALID_EVENTS: &str = "ValidEvents";
 pub const NORMALIZED_EVENTS: &str = "NormalizedEvents";
+/// Valid events with top-level fields outside the schema: kept in the lake only.
+pub const EVENTS_WITH_UNKNOWN_FIELDS: &str = "EventsWithUnknownFields";
 pub const BYTES_OUT: &str = "BytesOut";
 pub const BATCHES_WRITTEN: &str = "BatchesWritten";
 pub const BATCH_AGE_AT_FLUSH: &str = "BatchAgeAtFlush";
@@ -169,6 +171,7 @@ pub const CATALOGUE: &[Emitted] = &[
     by(BYTES_IN, S3, PLAIN),
     by(VALID_EVENTS, S3, PLAIN),
     by(NORMALIZED_EVENTS, S3, &[&[NORMALIZATION]]),
+    by(EVENTS_WITH_UNKNOWN_FIELDS, S3, PLAIN),
     by(BYTES_OUT, S3, PLAIN),
     by(BATCHES_WRITTEN, S3, PLAIN),
     by(BATCH_AGE_AT_FLUSH, S3, PLAIN),

@@ -1,6 +1,7 @@
 //! Random telemetry shaped like play: players start a session, enter a level, pick
-//! things up, die where the level's hard spots are, finish and move on, or go idle.
-//! Deterministic for a seed.
+//! things up (or buy them), die where the level's hard spots are, finish and move on,
+//! or go idle. Pickups, purchases, deaths and level completions carry `event_data` as
+//! a game would send it. Deterministic for a seed.
 
 use event_model::snowplow;
 
@@ -13,6 +14,8 @@ pub struct GeneratedEvent {
     pub event_timestamp: i64,
     pub level_id: Option<String>,
     pub position: Option<(f64, f64)>,
+    /// The game's own attributes of the event.
+    pub event_data: Option<serde_json::Value>,
 }
 
 pub const APP_NAME: &str = "SampleGame";
@@ -29,9 +32,24 @@ struct Player {
 /// Plays `players` players on `levels` levels.
 pub struct Simulator {
     rng: fastrand::Rng,
+    /// Draws the `event_data` values apart from `rng`, so the play itself (who is where,
+    /// doing what) is the same for a seed with or without them.
+    data_rng: fastrand::Rng,
     players: Vec<Player>,
     levels: usize,
 }
+
+const ITEMS: [&str; 5] = ["coin", "health_potion", "key", "shield", "gem"];
+const RARITIES: [&str; 3] = ["common", "rare", "epic"];
+const SKUS: [(&str, f64); 4] = [
+    ("sword-01", 4.99),
+    ("skin-dragon", 9.99),
+    ("coins-1000", 0.99),
+    ("pass-season", 14.99),
+];
+const CURRENCIES: [&str; 3] = ["EUR", "USD", "GBP"];
+const CAUSES: [&str; 4] = ["lava", "fall", "enemy", "trap"];
+const WEAPONS: [&str; 3] = ["sword", "bow", "axe"];
 
 fn uuid(rng: &mut fastrand::Rng) -> String {
     let mut bytes = rng.u128(..).to_be_bytes();
@@ -75,9 +93,42 @@ impl Simulator {
             .collect();
         Self {
             rng,
+            data_rng: fastrand::Rng::with_seed(seed ^ 0xda7a),
             players,
             levels: levels.max(1),
         }
+    }
+
+    /// What a game sends with an event of `event_type`: a pickup's item (a tenth of
+    /// pickups are purchases instead: SKU, price, currency), a death's cause and the
+    /// weapon of an enemy, a completion's score and seconds.
+    fn event_data(&mut self, event_type: &'static str) -> (&'static str, Option<serde_json::Value>) {
+        let rng = &mut self.data_rng;
+        let data = match event_type {
+            "item_pickup" if rng.f64() < 0.1 => {
+                let (sku, price) = SKUS[rng.usize(..SKUS.len())];
+                let currency = CURRENCIES[rng.usize(..CURRENCIES.len())];
+                return (
+                    "purchase",
+                    Some(serde_json::json!({"sku": sku, "price": price, "currency": currency})),
+                );
+            }
+            "item_pickup" => serde_json::json!({
+                "item": ITEMS[rng.usize(..ITEMS.len())],
+                "rarity": RARITIES[[0, 0, 0, 1, 1, 2][rng.usize(..6)]],
+            }),
+            "player_death" => {
+                let cause = CAUSES[rng.usize(..CAUSES.len())];
+                let weapon = (cause == "enemy").then(|| WEAPONS[rng.usize(..WEAPONS.len())]);
+                serde_json::json!({"cause": cause, "weapon": weapon})
+            }
+            "level_complete" => serde_json::json!({
+                "score": rng.u32(100..5000),
+                "seconds": f64::from(rng.u32(300..18_000)) / 10.0,
+            }),
+            _ => return (event_type, None),
+        };
+        (event_type, Some(data))
     }
 
     fn gaussian(&mut self) -> f64 {
@@ -128,6 +179,7 @@ impl Simulator {
             "session_end" => None,
             _ => level,
         };
+        let (event_type, event_data) = self.event_data(event_type);
         GeneratedEvent {
             event_id,
             client_id: self.players[index].client_id.clone(),
@@ -135,6 +187,7 @@ impl Simulator {
             event_timestamp: now_ms,
             level_id: level.map(level_name),
             position,
+            event_data,
         }
     }
 }
@@ -157,6 +210,9 @@ impl GeneratedEvent {
         if let Some((x, y)) = self.position {
             event["position_x"] = ((x * 100.0).round() / 100.0).into();
             event["position_y"] = ((y * 100.0).round() / 100.0).into();
+        }
+        if let Some(data) = &self.event_data {
+            event["event_data"] = data.clone();
         }
         event.to_string().into_bytes()
     }
@@ -250,5 +306,28 @@ mod tests {
         }
         assert!(deaths > 500);
         assert!(near * 10 > deaths * 9, "{near} of {deaths} deaths near a hotspot");
+    }
+
+    #[test]
+    fn events_carry_the_attributes_a_game_sends_with_them() {
+        let mut sim = Simulator::new(3, 100, 4);
+        let mut seen = std::collections::BTreeMap::<&str, usize>::new();
+        for t in 0..5_000 {
+            let event = sim.next_event(t);
+            *seen.entry(event.event_type).or_default() += 1;
+            let data = event.event_data.as_ref();
+            let has = |key: &str| data.is_some_and(|d| d.get(key).is_some());
+            match event.event_type {
+                "purchase" => assert!(has("sku") && has("price") && has("currency"), "{data:?}"),
+                "item_pickup" => assert!(has("item") && has("rarity"), "{data:?}"),
+                "player_death" => assert!(has("cause") && has("weapon"), "{data:?}"),
+                "level_complete" => assert!(has("score") && has("seconds"), "{data:?}"),
+                _ => assert!(data.is_none()),
+            }
+        }
+        assert!(
+            seen["purchase"] > 50 && seen["purchase"] * 5 < seen["item_pickup"],
+            "{seen:?}"
+        );
     }
 }

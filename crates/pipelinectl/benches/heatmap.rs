@@ -51,6 +51,7 @@ async fn main() {
         map_height: 700.0,
         background: None,
         image_width: 1000,
+        filters: Vec::new(),
         format,
         output,
     };

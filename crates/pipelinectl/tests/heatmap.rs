@@ -122,3 +122,43 @@ async fn known_points_make_known_cells_in_csv_and_png() {
     schema.drop_all().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heatmap_where_on_event_data_counts_only_the_matching_events_the_value_bound() {
+    let schema = stack::warehouse_schema("heatmap_where").await;
+    let mut rows = Vec::new();
+    for (x, data) in [
+        (10.0, r#"{"cause": "lava"}"#),
+        (10.0, r#"{"cause": "lava", "weapon": {"kind": "axe"}}"#),
+        (60.0, r#"{"cause": "fall"}"#),
+        (60.0, r#"{"cause": "O'Brien's; DROP TABLE events; --"}"#),
+        (60.0, "null"),
+    ] {
+        rows.push(format!(
+            "('SampleGame', '1', '1.0', '{id}', 'player_death', TIMESTAMP '2026-01-01 00:10:00', TIMESTAMP '2026-01-01 00:10:00', '{id}', '{level}', {x}, 10, '{data}')",
+            id = uuid::Uuid::new_v4(),
+            level = LEVEL.replace('\'', "''"),
+            data = data.replace('\'', "''"),
+        ));
+    }
+    schema
+        .sql
+        .batch_execute(&format!("INSERT INTO events VALUES {}", rows.join(", ")))
+        .await
+        .expect("insert");
+    let events = |filters: &[&str]| {
+        let args: Vec<String> = ["--format=csv".to_string(), "--output=-".to_string()]
+            .into_iter()
+            .chain(filters.iter().map(|f| format!("--where={f}")))
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (_, stderr) = heatmap(&schema.users.reader, &args);
+        stderr
+    };
+    assert!(events(&["cause=lava"]).contains(": 2 events, 2 in the busiest cell"));
+    assert!(events(&["cause=lava", "weapon.kind=axe"]).contains(": 1 events,"));
+    assert!(events(&["cause=O'Brien's; DROP TABLE events; --"]).contains(": 1 events,"));
+    assert!(events(&["cause=nothing"]).contains(": 0 events,"));
+    assert!(events(&[]).contains(": 5 events,"), "the table is intact");
+    schema.drop_all().await;
+}

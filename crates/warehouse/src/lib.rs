@@ -446,7 +446,7 @@ impl Warehouse {
 
     /// The heat map's non-empty cells.
     pub async fn heatmap(&self, heatmap: &query::HeatmapQuery) -> Result<Vec<query::CellCount>, WarehouseError> {
-        let rows = self.select(&heatmap.query()).await?;
+        let rows = self.select(&heatmap.query(self.dialect())).await?;
         Ok(rows
             .into_iter()
             .filter_map(|row| match row[..] {

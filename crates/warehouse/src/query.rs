@@ -1,6 +1,9 @@
-//! Read-only queries with bound parameters, one text for both back ends: the heat map
-//! and the totals an operator asks for. Values never enter the SQL text; each back end
-//! binds them its own way (`$n` on PostgreSQL, `:name` on the Redshift Data API).
+//! Read-only queries with bound parameters, one text for both back ends (but where
+//! they read `event_data`, whose types differ): the heat map and the totals an
+//! operator asks for. Values never enter the SQL text; each back end binds them its own
+//! way (`$n` on PostgreSQL, `:name` on the Redshift Data API).
+
+use crate::schema::Dialect;
 
 /// A bound value. Every placeholder is wrapped in a CAST in the SQL, so PostgreSQL
 /// infers the parameter's type and the Data API (which sends strings) converts it.
@@ -57,6 +60,59 @@ pub struct HeatmapQuery {
     pub rows: u32,
     pub width: f64,
     pub height: f64,
+    /// Only events whose `event_data` has these values (all of them).
+    pub filters: Vec<DataFilter>,
+}
+
+/// A condition on `event_data`: the value at `path` (keys into nested objects), read
+/// as text, equals `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFilter {
+    pub path: Vec<String>,
+    pub value: String,
+}
+
+/// The most conditions on `event_data` one heat map takes.
+pub const MAX_DATA_FILTERS: usize = 4;
+const FILTER_PARAMETERS: [&str; MAX_DATA_FILTERS] = ["data_0", "data_1", "data_2", "data_3"];
+
+impl std::str::FromStr for DataFilter {
+    type Err = String;
+
+    /// `KEY=VALUE` or `KEY.KEY=VALUE`: keys of letters, digits and `_` (they become
+    /// part of the SQL text, so nothing else is allowed in them); the value is any text
+    /// and is only ever a bound parameter.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (path, value) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+        let path: Vec<String> = path.split('.').map(str::to_string).collect();
+        let fine = |key: &String| {
+            !key.is_empty() && key.len() <= 64 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        if !path.iter().all(fine) {
+            return Err(format!(
+                "{text:?}: keys are letters, digits and _, up to 64 each, joined by dots"
+            ));
+        }
+        Ok(DataFilter {
+            path,
+            value: value.to_string(),
+        })
+    }
+}
+
+/// The text at `filter`'s path in `event_data`, in `dialect`: PostgreSQL's JSONB path
+/// operator, Redshift's navigation into SUPER (quoted attribute names; Redshift
+/// matches them case-insensitively unless `enable_case_sensitive_super_attribute` is on).
+fn data_text(dialect: Dialect, filter: &DataFilter) -> String {
+    match dialect {
+        Dialect::Postgres => format!("event_data #>> '{{{}}}'", filter.path.join(",")),
+        Dialect::Redshift => {
+            let path: Vec<String> = filter.path.iter().map(|k| format!("\"{k}\"")).collect();
+            format!("CAST(event_data.{} AS VARCHAR)", path.join("."))
+        }
+    }
 }
 
 /// Events counted in one grid cell.
@@ -77,8 +133,7 @@ WHERE level_id = CAST(:level_id AS VARCHAR)
     AND event_timestamp >= CAST(CAST(:since AS VARCHAR) AS TIMESTAMP)
     AND event_timestamp < CAST(CAST(:until AS VARCHAR) AS TIMESTAMP)
     AND position_x BETWEEN 0 AND CAST(:width AS DOUBLE PRECISION)
-    AND position_y BETWEEN 0 AND CAST(:height AS DOUBLE PRECISION)
-GROUP BY 1, 2";
+    AND position_y BETWEEN 0 AND CAST(:height AS DOUBLE PRECISION)";
 
 /// A UTC time as both dialects read a TIMESTAMP literal (text, so the one cast works
 /// with PostgreSQL's inferred parameter type and with the Data API's strings).
@@ -95,10 +150,21 @@ pub(crate) fn timestamp_text(ms: i64) -> String {
 }
 
 impl HeatmapQuery {
-    /// The grid is binned by the warehouse: only the non-empty cells come back.
-    pub fn query(&self) -> Query {
-        Query {
-            sql: HEATMAP_SQL.to_string(),
+    /// The grid is binned by the warehouse: only the non-empty cells come back. At
+    /// most [`MAX_DATA_FILTERS`] filters count (the caller checks).
+    pub fn query(&self, dialect: Dialect) -> Query {
+        let mut sql = HEATMAP_SQL.to_string();
+        let mut filters = Vec::new();
+        for (filter, name) in self.filters.iter().zip(FILTER_PARAMETERS) {
+            sql.push_str(&format!(
+                "\n    AND {} = CAST(:{name} AS VARCHAR)",
+                data_text(dialect, filter)
+            ));
+            filters.push((name, Value::Text(filter.value.clone())));
+        }
+        sql.push_str("\nGROUP BY 1, 2");
+        let mut query = Query {
+            sql,
             parameters: vec![
                 ("columns", Value::Int(i64::from(self.columns))),
                 ("rows", Value::Int(i64::from(self.rows))),
@@ -109,7 +175,9 @@ impl HeatmapQuery {
                 ("since", Value::Text(timestamp_text(self.since_ms))),
                 ("until", Value::Text(timestamp_text(self.until_ms))),
             ],
-        }
+        };
+        query.parameters.extend(filters);
+        query
     }
 }
 
@@ -136,12 +204,50 @@ mod tests {
             rows: 35,
             width: 1000.0,
             height: 700.0,
+            filters: Vec::new(),
         }
     }
 
     #[test]
+    fn an_event_data_filter_binds_its_value_and_names_only_checked_keys() {
+        let mut map = heatmap();
+        map.filters = vec![
+            "cause=lava'; DROP TABLE events; --".parse().expect("filter"),
+            "weapon.kind=axe".parse().expect("filter"),
+        ];
+        let postgres = map.query(Dialect::Postgres);
+        assert!(
+            postgres
+                .sql
+                .contains("AND event_data #>> '{cause}' = CAST(:data_0 AS VARCHAR)"),
+            "{}",
+            postgres.sql
+        );
+        assert!(
+            postgres
+                .sql
+                .contains("AND event_data #>> '{weapon,kind}' = CAST(:data_1 AS VARCHAR)")
+        );
+        assert!(postgres.sql.ends_with("GROUP BY 1, 2"));
+        assert!(!postgres.sql.contains("DROP"));
+        assert_eq!(postgres.parameters.last(), Some(&("data_1", Value::Text("axe".into()))));
+        let redshift = map.query(Dialect::Redshift);
+        assert!(
+            redshift
+                .sql
+                .contains("AND CAST(event_data.\"weapon\".\"kind\" AS VARCHAR) = CAST(:data_1 AS VARCHAR)"),
+            "{}",
+            redshift.sql
+        );
+        for bad in ["cause", "=x", "a-b=x", "a..b=x", "a b=x", "ca'use=x"] {
+            assert!(bad.parse::<DataFilter>().is_err(), "{bad}");
+        }
+        assert_eq!("n=a=b".parse::<DataFilter>().map(|f| f.value), Ok("a=b".to_string()));
+    }
+
+    #[test]
     fn values_never_enter_the_sql_text() {
-        let query = heatmap().query();
+        let query = heatmap().query(Dialect::Postgres);
         assert!(!query.sql.contains("DROP"));
         assert!(!query.sql.contains("player_death"));
         let (numbered, values) = query.numbered();
@@ -153,7 +259,7 @@ mod tests {
 
     #[test]
     fn every_placeholder_has_a_value_and_the_reverse() {
-        let query = heatmap().query();
+        let query = heatmap().query(Dialect::Postgres);
         for (name, _) in &query.parameters {
             assert!(query.sql.contains(&format!(":{name} ")) || query.sql.contains(&format!(":{name})")));
         }
@@ -162,7 +268,7 @@ mod tests {
     #[test]
     fn times_are_sent_as_utc_text_to_the_millisecond() {
         assert_eq!(timestamp_text(1_767_225_600_123), "2026-01-01 00:00:00.123");
-        let query = heatmap().query();
+        let query = heatmap().query(Dialect::Postgres);
         assert!(
             query
                 .parameters

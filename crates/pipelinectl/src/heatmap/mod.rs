@@ -85,6 +85,12 @@ pub struct HeatmapSpec {
     #[arg(long, env = "HEATMAP_FORMAT", value_enum, default_value = "png")]
     pub format: Output,
 
+    /// Only events whose `event_data` has these values: `KEY=VALUE` (or a dotted path,
+    /// `cause.weapon=axe`), up to 4, comma-separated in the env var; values are compared
+    /// as text and always sent as bound parameters.
+    #[arg(long = "where", env = "HEATMAP_WHERE", value_delimiter = ',')]
+    pub filters: Vec<warehouse::query::DataFilter>,
+
     /// Where to write the heat map (`-` for standard output, CSV only).
     #[arg(long, env = "HEATMAP_OUTPUT", default_value = "heatmap.png")]
     pub output: PathBuf,
@@ -112,6 +118,12 @@ impl HeatmapSpec {
         if !(self.map_width > 0.0 && self.map_height > 0.0) {
             anyhow::bail!("HEATMAP_MAP_WIDTH and HEATMAP_MAP_HEIGHT must be positive");
         }
+        if self.filters.len() > warehouse::query::MAX_DATA_FILTERS {
+            anyhow::bail!(
+                "HEATMAP_WHERE: at most {} conditions on event_data",
+                warehouse::query::MAX_DATA_FILTERS
+            );
+        }
         Ok(HeatmapQuery {
             level_id: self.level.clone(),
             event_type: self.event_type.clone(),
@@ -121,6 +133,7 @@ impl HeatmapSpec {
             rows: self.grid.1,
             width: self.map_width,
             height: self.map_height,
+            filters: self.filters.clone(),
         })
     }
 

@@ -474,8 +474,9 @@ mod tests {
             rows: 7,
             width: 1000.0,
             height: 700.5,
+            filters: Vec::new(),
         }
-        .query();
+        .query(Dialect::Redshift);
         let request = serverless.api.query_request(&query);
         let input = request.as_input();
         assert_eq!(input.get_sql().as_deref(), Some(query.sql.as_str()));

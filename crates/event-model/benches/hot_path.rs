@@ -134,6 +134,7 @@ fn main() {
             lines.len() as f64 / compressed as f64,
         );
     }
+    with_event_data(&events, &rules);
     floor(&events);
     typed(&events);
     let parse_only = best(|| {
@@ -146,6 +147,35 @@ fn main() {
         EVENTS as f64 / parse_only.as_secs_f64()
     );
 }
+/// The hot path at level 6 on the same events each carrying a ~300-byte `event_data`
+/// (checked, kept verbatim), against the events without it.
+fn with_event_data(events: &[Vec<u8>], rules: &Rules) {
+    let data = r#","event_data":{"sku":"skin-dragon-0042","price":9.99,"currency":"EUR","store":"in-game","bundle":{"items":["skin","emote","banner"],"discount":0.25},"cause":null,"score":12345,"seconds":187.5,"tags":["season-3","weekend-offer","first-purchase"],"note":"bought after level-04 boss fight..........................."}}"#;
+    let with: Vec<Vec<u8>> = events
+        .iter()
+        .map(|raw| {
+            let mut raw = raw.clone();
+            raw.pop();
+            raw.extend_from_slice(data.as_bytes());
+            raw
+        })
+        .collect();
+    assert!(Event::parse(&with[0], ARRIVAL, rules).is_ok(), "valid with event_data");
+    let without = best(|| {
+        black_box(hot_path(black_box(events), rules, 6));
+    });
+    let carrying = best(|| {
+        black_box(hot_path(black_box(&with), rules, 6));
+    });
+    println!(
+        "level 6 with a {}-byte event_data: {:.0} events/s, {:.2} of without it ({:.0} events/s)",
+        data.len() - ",\"event_data\":".len() - 1,
+        EVENTS as f64 / carrying.as_secs_f64(),
+        without.as_secs_f64() / carrying.as_secs_f64(),
+        EVENTS as f64 / without.as_secs_f64(),
+    );
+}
+
 /// What serde_json costs at the least (skipping every value) and UTF-8 validation alone.
 fn floor(events: &[Vec<u8>]) {
     let d = best(|| {

@@ -299,7 +299,7 @@ impl<'de> Visitor<'de> for ScalarVisitor {
 }
 
 /// An object key, borrowed unless it had escapes.
-struct Key<'a>(Cow<'a, str>);
+pub(crate) struct Key<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de> de::Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -4,9 +4,13 @@
 //! `max_bytes` of JSON and `max_depth` levels of nesting, numbers a 64-bit float holds,
 //! keys without control characters. `null` means none.
 
-use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::event::Key;
 use crate::rejection::{Reason, Rejection};
 
 /// The field's name.
@@ -16,7 +20,8 @@ pub const DEFAULT_MAX_BYTES: usize = 16 * 1024;
 /// Default bound on its nesting (the object itself is level 1).
 pub const DEFAULT_MAX_DEPTH: usize = 16;
 
-/// Checks `raw`, the value of `event_data` as sent.
+/// Checks `raw`, the value of `event_data` as sent, in one pass over its text that
+/// allocates nothing for a valid one (keys are borrowed; values are skipped).
 pub fn check(raw: &RawValue, max_bytes: usize, max_depth: usize) -> Result<(), Rejection> {
     let text = raw.get();
     if text == "null" {
@@ -36,85 +41,136 @@ pub fn check(raw: &RawValue, max_bytes: usize, max_depth: usize) -> Result<(), R
             format!("{} bytes, more than {max_bytes}", text.len()),
         ));
     }
-    // Nesting far beyond the limit is refused before the parser meets its own bound
-    // (128 levels); nearer, the walk below names where.
-    if nesting(text) > max_depth.saturating_mul(2).min(100) {
-        return Err(Rejection::field(
-            Reason::EventDataTooDeep,
-            FIELD,
-            format!("more than {max_depth} levels"),
-        ));
+    let mut walk = Walk {
+        max_depth,
+        path: Vec::new(),
+        problem: None,
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    match Node(&mut walk).deserialize(&mut deserializer) {
+        Ok(()) => Ok(()),
+        Err(error) => Err(walk.problem.take().unwrap_or_else(|| {
+            // The record parsed as JSON and the walk stops nesting at `max_depth`
+            // (far below the parser's own bound), so the parser refused a number: one
+            // too large for a float (1e999).
+            Rejection::field(
+                Reason::EventDataInvalidNumber,
+                FIELD,
+                format!("not a finite number: {error}"),
+            )
+        })),
     }
-    // The record already parsed as JSON and the nesting is bounded, so what fails here
-    // is a number too large for a float (1e999).
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        Rejection::field(
-            Reason::EventDataInvalidNumber,
-            FIELD,
-            format!("not a finite number: {e}"),
-        )
-    })?;
-    walk(&value, 1, max_depth, &mut String::new())
 }
 
-/// The deepest nesting of objects and arrays in JSON `text` (brackets in strings aside).
-fn nesting(text: &str) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for byte in text.bytes() {
-        match (in_string, escaped, byte) {
-            (true, true, _) => escaped = false,
-            (true, false, b'\\') => escaped = true,
-            (true, false, b'"') => in_string = false,
-            (true, false, _) => {}
-            (false, _, b'"') => in_string = true,
-            (false, _, b'{' | b'[') => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            (false, _, b'}' | b']') => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
+/// One step of the path from `event_data` to a value.
+enum Step<'de> {
+    Key(Cow<'de, str>),
+    Index(usize),
 }
 
-/// Checks nesting and keys below `value`, at `depth`, whose JSON Pointer is `pointer`.
-fn walk(value: &Value, depth: usize, max_depth: usize, pointer: &mut String) -> Result<(), Rejection> {
-    let nested = matches!(value, Value::Object(_) | Value::Array(_));
-    if nested && depth > max_depth {
-        return Err(Rejection::field(
-            Reason::EventDataTooDeep,
-            FIELD,
-            format!("more than {max_depth} levels at /{FIELD}{pointer}"),
-        ));
-    }
-    let mark = pointer.len();
-    match value {
-        Value::Object(map) => {
-            for (key, child) in map {
-                if key.chars().any(char::is_control) {
-                    return Err(Rejection::field(
-                        Reason::EventDataInvalidKey,
-                        FIELD,
-                        format!("a key with a control character at /{FIELD}{pointer}: {key:?}"),
-                    ));
+/// The walk's state: where it is, and the first problem it found.
+struct Walk<'de> {
+    max_depth: usize,
+    path: Vec<Step<'de>>,
+    problem: Option<Rejection>,
+}
+
+impl Walk<'_> {
+    /// The JSON Pointer of the current place.
+    fn pointer(&self) -> String {
+        let mut pointer = format!("/{FIELD}");
+        for step in &self.path {
+            match step {
+                Step::Key(key) => {
+                    pointer.push('/');
+                    pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
                 }
-                pointer.push('/');
-                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
-                walk(child, depth + 1, max_depth, pointer)?;
-                pointer.truncate(mark);
+                Step::Index(index) => pointer.push_str(&format!("/{index}")),
             }
         }
-        Value::Array(items) => {
-            for (index, child) in items.iter().enumerate() {
-                pointer.push_str(&format!("/{index}"));
-                walk(child, depth + 1, max_depth, pointer)?;
-                pointer.truncate(mark);
-            }
-        }
-        _ => {}
+        pointer
     }
-    Ok(())
+
+    /// Records `problem` and stops the parse (its error is replaced by `problem`).
+    fn stop<E: de::Error>(&mut self, reason: Reason, detail: String) -> E {
+        self.problem = Some(Rejection::field(reason, FIELD, detail));
+        E::custom("event_data check")
+    }
+
+    /// Enters an object or array at the current place: too deep stops the walk. The
+    /// object itself is level 1, so the path is one step shorter than the level.
+    fn enter<E: de::Error>(&mut self) -> Result<(), E> {
+        if self.path.len() + 1 > self.max_depth {
+            let detail = format!("more than {} levels at {}", self.max_depth, self.pointer());
+            return Err(self.stop(Reason::EventDataTooDeep, detail));
+        }
+        Ok(())
+    }
+}
+
+/// A value at the walk's current place.
+struct Node<'w, 'de>(&'w mut Walk<'de>);
+
+impl<'de> DeserializeSeed<'de> for Node<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let walk = self.0;
+        walk.enter()?;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if key.chars().any(char::is_control) {
+                let detail = format!("a key with a control character at {}: {key:?}", walk.pointer());
+                return Err(walk.stop(Reason::EventDataInvalidKey, detail));
+            }
+            walk.path.push(Step::Key(key));
+            map.next_value_seed(Node(&mut *walk))?;
+            walk.path.pop();
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let walk = self.0;
+        walk.enter()?;
+        let mut index = 0;
+        loop {
+            walk.path.push(Step::Index(index));
+            let more = seq.next_element_seed(Node(&mut *walk))?.is_some();
+            walk.path.pop();
+            if !more {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -159,15 +215,22 @@ mod tests {
     }
 
     #[test]
-    fn nesting_far_beyond_the_bound_is_refused_before_parsing() {
+    fn nesting_far_beyond_the_bound_is_refused_and_brackets_in_strings_do_not_nest() {
         let deep = format!("{{\"a\": {}1{}}}", "[".repeat(500), "]".repeat(500));
         let raw: Box<RawValue> = serde_json::from_str(&deep).expect("JSON");
         assert_eq!(
             check(&raw, 10_000, 3).map_err(|e| e.reason),
             Err(Reason::EventDataTooDeep)
         );
-        assert_eq!(nesting(r#"{"a": "[[[{{", "b": [{}]}"#), 3);
-        assert_eq!(nesting(r#"{"a": "\"[[["}"#), 1);
+        let depth = |json: &str, max_depth: usize| {
+            let raw: Box<RawValue> = serde_json::from_str(json).expect("JSON");
+            check(&raw, 10_000, max_depth).map_err(|e| e.reason)
+        };
+        // Three levels: the object, `b`'s array, the object in it.
+        let three = r#"{"a": "[[[{{", "b": [{}]}"#;
+        assert_eq!(depth(three, 3), Ok(()));
+        assert_eq!(depth(three, 2), Err(Reason::EventDataTooDeep));
+        assert_eq!(depth(r#"{"a": "\"[[["}"#, 1), Ok(()));
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! - [`iam_moto`]: a private moto that enforces IAM, and principals with exactly a policy;
 //! - [`cfn_render`]: CloudFormation templates rendered as they would deploy, without AWS;
 //! - [`cloudwatch`]: what CloudWatch accepts of a dashboard body and an alarm;
-//! - [`chaos`]: the whole pipeline under kills, resharding and faults, then its invariants.
+//! - [`chaos`]: the whole pipeline under kills, resharding and faults, then its invariants;
+//! - [`wait`]: a bounded wait for a condition on the stack.
 
 pub mod cfn_render;
 pub mod chaos;
@@ -24,3 +25,4 @@ pub mod resources;
 pub mod service_checks;
 pub mod sources;
 pub mod stack;
+pub mod wait;

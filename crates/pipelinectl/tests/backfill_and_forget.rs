@@ -13,6 +13,7 @@ use pipeline_runtime::clock::now_ms;
 use pipeline_tests::process::{ServiceProcess, run_command, workspace_binary};
 use pipeline_tests::resources::Resources;
 use pipeline_tests::stack::{self, WarehouseSchema};
+use pipeline_tests::wait::eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pipelinectl");
 
@@ -144,14 +145,8 @@ impl Pipeline {
 
     /// Waits until `query` answers `want`; returns the last answer.
     async fn wait_for(&self, query: &str, want: i64) -> i64 {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let n = self.count(query).await;
-            if n == want || tokio::time::Instant::now() > deadline {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        eventually(Duration::from_secs(90), || async { self.count(query).await == want }).await;
+        self.count(query).await
     }
 
     /// The object at `key`, read whole.
@@ -337,14 +332,8 @@ async fn forget_removes_a_player_from_every_store_and_nothing_brings_them_back()
             .unwrap_or(-1)
     };
     let wait_players = |want: i64| async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let n = player_count().await;
-            if n == want || tokio::time::Instant::now() > deadline {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        eventually(Duration::from_secs(60), || async { player_count().await == want }).await;
+        player_count().await
     };
     assert_eq!(wait_players(4).await, 4);
     // What a run interrupted between writing an object anew and deleting the version

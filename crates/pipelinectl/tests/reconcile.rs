@@ -17,6 +17,7 @@ use pipeline_runtime::AwsClients;
 use pipeline_tests::process::{ServiceProcess, run_command, workspace_binary};
 use pipeline_tests::resources::Resources;
 use pipeline_tests::stack;
+use pipeline_tests::wait::eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pipelinectl");
 
@@ -100,24 +101,6 @@ async fn counts(aws: &AwsClients, resources: &Resources) -> (BTreeMap<String, i6
         .await
         .expect("PlayerState");
     (levels, recount)
-}
-
-/// Polls until `check` holds or `timeout` passes; returns whether it held.
-async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 /// The rows of a drift table (`level LevelState PlayerState drift`), up to the blank line.

@@ -14,6 +14,7 @@ use pipeline_runtime::AwsClients;
 use pipeline_tests::process::ServiceProcess;
 use pipeline_tests::resources::Resources;
 use pipeline_tests::stack;
+use pipeline_tests::wait::eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_player-state-worker");
 const PLAYERS: usize = 40;
@@ -126,24 +127,6 @@ fn recount(players: &BTreeMap<String, String>) -> BTreeMap<String, i64> {
         *counts.entry(level.clone()).or_default() += 1;
     }
     counts
-}
-
-/// Polls until `check` holds or `timeout` passes; returns whether it held.
-async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 fn start(resources: &Resources, worker: &str, extra: &[(&str, &str)]) -> ServiceProcess {

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use warehouse::{Dialect, LoadBatch, LoadReport, Warehouse, WarehouseArgs, WarehouseError};
 
 use crate::aws::lake::{self, Listed};
+use crate::progress::bar;
 use crate::when::When;
 
 /// `backfill`'s settings.
@@ -194,17 +195,6 @@ fn pointer(bucket: &str, file: &Listed) -> FilePointer {
         min_event_timestamp: 0,
         max_event_timestamp: 0,
     }
-}
-
-fn bar(show: bool, length: u64, template: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(length);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
 }
 
 /// Every batch file of `events/` in the range's hour folders, in key order.

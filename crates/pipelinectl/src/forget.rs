@@ -440,16 +440,11 @@ async fn forget_in_lake(
                 .map(move |prefix| (kind, prefix))
         })
         .collect();
-    let progress = if args.progress {
-        let bar = indicatif::ProgressBar::new(folders.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("searching the lake {bar:30} {pos}/{len} hours, {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let progress = crate::progress::bar(
+        args.progress,
+        folders.len() as u64,
+        "searching the lake {bar:30} {pos}/{len} hours, {msg}",
+    );
     for (kind, prefix) in folders {
         let listed = eraser.call(|| lake::list(&eraser.s3, &args.bucket, &prefix)).await?;
         for object in listed.iter().filter(|o| o.key.ends_with(".gzip")) {

@@ -22,6 +22,7 @@ pub mod heatmap;
 pub mod level_map;
 pub mod levels;
 pub mod picture;
+pub mod progress;
 pub mod reconcile;
 pub mod setup;
 pub mod summary;

@@ -210,11 +210,7 @@ pub async fn run(kinesis: Option<aws_sdk_kinesis::Client>, args: &GenerateArgs) 
         (None, n) => n,
     };
     let deadline = (args.duration_secs > 0).then(|| Instant::now() + Duration::from_secs(args.duration_secs));
-    let progress = indicatif::ProgressBar::new(total);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events, {per_sec}, {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let progress = crate::progress::bar(true, total, "{bar:40} {pos}/{len} events, {per_sec}, {msg}");
     let mut simulator = Simulator::new(args.seed, args.players, args.levels);
     let mut rng = fastrand::Rng::with_seed(args.seed ^ 0x5eed);
     let mut held: VecDeque<(Record, u32)> = VecDeque::new();

@@ -60,6 +60,10 @@ impl TableNames {
     }
 }
 
+/// The key of the idle-player pruner's singleton lease in its lease table (the worker
+/// takes it to prune; `reconcile-levels` takes it to pause the pruner).
+pub const PRUNER_LEASE_KEY: &str = "pruner";
+
 /// The names of the player-state-worker's three lease tables: settings of the worker,
 /// of `pipelinectl setup` (which creates them) and of `reconcile-levels` (which pauses
 /// the worker through them).

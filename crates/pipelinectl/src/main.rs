@@ -142,8 +142,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let shutdown = pipeline_runtime::shutdown::on_signals()?;
             // Each transaction as it commits: an interruption between two of a correction
             // that takes several leaves those printed written.
-            let on_commit = |chunk: &[pipelinectl::reconcile::Correction]| {
-                print!("{}", pipelinectl::reconcile::correct::render_committed(chunk));
+            let on_commit = |chunk: &[live_state::drift::Drift]| {
+                print!("{}", pipelinectl::reconcile::correct::render(chunk, "corrected"));
             };
             let corrected = pipelinectl::reconcile::correct(&aws, &args, shutdown, &on_commit).await?;
             print!("{}", pipelinectl::reconcile::report(&corrected, args.dry_run));

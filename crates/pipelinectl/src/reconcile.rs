@@ -49,7 +49,6 @@ use shard_consumer::dynamodb_streams::DynamoDbStreamSource;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use correct::Correction;
 use correct::WriteError;
 use pause::{Pause, PauseError};
 use stream::StreamError;
@@ -190,7 +189,7 @@ pub async fn correct(
     aws: &AwsClients,
     args: &ReconcileArgs,
     shutdown: CancellationToken,
-    on_commit: &(dyn Fn(&[Correction]) + Send + Sync),
+    on_commit: &(dyn Fn(&[Drift]) + Send + Sync),
 ) -> Result<Corrected, ReconcileError> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let owner = format!("reconcile-levels:{}", default_worker_id());
@@ -235,14 +234,16 @@ async fn paused_work(
     source: &DynamoDbStreamSource,
     deadline: Instant,
     waiting_for: &Mutex<String>,
-    on_commit: &(dyn Fn(&[Correction]) + Send + Sync),
+    on_commit: &(dyn Fn(&[Drift]) + Send + Sync),
 ) -> Result<(Vec<Drift>, bool, u32), ReconcileError> {
     let dynamodb = aws.dynamodb();
     let events = LeaseTable::new(dynamodb.clone(), &args.lease_tables.player_state_lease_table);
     let pruner = LeaseTable::new(dynamodb.clone(), &args.lease_tables.pruner_lease_table);
     let levels_leases = LeaseTable::new(dynamodb.clone(), &args.lease_tables.level_state_lease_table);
     let shards = pause.take_shards(&events, deadline).await?;
-    pause.take_singleton(&pruner, pause::PRUNER_LEASE_KEY, deadline).await?;
+    pause
+        .take_singleton(&pruner, live_state::PRUNER_LEASE_KEY, deadline)
+        .await?;
     tracing::info!(events_shards = shards, "events stage and pruner paused");
     let poll = Duration::from_millis(args.poll_interval_ms);
     // Throttled and passing failures are tried again; the deadline bounds it all, and a
@@ -257,7 +258,7 @@ async fn paused_work(
     };
     // Every level a committed transaction set, over all rounds: the first count read,
     // the last target written.
-    let written: Mutex<BTreeMap<String, Correction>> = Mutex::default();
+    let written: Mutex<BTreeMap<String, Drift>> = Mutex::default();
     let mut rounds = 0;
     loop {
         rounds += 1;
@@ -297,60 +298,35 @@ async fn paused_work(
             continue;
         }
         let found = drift::drift(&levels, &recount);
-        let corrections: Vec<Correction> = found.iter().map(Correction::from).collect();
         if args.dry_run {
             return Ok((found, false, rounds));
         }
-        if corrections.is_empty() {
-            let earlier = written_drift(&lock(&written));
+        if found.is_empty() {
+            let earlier: Vec<Drift> = lock(&written).values().cloned().collect();
             let any = !earlier.is_empty();
             return Ok((if any { earlier } else { found }, any, rounds));
         }
-        // Levels this round committed: a retry (after a throttle, or an answer lost on
-        // the way) writes only the rest. A transaction whose answer was lost is tried
-        // again and fails its condition (the counts moved, by this very write): a new
-        // round then finds no drift left there.
-        let this_round: Mutex<BTreeMap<String, Correction>> = Mutex::default();
-        let committed = |chunk: &[Correction]| {
-            let mut this_round = lock(&this_round);
+        let committed = |chunk: &[Drift]| {
             let mut written = lock(&written);
-            for c in chunk {
-                this_round.insert(c.level_id.clone(), c.clone());
+            for d in chunk {
                 written
-                    .entry(c.level_id.clone())
-                    .and_modify(|w| w.target = c.target)
-                    .or_insert_with(|| c.clone());
+                    .entry(d.level_id.clone())
+                    .and_modify(|w| w.player_state = d.player_state)
+                    .or_insert_with(|| d.clone());
             }
             on_commit(chunk);
         };
-        let guards = before.guards();
-        let outcome = retry(&RetryPolicy::COMMAND, &never, || {
-            let rest: Vec<Correction> = {
-                let done = lock(&this_round);
-                corrections
-                    .iter()
-                    .filter(|c| !done.contains_key(&c.level_id))
-                    .cloned()
-                    .collect()
-            };
-            let (guards, committed) = (&guards, &committed);
-            let dynamodb = &dynamodb;
-            async move {
-                correct::write(
-                    dynamodb,
-                    &args.tables.level_state_table,
-                    &args.tables.transitions_table,
-                    guards,
-                    &rest,
-                    committed,
-                )
-                .await
-            }
-        })
-        .await
-        .map_err(RetryError::into_error);
+        let outcome = correct::write(
+            &dynamodb,
+            &args.tables.level_state_table,
+            &args.tables.transitions_table,
+            &before.guards(),
+            &found,
+            &committed,
+        )
+        .await;
         match outcome {
-            Ok(()) => return Ok((written_drift(&lock(&written)), true, rounds)),
+            Ok(()) => return Ok((lock(&written).values().cloned().collect(), true, rounds)),
             Err(WriteError::Moved) => {
                 *lock(waiting_for) = "LevelState to stay unchanged until the corrections are written".to_string();
                 tracing::info!(round = rounds, "LevelState moved before the corrections landed; again");
@@ -361,29 +337,12 @@ async fn paused_work(
     }
 }
 
-/// The corrections committed, as the drift they corrected.
-fn written_drift(written: &BTreeMap<String, Correction>) -> Vec<Drift> {
-    written
-        .values()
-        .map(|c| Drift {
-            level_id: c.level_id.clone(),
-            level_state: c.read,
-            player_state: c.target,
-        })
-        .collect()
-}
-
 /// What `reconcile-levels` prints after a correction: the drift as corrected (or, in a
 /// dry run, the updates it would make), then one line on the pause.
 pub fn report(corrected: &Corrected, dry_run: bool) -> String {
     let summary = drift::summary(&corrected.drift);
-    let mut out = if dry_run {
-        let plan: Vec<Correction> = corrected.drift.iter().map(Correction::from).collect();
-        if plan.is_empty() {
-            render(&[])
-        } else {
-            correct::render(&plan)
-        }
+    let mut out = if dry_run && !corrected.drift.is_empty() {
+        correct::render(&corrected.drift, "would set")
     } else {
         render(&corrected.drift)
     };

@@ -441,6 +441,7 @@ async fn reconcile_corrects_exactly_while_a_writer_it_cannot_pause_keeps_changin
     let (code, text) = fix.join().expect("reconcile-levels");
     eprintln!("{moves} moves, {paused_moves} during the pause:\n{text}");
     assert_eq!(code, Some(0), "{text}");
+    assert!(paused_moves > 0, "the writer kept writing while the pause held: {text}");
     assert!(text.contains("level-1") && text.contains("+4"), "{text}");
     assert!(
         eventually(Duration::from_secs(60), || async {

@@ -196,7 +196,7 @@ impl Config {
             segments: self.prune_segments,
             lease: SingletonLease::new(
                 LeaseTable::new(context.aws.dynamodb(), &self.lease_tables.pruner_lease_table),
-                "pruner",
+                live_state::PRUNER_LEASE_KEY,
                 &consumer.worker_id,
                 consumer.failover,
             )

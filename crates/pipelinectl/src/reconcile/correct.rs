@@ -1,4 +1,5 @@
-//! The corrections: the plan (pure), and the transactions that write it. Each
+//! The corrections (the drift, each level set to its recount) and the transactions
+//! that write them. Each
 //! transaction sets some drifted levels' counts on the condition that each of those
 //! counts still holds what was read, and checks that each guard the level stage may
 //! still move (an open stream shard's) still holds what was read: a change the level
@@ -13,13 +14,11 @@
 //! is left; a deadline or a signal between two of them leaves the correction partly
 //! applied, and running the command again finishes it.
 
-use std::collections::BTreeMap;
-
 use aws_sdk_dynamodb::Client;
-use live_state::drift::{self, Drift};
-use live_state::level_state::LevelCount;
-use pipeline_runtime::{AwsError, Classified, ErrorKind};
+use live_state::drift::Drift;
+use pipeline_runtime::{AwsError, Classified, ErrorKind, RetryError, RetryPolicy, retry};
 use shard_consumer::SequenceNumber;
+use tokio_util::sync::CancellationToken;
 
 use crate::aws::level_state::{self, CountUpdate, GuardCheck, TransactionError};
 
@@ -40,6 +39,15 @@ pub enum WriteError {
     Aws(#[from] AwsError),
 }
 
+impl From<TransactionError> for WriteError {
+    fn from(error: TransactionError) -> Self {
+        match error {
+            TransactionError::ConditionFailed => WriteError::Moved,
+            TransactionError::Aws(error) => WriteError::Aws(error),
+        }
+    }
+}
+
 impl Classified for WriteError {
     fn kind(&self) -> ErrorKind {
         match self {
@@ -50,35 +58,9 @@ impl Classified for WriteError {
     }
 }
 
-/// One level's count set from what was read to the recount.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Correction {
-    pub level_id: String,
-    /// The count as read (0 for a level without an item or without a count).
-    pub read: i64,
-    /// The recount of PlayerState.
-    pub target: i64,
-}
-
-impl From<&Drift> for Correction {
-    fn from(d: &Drift) -> Self {
-        Self {
-            level_id: d.level_id.clone(),
-            read: d.level_state,
-            target: d.player_state,
-        }
-    }
-}
-
-/// The corrections that make `levels` (every LevelState item, as read) the `recount`
-/// of PlayerState: one per drifted level, nothing for a level already right.
-pub fn plan(levels: &[LevelCount], recount: &BTreeMap<String, i64>) -> Vec<Correction> {
-    drift::drift(levels, recount).iter().map(Correction::from).collect()
-}
-
 /// `corrections` cut into transactions that each leave room for `guards` checks. Only
 /// with 100 or more guards that may move (open stream shards) is there no room at all.
-pub fn chunks(corrections: &[Correction], guards: usize) -> Result<std::slice::Chunks<'_, Correction>, WriteError> {
+pub fn chunks(corrections: &[Drift], guards: usize) -> Result<std::slice::Chunks<'_, Drift>, WriteError> {
     let room = MAX_TRANSACTION_ITEMS.saturating_sub(guards);
     if room == 0 {
         return Err(WriteError::TooManyShards { guards });
@@ -86,16 +68,20 @@ pub fn chunks(corrections: &[Correction], guards: usize) -> Result<std::slice::C
     Ok(corrections.chunks(room))
 }
 
-/// Writes `corrections` in as few transactions as fit, each conditioned on each guard
-/// in `guards` (those that may still move) and on each of its levels' counts; `on_commit` hears of each transaction's corrections once it committed
-/// (an error leaves those before it written).
+/// Sets each drifted level's count (as read: `level_state`) to its recount
+/// (`player_state`), in as few transactions as fit, each conditioned on each guard in
+/// `guards` (those that may still move) and on each of its levels' counts. A throttled
+/// or passing failure of a transaction is tried again; one whose answer was lost then
+/// fails its condition (its own write moved the counts), which is [`WriteError::Moved`]
+/// like any other move. `on_commit` hears of each transaction once it committed (an
+/// error leaves those before it written).
 pub async fn write(
     dynamodb: &Client,
     level_table: &str,
     transitions_table: &str,
     guards: &[(String, Option<SequenceNumber>)],
-    corrections: &[Correction],
-    on_commit: &(dyn Fn(&[Correction]) + Send + Sync),
+    corrections: &[Drift],
+    on_commit: &(dyn Fn(&[Drift]) + Send + Sync),
 ) -> Result<(), WriteError> {
     let checks: Vec<GuardCheck<'_>> = guards
         .iter()
@@ -104,53 +90,40 @@ pub async fn write(
             last: last.as_ref().map(SequenceNumber::as_str),
         })
         .collect();
+    let never = CancellationToken::new();
     for chunk in chunks(corrections, checks.len())? {
         let updates: Vec<CountUpdate<'_>> = chunk
             .iter()
-            .map(|c| CountUpdate {
-                level_id: &c.level_id,
-                read: c.read,
-                target: c.target,
+            .map(|d| CountUpdate {
+                level_id: &d.level_id,
+                read: d.level_state,
+                target: d.player_state,
             })
             .collect();
-        level_state::set_counts(dynamodb, level_table, transitions_table, &checks, &updates)
-            .await
-            .map_err(|error| match error {
-                TransactionError::ConditionFailed => WriteError::Moved,
-                TransactionError::Aws(error) => WriteError::Aws(error),
-            })?;
+        retry(&RetryPolicy::COMMAND, &never, || async {
+            level_state::set_counts(dynamodb, level_table, transitions_table, &checks, &updates)
+                .await
+                .map_err(WriteError::from)
+        })
+        .await
+        .map_err(RetryError::into_error)?;
         on_commit(chunk);
     }
     Ok(())
 }
 
-/// The corrections one transaction committed, as text, for the operator watching.
-pub fn render_committed(corrections: &[Correction]) -> String {
+/// Corrections as text, each line starting with `verb` ("corrected" as a transaction
+/// commits, "would set" for `--dry-run`).
+pub fn render(corrections: &[Drift], verb: &str) -> String {
     corrections
         .iter()
-        .map(|c| {
+        .map(|d| {
             format!(
-                "corrected {} playerCount {} -> {} ({:+})\n",
-                c.level_id,
-                c.read,
-                c.target,
-                c.target - c.read
-            )
-        })
-        .collect()
-}
-
-/// The corrections as text, for `--dry-run`.
-pub fn render(corrections: &[Correction]) -> String {
-    corrections
-        .iter()
-        .map(|c| {
-            format!(
-                "would set {} playerCount {} -> {} ({:+})\n",
-                c.level_id,
-                c.read,
-                c.target,
-                c.target - c.read
+                "{verb} {} playerCount {} -> {} ({:+})\n",
+                d.level_id,
+                d.level_state,
+                d.player_state,
+                d.player_state - d.level_state
             )
         })
         .collect()
@@ -158,6 +131,11 @@ pub fn render(corrections: &[Correction]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use live_state::drift;
+    use live_state::level_state::LevelCount;
+
     use super::*;
 
     fn level(id: &str, count: i64) -> LevelCount {
@@ -167,42 +145,28 @@ mod tests {
         }
     }
 
+    fn correction(level_id: &str, read: i64, target: i64) -> Drift {
+        Drift {
+            level_id: level_id.into(),
+            level_state: read,
+            player_state: target,
+        }
+    }
+
     #[test]
-    fn the_plan_sets_each_drifted_level_to_its_recount_and_nothing_else() {
+    fn the_corrections_set_each_drifted_level_to_its_recount_and_nothing_else() {
         let recount = BTreeMap::from([("a".to_string(), 3), ("b".to_string(), 1), ("c".to_string(), 2)]);
         let levels = [level("a", 3), level("b", 4), level("d", 1), level("e", 0)];
         assert_eq!(
-            plan(&levels, &recount),
-            [
-                Correction {
-                    level_id: "b".into(),
-                    read: 4,
-                    target: 1
-                },
-                Correction {
-                    level_id: "c".into(),
-                    read: 0,
-                    target: 2
-                },
-                Correction {
-                    level_id: "d".into(),
-                    read: 1,
-                    target: 0
-                },
-            ]
+            drift::drift(&levels, &recount),
+            [correction("b", 4, 1), correction("c", 0, 2), correction("d", 1, 0)]
         );
-        assert!(plan(&[level("a", 3), level("z", 0)], &BTreeMap::from([("a".to_string(), 3)])).is_empty());
+        assert!(drift::drift(&[level("a", 3), level("z", 0)], &BTreeMap::from([("a".to_string(), 3)])).is_empty());
     }
 
     #[test]
     fn every_transaction_leaves_room_for_the_guards() {
-        let corrections: Vec<Correction> = (0..150)
-            .map(|i| Correction {
-                level_id: format!("l{i}"),
-                read: 1,
-                target: 0,
-            })
-            .collect();
+        let corrections: Vec<Drift> = (0..150).map(|i| correction(&format!("l{i}"), 1, 0)).collect();
         let sizes: Vec<usize> = chunks(&corrections, 4).expect("room").map(<[_]>::len).collect();
         assert_eq!(sizes, [96, 54]);
         assert!(matches!(
@@ -214,17 +178,9 @@ mod tests {
 
     #[test]
     fn a_dry_run_says_what_it_would_write() {
-        let text = render(&[Correction {
-            level_id: "level-b".into(),
-            read: 4,
-            target: 1,
-        }]);
+        let text = render(&[correction("level-b", 4, 1)], "would set");
         assert_eq!(text, "would set level-b playerCount 4 -> 1 (-3)\n");
-        let text = render_committed(&[Correction {
-            level_id: "level-b".into(),
-            read: 4,
-            target: 1,
-        }]);
+        let text = render(&[correction("level-b", 4, 1)], "corrected");
         assert_eq!(text, "corrected level-b playerCount 4 -> 1 (-3)\n");
     }
 }

@@ -13,20 +13,19 @@
 //! makes PlayerState quiet soon, not at once, and the correction does not rely on it
 //! being quiet at any given moment (see [`super`]).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::lock;
 use shard_consumer::LeaseTable;
 use shard_consumer::backoff::Backoff;
 use shard_consumer::lease::Lease;
+use shard_consumer::lease_store::{AfterCondition, decide_after_condition};
 use shard_consumer::lease_table::LeaseTableError;
 use shard_consumer::position::Checkpoint;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// The key of the pruner's singleton lease in its lease table.
-pub const PRUNER_LEASE_KEY: &str = "pruner";
 
 /// Why the pause could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -51,20 +50,13 @@ struct Held {
     counter: u64,
 }
 
-/// What a re-read after a failed conditional write of ours says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AfterCondition {
-    /// Ours at this counter: our write landed (its answer was lost) or an earlier one did.
-    Ours(u64),
-    /// Someone else's, or nobody's: not ours any more.
-    NotOurs,
-}
-
-/// Settles a conditional lease write of `owner` that failed, from the lease as read after.
-pub fn after_condition(now: Option<&Lease>, owner: &str) -> AfterCondition {
-    match now {
-        Some(lease) if lease.owner.as_deref() == Some(owner) => AfterCondition::Ours(lease.counter),
-        _ => AfterCondition::NotOurs,
+/// Settles a conditional lease write of `owner` that failed, from the lease as read
+/// after (the consumer's own rule): its counter while still ours (our write landed and
+/// its answer was lost, or an earlier one did), `None` once someone else's or nobody's.
+fn ours(now: Option<&Lease>, owner: &str) -> Option<u64> {
+    match decide_after_condition(now, owner) {
+        AfterCondition::Held { counter, .. } => Some(counter),
+        AfterCondition::Lost => None,
     }
 }
 
@@ -72,10 +64,6 @@ pub fn after_condition(now: Option<&Lease>, owner: &str) -> AfterCondition {
 /// shard's lease is never read again, so its holder writes nothing).
 pub fn to_take(leases: &[Lease]) -> Vec<&Lease> {
     leases.iter().filter(|l| !l.checkpoint.is_shard_end()).collect()
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Leases held for the pause, renewed in the background until [`Pause::release`].
@@ -87,7 +75,6 @@ pub struct Pause {
     held: Arc<Mutex<Vec<Held>>>,
     stop_renewing: CancellationToken,
     renewer: Option<JoinHandle<()>>,
-    released: bool,
 }
 
 impl Pause {
@@ -106,7 +93,6 @@ impl Pause {
             held,
             stop_renewing,
             renewer: Some(renewer),
-            released: false,
         }
     }
 
@@ -199,7 +185,7 @@ impl Pause {
                     .map_err(|()| timeout())?;
             }
             let now = table.get(&lease.key).await.map_err(|e| table_error(table, e))?;
-            if let AfterCondition::Ours(counter) = after_condition(now.as_ref(), &self.owner) {
+            if let Some(counter) = ours(now.as_ref(), &self.owner) {
                 self.hold(table, &lease.key, counter);
                 return Ok(true);
             }
@@ -230,7 +216,6 @@ impl Pause {
     /// next pass; returns how many were released. A lease that is no longer ours (lost
     /// during the pause) is left alone.
     pub async fn release(mut self) -> usize {
-        self.released = true;
         self.stop_renewing.cancel();
         if let Some(renewer) = self.renewer.take() {
             let _ = renewer.await;
@@ -242,9 +227,7 @@ impl Pause {
 
 impl Drop for Pause {
     fn drop(&mut self) {
-        if self.released {
-            return;
-        }
+        // After `release` nothing is held, so this gives nothing up twice.
         self.stop_renewing.cancel();
         let held = std::mem::take(&mut *lock(&self.held));
         if held.is_empty() {
@@ -293,12 +276,12 @@ async fn release_all(owner: &str, held: Vec<Held>) -> usize {
                     break;
                 }
                 Err(error) => match lease.table.get(&lease.key).await {
-                    Ok(now) => match after_condition(now.as_ref(), owner) {
-                        AfterCondition::Ours(counter) if attempt < ATTEMPTS => lease.counter = counter,
-                        AfterCondition::Ours(_) => {
+                    Ok(now) => match ours(now.as_ref(), owner) {
+                        Some(counter) if attempt < ATTEMPTS => lease.counter = counter,
+                        Some(_) => {
                             tracing::warn!(lease = %lease.key, %error, "lease not released; the workers take it after their failover time");
                         }
-                        AfterCondition::NotOurs => {
+                        None => {
                             // Our release landed (its answer was lost), or the lease moved on.
                             released += usize::from(now.as_ref().is_some_and(|l| l.owner.is_none()));
                             break;
@@ -333,9 +316,9 @@ async fn renew(owner: String, held: Arc<Mutex<Vec<Held>>>, interval: Duration, s
             let counter = match lease.table.renew(&lease.key, &owner, lease.counter).await {
                 Ok(counter) => Some(counter),
                 Err(error) => match lease.table.get(&lease.key).await {
-                    Ok(now) => match after_condition(now.as_ref(), &owner) {
-                        AfterCondition::Ours(counter) => Some(counter),
-                        AfterCondition::NotOurs => {
+                    Ok(now) => match ours(now.as_ref(), &owner) {
+                        Some(counter) => Some(counter),
+                        None => {
                             tracing::warn!(lease = %lease.key, %error, "a paused lease was taken back: its shard runs again");
                             None
                         }
@@ -395,18 +378,15 @@ mod tests {
     fn a_failed_write_is_settled_by_who_holds_the_lease_now() {
         let me = "reconcile-levels:x";
         assert_eq!(
-            after_condition(Some(&lease("a", Some(me), 7, Checkpoint::TrimHorizon)), me),
-            AfterCondition::Ours(7),
+            ours(Some(&lease("a", Some(me), 7, Checkpoint::TrimHorizon)), me),
+            Some(7),
             "our write landed and its answer was lost"
         );
         assert_eq!(
-            after_condition(Some(&lease("a", Some("w1"), 8, Checkpoint::TrimHorizon)), me),
-            AfterCondition::NotOurs
+            ours(Some(&lease("a", Some("w1"), 8, Checkpoint::TrimHorizon)), me),
+            None
         );
-        assert_eq!(
-            after_condition(Some(&lease("a", None, 8, Checkpoint::TrimHorizon)), me),
-            AfterCondition::NotOurs
-        );
-        assert_eq!(after_condition(None, me), AfterCondition::NotOurs);
+        assert_eq!(ours(Some(&lease("a", None, 8, Checkpoint::TrimHorizon)), me), None);
+        assert_eq!(ours(None, me), None);
     }
 }

@@ -101,10 +101,8 @@ pub struct ShardView {
     pub pending: usize,
     /// The last sequence number in the shard as far as read (`None`: empty so far).
     pub end: Option<SequenceNumber>,
-    /// The level stage is done with it (SHARD_END, or passed by lineage): not read, and
-    /// its guard never moves again.
-    pub finished: bool,
-    /// How the read ended (`None`: not read, finished).
+    /// How the read ended; `None`: not read, since the level stage is done with it
+    /// (SHARD_END, or passed by lineage) and its guard never moves again.
     pub reached: Option<Reached>,
 }
 
@@ -115,9 +113,13 @@ impl ShardView {
             guard: None,
             pending: 0,
             end: None,
-            finished: true,
             reached: None,
         }
+    }
+
+    /// Whether the level stage is done with it ([`ShardView::finished`]).
+    pub fn is_finished(&self) -> bool {
+        self.reached.is_none()
     }
 
     /// Whether the level stage may still move its guard: unless it finished the shard,
@@ -125,7 +127,7 @@ impl ShardView {
     /// every record with a level change is within the guard, and a replay of the rest
     /// changes no count, so the guard stays).
     pub fn guard_may_move(&self) -> bool {
-        !(self.finished || self.reached == Some(Reached::End) && self.pending == 0)
+        !(self.is_finished() || self.reached == Some(Reached::End) && self.pending == 0)
     }
 }
 
@@ -159,7 +161,7 @@ impl StreamView {
                 later
                     .shards
                     .get(id)
-                    .is_some_and(|l| l.end == shard.end && l.finished == shard.finished)
+                    .is_some_and(|l| l.end == shard.end && l.is_finished() == shard.is_finished())
             })
     }
 
@@ -201,7 +203,6 @@ pub fn shard_view(guard: Option<SequenceNumber>, checkpoint: Option<&Checkpoint>
         guard,
         pending,
         end,
-        finished: false,
         reached: Some(read.reached),
     }
 }

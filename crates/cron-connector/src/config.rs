@@ -57,16 +57,8 @@ pub struct Config {
     #[arg(long, env = "LEVEL_STATE_TABLE", default_value = "LevelState", value_parser = parse_resource_name)]
     pub level_state_table: String,
 
-    /// Reads of the level-drift check: a level counts as drifted only when off in every one
-    /// (the level stage trails PlayerState by its stream's lag).
-    #[arg(long, env = "RECONCILE_READS", default_value_t = 3,
-          value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub reconcile_reads: u32,
-
-    /// Seconds between two reads of the level-drift check.
-    #[arg(long, env = "RECONCILE_INTERVAL_SECS", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(0..=3600))]
-    pub reconcile_interval_secs: u64,
+    #[command(flatten)]
+    pub drift_check: live_state::drift::CheckArgs,
 
     /// Seconds the singleton lease may go unrenewed before another instance takes it.
     #[arg(long, env = "LEASE_FAILOVER_SECS", default_value_t = 10,
@@ -118,10 +110,7 @@ impl Config {
                 work: Work::LevelDrift {
                     player_state_table: self.player_state_table.clone(),
                     level_state_table: self.level_state_table.clone(),
-                    settings: live_state::drift::CheckSettings {
-                        reads: self.reconcile_reads,
-                        interval: std::time::Duration::from_secs(self.reconcile_interval_secs),
-                    },
+                    settings: self.drift_check.settings(),
                 },
             },
         ];

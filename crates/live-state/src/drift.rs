@@ -83,6 +83,32 @@ pub struct CheckSettings {
     pub interval: Duration,
 }
 
+/// The drift check's patience: a setting of `pipelinectl reconcile-levels --check` and
+/// of the cron-connector's scheduled check, which must read drift the same way.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// Reads of the drift check: a level counts as drifted only when off, the same way,
+    /// in every one (the level stage trails PlayerState by its stream's lag).
+    #[arg(long, env = "RECONCILE_READS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub reconcile_reads: u32,
+
+    /// Seconds between two reads of the drift check: longer than the level stage's lag
+    /// behind PlayerState.
+    #[arg(long, env = "RECONCILE_INTERVAL_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub reconcile_interval_secs: u64,
+}
+
+impl CheckArgs {
+    pub fn settings(&self) -> CheckSettings {
+        CheckSettings {
+            reads: self.reconcile_reads,
+            interval: Duration::from_secs(self.reconcile_interval_secs),
+        }
+    }
+}
+
 /// The levels off in every read so far (`before`; `None` before the first read) and in
 /// `now`, the same way in each, each with the read where it was off by the least.
 pub fn persist(before: Option<&BTreeMap<String, Drift>>, now: Vec<Drift>) -> BTreeMap<String, Drift> {

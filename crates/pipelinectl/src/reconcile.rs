@@ -40,7 +40,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use clap::Args;
-use live_state::drift::{self, CheckSettings, Drift};
+use live_state::drift::{self, CheckArgs, Drift};
 use live_state::{Consistency, LeaseTableNames, TableNames, level_state, player_state};
 use pipeline_runtime::{AwsClients, AwsError, RetryError, RetryPolicy, retry};
 use shard_consumer::LeaseTable;
@@ -71,15 +71,9 @@ pub struct ReconcileArgs {
     #[arg(long, env = "RECONCILE_CHECK", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub check: bool,
 
-    /// With --check: reads before a level counts as drifted; it must be off in every one.
-    #[arg(long, env = "RECONCILE_READS", default_value_t = 3,
-          value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub reads: u32,
-
-    /// With --check: seconds between two reads, longer than the level stage's lag behind PlayerState.
-    #[arg(long, env = "RECONCILE_INTERVAL_SECS", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(0..=3600))]
-    pub interval_secs: u64,
+    /// How `--check` reads the drift.
+    #[command(flatten)]
+    pub drift_check: CheckArgs,
 
     /// Do everything a correction does (pause, wait, recount) but write nothing: print
     /// the updates it would make.
@@ -110,15 +104,6 @@ pub struct ReconcileArgs {
     #[arg(long, env = "RECONCILE_STREAM_LAG_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub stream_lag_ms: u64,
-}
-
-impl ReconcileArgs {
-    fn check_settings(&self) -> CheckSettings {
-        CheckSettings {
-            reads: self.reads,
-            interval: Duration::from_secs(self.interval_secs),
-        }
-    }
 }
 
 /// Why a correction failed. The leases are released whatever the error.
@@ -159,7 +144,7 @@ pub async fn check(
         dynamodb,
         &args.tables.player_state_table,
         &args.tables.level_state_table,
-        args.check_settings(),
+        args.drift_check.settings(),
         &RetryPolicy::COMMAND,
         shutdown,
     )

@@ -30,7 +30,7 @@ const FAST: &[(&str, &str)] = &[
 ];
 
 fn reconcile(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
-    let args: Vec<&str> = ["reconcile-levels", "--reads=2", "--interval-secs=0"]
+    let args: Vec<&str> = ["reconcile-levels", "--reconcile-reads=2", "--reconcile-interval-secs=0"]
         .into_iter()
         .chain(args.iter().copied())
         .collect();

@@ -13,6 +13,10 @@ pub const LEVEL_ID: &str = "levelId";
 /// Players on the level now (a number, changed only by `ADD`).
 pub const PLAYER_COUNT: &str = "playerCount";
 
+/// DynamoDB's limit of items in one TransactWriteItems: every transaction that writes
+/// counts (the level stage's, reconcile-levels') is cut to it.
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
+
 /// The table's shape: keyed by level.
 pub fn spec(name: &str) -> TableSpec {
     TableSpec::hash_keyed(name, KeyAttribute::string(LEVEL_ID))

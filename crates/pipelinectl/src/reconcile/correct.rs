@@ -22,8 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws::level_state::{self, CountUpdate, GuardCheck, TransactionError};
 
-/// DynamoDB's limit of items per TransactWriteItems.
-pub const MAX_TRANSACTION_ITEMS: usize = 100;
+pub use live_state::level_state::MAX_TRANSACTION_ITEMS;
 
 /// Why corrections were not written.
 #[derive(Debug, thiserror::Error)]

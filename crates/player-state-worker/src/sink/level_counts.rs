@@ -16,8 +16,7 @@ use crate::levels::Effect;
 /// and its items are updates only.
 pub const IAM_ACTIONS: &[&str] = &["dynamodb:UpdateItem"];
 
-/// DynamoDB's limit of items per TransactWriteItems.
-pub const MAX_TRANSACTION_ITEMS: usize = 100;
+pub use live_state::level_state::MAX_TRANSACTION_ITEMS;
 /// Count updates one transaction can hold beside its guard.
 pub const MAX_COUNT_ITEMS: usize = MAX_TRANSACTION_ITEMS - 1;
 

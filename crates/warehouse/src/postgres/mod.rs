@@ -396,7 +396,8 @@ impl PostgresWarehouse {
             }
             None => Vec::new(),
         };
-        recorded.retain(|(key, _)| !reloaded.contains(key));
+        let reloaded_keys: std::collections::HashSet<&String> = reloaded.iter().collect();
+        recorded.retain(|(key, _)| !reloaded_keys.contains(key));
         let records = sql::record_reloaded(Dialect::Postgres, &reloaded);
         for record in records.iter().chain(&sql::record_files(Dialect::Postgres, &recorded)) {
             client

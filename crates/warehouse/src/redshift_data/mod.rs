@@ -282,9 +282,10 @@ impl RedshiftDataWarehouse {
         } else {
             Vec::new()
         };
+        let reloaded_keys: std::collections::HashSet<&String> = reloaded.iter().collect();
         let record: Vec<(String, u64)> = files
             .iter()
-            .filter(|(key, _)| !reloaded.contains(key))
+            .filter(|(key, _)| !reloaded_keys.contains(key))
             .cloned()
             .collect();
         let statements = load_statements(

@@ -59,6 +59,8 @@ kill -TERM "$demo_pid"; wait "$demo_pid" 2>/dev/null || true; demo_pid=""
 # --- the report ---------------------------------------------------------------
 row() { printf '| %s | %s | `%s` |\n' "$1" "$2" "$(cat "$work/$3.cmd")"; }
 hot6="$(awk -F'|' '$1+0 == 6 {gsub(/ /, "", $2); gsub(/ /, "", $6); print $2 " events/s, " $6 " of gzip alone"}' "$work/hot_path.txt")"
+event_data="$(sed -n 's/^level 6 with a \([0-9]*\)-byte event_data: \([0-9]*\) events\/s, \([0-9.]*\) of without it.*/\2 events\/s, \3 of the same events without it/p' "$work/hot_path.txt")"
+schemas="$(sed -n 's/^level 6 with event_data and schema validation on: \([0-9]*\) events\/s, \([0-9.]*\) of validation off.*/\1 events\/s, \2 of validation off/p' "$work/hot_path.txt")"
 thrpt() { grep -A3 -E "decode/$1( |\$)" "$work/decode.txt" | grep -m1 'thrpt' | sed -E 's/.*thrpt: *\[[^ ]+ [^ ]+ ([^ ]+ [^ ]+) .*/\1/'; }
 decode="$(thrpt plain_records_1000) plain; $(thrpt kpl_aggregates_10x100) user records from KPL ($(thrpt kpl_aggregates_10x100_bytes))"
 writes="$(awk -F'|' '/^ratio/ {gsub(/ /, "", $2); print $2}' "$work/live_state.txt")"
@@ -76,6 +78,8 @@ checks="$(grep '^check:' "$work/sustained.txt" | sed 's/check: *//' | paste -sd 
   echo "| figure | value | command |"
   echo "|---|---|---|"
   row "Hot path at gzip level 6 (one core: parse, validate, normalize, gzip)" "$hot6" hot_path
+  row "The same with a 300-byte event_data on every event (checked, kept verbatim)" "$event_data" hot_path
+  row "The same with SCHEMA_MODE=strict and a JSON Schema checking every field of each event type" "$schemas" hot_path
   row "Kinesis record decoding (plain; KPL de-aggregation)" "$decode" decode
   row "DynamoDB writes per 1,000 events, ours / the seed design" "$writes" live_state
   row "PutRecords → LevelState latency" "$latency" live_state

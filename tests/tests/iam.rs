@@ -29,7 +29,7 @@ const SERVICES: [(&str, &[&[&str]]); 4] = [
 ];
 
 /// Every module that calls AWS, by file, with the actions it says its calls need.
-const AWS_MODULES: [(&str, &[&str]); 19] = [
+const AWS_MODULES: [(&str, &[&str]); 20] = [
     ("crates/s3-connector/src/sink.rs", s3_connector::sink::IAM_ACTIONS),
     (
         "crates/redshift-connector/src/sink.rs",
@@ -65,6 +65,7 @@ const AWS_MODULES: [(&str, &[&str]); 19] = [
         pipeline_runtime::resources::IAM_ACTIONS,
     ),
     ("crates/runtime/src/s3.rs", pipeline_runtime::s3::IAM_ACTIONS),
+    ("crates/runtime/src/schemas.rs", pipeline_runtime::schemas::IAM_ACTIONS),
     (
         "crates/warehouse/src/redshift_data/data_api.rs",
         warehouse::redshift_data::IAM_ACTIONS,

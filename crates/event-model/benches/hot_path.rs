@@ -6,7 +6,10 @@ use std::hint::black_box;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use event_model::{BatchFile, Event, Rules};
+use std::sync::Arc;
+
+use event_model::schema::SchemaKey;
+use event_model::{BatchFile, Event, EventSchemas, Rules, SchemaMode};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
@@ -31,24 +34,25 @@ fn uuid(rng: &mut u64) -> String {
     )
 }
 
+const TYPES: [&str; 5] = [
+    "player_death",
+    "level_start",
+    "level_complete",
+    "item_pickup",
+    "session_start",
+];
+
 /// Events shaped like the generator's: a few hundred players, deaths clustered on a map.
 fn sample() -> Vec<Vec<u8>> {
     let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
     let players: Vec<String> = (0..500).map(|_| uuid(&mut rng)).collect();
-    let types = [
-        "player_death",
-        "level_start",
-        "level_complete",
-        "item_pickup",
-        "session_start",
-    ];
     (0..EVENTS)
         .map(|i| {
             let event_id = uuid(&mut rng);
             format!(
                 r#"{{"event_id":"{event_id}","client_id":"{}","app_name":"SampleGame","event_version":"1.0","event_type":"{}","event_timestamp":{},"app_version":"2.3.1","level_id":"level-{:02}","position_x":{:.2},"position_y":{:.2},"platform":"android"}}"#,
                 players[i % players.len()],
-                types[i % types.len()],
+                TYPES[i % TYPES.len()],
                 ARRIVAL - 5_000 + (i as i64 % 3_000),
                 i % 12,
                 (rng % 100_000) as f64 / 97.0,
@@ -134,7 +138,8 @@ fn main() {
             lines.len() as f64 / compressed as f64,
         );
     }
-    with_event_data(&events, &rules);
+    let with = with_event_data(&events, &rules);
+    with_schemas(&with, &rules);
     floor(&events);
     typed(&events);
     let parse_only = best(|| {
@@ -149,7 +154,7 @@ fn main() {
 }
 /// The hot path at level 6 on the same events each carrying a ~300-byte `event_data`
 /// (checked, kept verbatim), against the events without it.
-fn with_event_data(events: &[Vec<u8>], rules: &Rules) {
+fn with_event_data(events: &[Vec<u8>], rules: &Rules) -> Vec<Vec<u8>> {
     let data = r#","event_data":{"sku":"skin-dragon-0042","price":9.99,"currency":"EUR","store":"in-game","bundle":{"items":["skin","emote","banner"],"discount":0.25},"cause":null,"score":12345,"seconds":187.5,"tags":["season-3","weekend-offer","first-purchase"],"note":"bought after level-04 boss fight..........................."}}"#;
     let with: Vec<Vec<u8>> = events
         .iter()
@@ -173,6 +178,74 @@ fn with_event_data(events: &[Vec<u8>], rules: &Rules) {
         EVENTS as f64 / carrying.as_secs_f64(),
         without.as_secs_f64() / carrying.as_secs_f64(),
         EVENTS as f64 / without.as_secs_f64(),
+    );
+    with
+}
+
+/// A schema per event type that checks every field of the bench's `event_data`.
+const SCHEMA: &str = r#"{
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["level_id", "event_data"],
+    "properties": {
+        "level_id": {"type": "string", "pattern": "^level-[0-9]{2,}$"},
+        "position_x": {"type": "number", "minimum": 0},
+        "position_y": {"type": "number", "minimum": 0},
+        "event_data": {
+            "type": "object",
+            "required": ["sku", "price", "currency"],
+            "additionalProperties": false,
+            "properties": {
+                "sku": {"type": "string", "maxLength": 64},
+                "price": {"type": "number", "exclusiveMinimum": 0},
+                "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                "store": {"enum": ["in-game", "web", "console"]},
+                "bundle": {
+                    "type": "object",
+                    "properties": {
+                        "items": {"type": "array", "items": {"type": "string"}, "maxItems": 20},
+                        "discount": {"type": "number", "minimum": 0, "maximum": 1}
+                    }
+                },
+                "cause": {"type": ["string", "null"]},
+                "score": {"type": "integer", "minimum": 0},
+                "seconds": {"type": "number", "minimum": 0},
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "note": {"type": "string", "maxLength": 500}
+            }
+        }
+    }
+}"#;
+
+/// The hot path at level 6 on the events with `event_data`, with `SCHEMA_MODE=strict`
+/// and a schema for each of their types, against the same events without schemas.
+fn with_schemas(with: &[Vec<u8>], rules: &Rules) {
+    let mut schemas = EventSchemas::new(SchemaMode::Strict);
+    for event_type in TYPES {
+        let key = SchemaKey::from_path(&format!("SampleGame/{event_type}.json"))
+            .expect("a schema path")
+            .expect("a schema");
+        schemas.add(key, SCHEMA).expect("a valid schema");
+    }
+    let validating = Rules {
+        schemas: Arc::new(schemas),
+        ..rules.clone()
+    };
+    assert!(
+        with.iter().all(|raw| Event::parse(raw, ARRIVAL, &validating).is_ok()),
+        "every event matches"
+    );
+    let off = best(|| {
+        black_box(hot_path(black_box(with), rules, 6));
+    });
+    let on = best(|| {
+        black_box(hot_path(black_box(with), &validating, 6));
+    });
+    println!(
+        "level 6 with event_data and schema validation on: {:.0} events/s, {:.2} of validation off ({:.0} events/s)",
+        EVENTS as f64 / on.as_secs_f64(),
+        off.as_secs_f64() / on.as_secs_f64(),
+        EVENTS as f64 / off.as_secs_f64(),
     );
 }
 

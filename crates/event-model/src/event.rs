@@ -23,12 +23,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::normalization::{Normalization, Normalizations};
 use crate::rejection::{Reason, Rejection};
+use crate::schema::EventSchemas;
 
 pub const MAX_APP_NAME_BYTES: usize = 64;
 pub const MAX_EVENT_VERSION_BYTES: usize = 64;
@@ -40,7 +42,7 @@ pub const MAX_LEVEL_ID_BYTES: usize = 64;
 pub const MAX_PLAYER_ID_BYTES: usize = 255;
 
 /// Limits that depend on the deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Rules {
     /// Larger records are rejected before parsing.
     pub max_event_bytes: usize,
@@ -50,6 +52,8 @@ pub struct Rules {
     pub max_event_data_bytes: usize,
     /// The deepest `event_data` may nest (the object itself is level 1).
     pub max_event_data_depth: usize,
+    /// The game's JSON Schemas and how they apply; shared by every shard's batch.
+    pub schemas: Arc<EventSchemas>,
 }
 
 impl Default for Rules {
@@ -61,6 +65,7 @@ impl Default for Rules {
             future_window_ms: 3_600_000,
             max_event_data_bytes: crate::event_data::DEFAULT_MAX_BYTES,
             max_event_data_depth: crate::event_data::DEFAULT_MAX_DEPTH,
+            schemas: Arc::default(),
         }
     }
 }
@@ -142,7 +147,44 @@ impl<'a> Event<'a> {
             .rposition(|b| !b.is_ascii_whitespace())
             .map_or(raw.len(), |i| i + 1);
         let one_line = memchr::memchr2(b'\n', b'\r', &raw[start..end]).is_none();
-        fields.validate(arrival_ms, rules, one_line.then(|| &raw[start..end]))
+        let event = fields.validate(arrival_ms, rules, one_line.then(|| &raw[start..end]))?;
+        rules
+            .schemas
+            .check(&event.app_name, &event.event_type, &event.event_version, || {
+                event.to_json_value()
+            })?;
+        Ok(event)
+    }
+
+    /// The event as a JSON value, as the lake line holds it (without `server_timestamp`),
+    /// for a schema to check. Built from the validated fields, so only the fields outside
+    /// them (`event_data` among them) are parsed again.
+    pub fn to_json_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        use serde_json::Value;
+        let text = |value: &str| Value::String(value.to_string());
+        let mut object = serde_json::Map::new();
+        object.insert(FIELDS[0].into(), text(&self.event_id));
+        object.insert(FIELDS[1].into(), text(&self.client_id));
+        object.insert(FIELDS[2].into(), text(&self.app_name));
+        object.insert(FIELDS[3].into(), text(&self.event_version));
+        object.insert(FIELDS[4].into(), text(&self.event_type));
+        object.insert(FIELDS[5].into(), self.event_timestamp.into());
+        if let Some(v) = &self.app_version {
+            object.insert(FIELDS[6].into(), text(v));
+        }
+        if let Some(v) = &self.level_id {
+            object.insert(FIELDS[7].into(), text(v));
+        }
+        if let Some(v) = self.position_x {
+            object.insert(FIELDS[8].into(), v.into());
+        }
+        if let Some(v) = self.position_y {
+            object.insert(FIELDS[9].into(), v.into());
+        }
+        for (key, value) in &self.unknown {
+            object.insert(key.to_string(), serde_json::from_str(value.get())?);
+        }
+        Ok(Value::Object(object))
     }
 
     /// Appends the event as one JSON line (with `\n`), `server_timestamp` first when given.

@@ -7,6 +7,7 @@
 //! - [`rejected`]: the line format of `errors/`;
 //! - [`pointer`]: the `files` stream's message; [`dead_letter`]: one the warehouse gave up on;
 //! - [`layout`]: the S3 key layout;
+//! - [`schema`]: a game's JSON Schema per event type;
 //! - [`snowplow`]: Snowplow enriched events (TSV) as the Analytics SDKs' JSON.
 
 pub mod batch;
@@ -18,6 +19,7 @@ pub mod normalization;
 pub mod pointer;
 pub mod rejected;
 pub mod rejection;
+pub mod schema;
 pub mod snowplow;
 
 pub use batch::BatchFile;
@@ -28,3 +30,4 @@ pub use normalization::{Normalization, Normalizations};
 pub use pointer::FilePointer;
 pub use rejected::RejectedRecord;
 pub use rejection::{Reason, Rejection};
+pub use schema::{EventSchemas, SchemaMode};

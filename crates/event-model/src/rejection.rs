@@ -50,10 +50,14 @@ pub enum Reason {
     EventDataInvalidKey,
     /// A number in `event_data` no 64-bit float holds (1e999).
     EventDataInvalidNumber,
+    /// An event that does not match its type's JSON Schema (`EVENT_SCHEMAS`).
+    SchemaViolation,
+    /// An event type without a schema, when `SCHEMA_MODE` is `strict`.
+    NoSchema,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 26] = [
         Reason::Empty,
         Reason::TooLarge,
         Reason::InvalidUtf8,
@@ -78,6 +82,8 @@ impl Reason {
         Reason::EventDataTooDeep,
         Reason::EventDataInvalidKey,
         Reason::EventDataInvalidNumber,
+        Reason::SchemaViolation,
+        Reason::NoSchema,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +112,8 @@ impl Reason {
             Reason::EventDataTooDeep => "event_data_too_deep",
             Reason::EventDataInvalidKey => "event_data_invalid_key",
             Reason::EventDataInvalidNumber => "event_data_invalid_number",
+            Reason::SchemaViolation => "schema_violation",
+            Reason::NoSchema => "no_schema",
         }
     }
 }

@@ -1,14 +1,16 @@
 //! The worker's settings, and the stages built from them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use event_model::Rules;
+use event_model::{EventSchemas, Rules};
 use live_state::TableNames;
 use pipeline_runtime::ServiceContext;
 use pipeline_runtime::config::{EventDataArgs, FutureWindowArgs, parse_resource_name};
 use pipeline_runtime::resources::Resource;
 use pipeline_runtime::s3::Lake;
+use pipeline_runtime::schemas::SchemaArgs;
 use shard_consumer::LeaseTable;
 use shard_consumer::service::StreamServiceArgs;
 use shard_consumer::singleton::SingletonLease;
@@ -110,6 +112,9 @@ pub struct Config {
     pub event_data: EventDataArgs,
 
     #[command(flatten)]
+    pub schemas: SchemaArgs,
+
+    #[command(flatten)]
     pub runtime: StreamServiceArgs,
 }
 
@@ -151,8 +156,9 @@ impl Config {
         }
     }
 
-    /// The events stage: telemetry → PlayerState.
-    pub fn events_stage(&self, context: &ServiceContext) -> EventsStage {
+    /// The events stage: telemetry → PlayerState, with the game's schemas (read by
+    /// [`SchemaArgs::load`]).
+    pub fn events_stage(&self, context: &ServiceContext, schemas: Arc<EventSchemas>) -> EventsStage {
         EventsStage {
             dynamodb: context.aws.dynamodb(),
             table: self.tables.player_state_table.clone(),
@@ -160,6 +166,7 @@ impl Config {
                 future_window_ms: self.future_window.millis(),
                 max_event_data_bytes: self.event_data.max_bytes(),
                 max_event_data_depth: self.event_data.max_depth(),
+                schemas,
                 ..Rules::default()
             },
             format: self.input_format,

@@ -24,9 +24,13 @@ pub mod quarantine;
 pub mod routes;
 pub mod sink;
 
+use std::sync::Arc;
+
+use event_model::EventSchemas;
 use pipeline_runtime::ServiceContext;
 use pipeline_runtime::resources;
 use pipeline_runtime::retry::{RetryPolicy, retry};
+use pipeline_runtime::schemas::SchemaLoadError;
 use shard_consumer::dynamodb_streams::DynamoDbStreamSource;
 use shard_consumer::kinesis::KinesisSource;
 use shard_consumer::service::consumer;
@@ -48,6 +52,7 @@ pub const AWS_ACTIONS: &[&[&str]] = &[
     shard_consumer::dynamodb_streams::IAM_ACTIONS,
     shard_consumer::lease_table::IAM_ACTIONS,
     pipeline_runtime::resources::IAM_ACTIONS,
+    pipeline_runtime::schemas::IAM_ACTIONS,
 ];
 
 /// Why the worker stopped.
@@ -59,6 +64,8 @@ pub enum Error {
     Stream(#[from] shard_consumer::error::AwsError),
     #[error("pruner: {0}")]
     Pruner(#[from] pruner::PrunerError),
+    #[error(transparent)]
+    Schemas(#[from] SchemaLoadError),
 }
 
 /// Runs the worker until `context.shutdown` is cancelled, or until a stage fails for
@@ -67,6 +74,12 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
     resources::require(&context.aws, &config.resources())
         .await
         .map_err(StreamServiceError::from)?;
+    // Only the events stage reads telemetry; a bad schema stops the start, before ready.
+    let schemas = if config.runs(Stage::Events) {
+        Arc::new(config.schemas.load(&context.aws.s3()).await?)
+    } else {
+        Arc::default()
+    };
     // One token for the stages: the service's shutdown, or a stage that failed for good.
     let stop = context.shutdown.child_token();
     context.health.set_ready(true);
@@ -82,7 +95,7 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
             config.runs(Stage::Events),
             &context,
             &stop,
-            run_events(&config, &context, &stop)
+            run_events(&config, &context, &stop, schemas)
         ),
         supervised(
             "levels",
@@ -124,9 +137,14 @@ async fn supervised(
 }
 
 /// The events stage: telemetry → PlayerState.
-async fn run_events(config: &Config, context: &ServiceContext, stop: &CancellationToken) -> Result<(), Error> {
+async fn run_events(
+    config: &Config,
+    context: &ServiceContext,
+    stop: &CancellationToken,
+    schemas: Arc<EventSchemas>,
+) -> Result<(), Error> {
     let source = KinesisSource::new(context.aws.kinesis(), &config.telemetry_stream);
-    let factory = PerBatchFactory::new(config.events_stage(context));
+    let factory = PerBatchFactory::new(config.events_stage(context, schemas));
     let settings = config.runtime.consumer.config(events_stage::APPLICATION);
     let lease_table = &config.lease_tables.player_state_lease_table;
     consumer(context, settings, source, lease_table, factory)

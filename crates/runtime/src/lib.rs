@@ -8,6 +8,7 @@
 //! - [`logging`]: JSON lines through `tracing` (text on a terminal);
 //! - [`metrics`]: CloudWatch Embedded Metric Format on stdout;
 //! - [`s3`]: writing the lake's objects (one PutObject for every service);
+//! - [`schemas`]: the game's JSON Schemas (`EVENT_SCHEMAS`), read once at start;
 //! - [`shutdown`]: SIGTERM / SIGINT cancel a `CancellationToken`;
 //! - [`health`]: `/healthz` and `/readyz` for ECS and Elastic Beanstalk;
 //! - [`service`]: the wiring of all of the above around a service's `run`.
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod resources;
 pub mod retry;
 pub mod s3;
+pub mod schemas;
 pub mod service;
 pub mod shutdown;
 

@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 use clap::Parser;
-use event_model::Rules;
+use std::sync::Arc;
+
+use event_model::{EventSchemas, Rules};
 use pipeline_runtime::config::{EventDataArgs, FutureWindowArgs, parse_resource_name};
 use pipeline_runtime::resources::Resource;
+use pipeline_runtime::schemas::SchemaArgs;
 use shard_consumer::StreamServiceArgs;
 
 use crate::SERVICE;
@@ -73,6 +76,9 @@ pub struct Config {
     #[command(flatten)]
     pub event_data: EventDataArgs,
 
+    #[command(flatten)]
+    pub schemas: SchemaArgs,
+
     /// The consumer's, the service's and AWS's settings.
     #[command(flatten)]
     pub runtime: StreamServiceArgs,
@@ -87,19 +93,21 @@ impl Config {
         }
     }
 
-    pub fn rules(&self) -> Rules {
+    /// What a valid event is, with the game's schemas (read by [`SchemaArgs::load`]).
+    pub fn rules(&self, schemas: Arc<EventSchemas>) -> Rules {
         Rules {
             max_event_bytes: usize::try_from(self.max_event_bytes).unwrap_or(usize::MAX),
             future_window_ms: self.future_window.millis(),
             max_event_data_bytes: self.event_data.max_bytes(),
             max_event_data_depth: self.event_data.max_depth(),
+            schemas,
         }
     }
 
     /// What every shard's batches follow.
-    pub fn batching(&self) -> Batching {
+    pub fn batching(&self, schemas: Arc<EventSchemas>) -> Batching {
         Batching {
-            rules: self.rules(),
+            rules: self.rules(schemas),
             limits: self.limits(),
             gzip_level: self.gzip_level,
             bucket: self.bucket.clone(),

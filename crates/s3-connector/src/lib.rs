@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use pipeline_runtime::ServiceContext;
 use pipeline_runtime::resources;
+use pipeline_runtime::schemas::SchemaLoadError;
 use shard_consumer::kinesis::KinesisSource;
 use shard_consumer::{BufferedFactory, MemoryBudget, StreamServiceError, run_consumer};
 
@@ -34,18 +35,28 @@ pub const AWS_ACTIONS: &[&[&str]] = &[
     shard_consumer::kinesis::IAM_ACTIONS,
     shard_consumer::lease_table::IAM_ACTIONS,
     pipeline_runtime::resources::IAM_ACTIONS,
+    pipeline_runtime::schemas::IAM_ACTIONS,
 ];
 /// The lease application name (the `Application` dimension of consumer metrics).
 pub const APPLICATION: &str = "s3-connector";
 
 /// Why the connector stopped.
-pub type Error = StreamServiceError;
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Service(#[from] StreamServiceError),
+    #[error(transparent)]
+    Schemas(#[from] SchemaLoadError),
+}
 
 /// Runs the connector until `context.shutdown` is cancelled.
 pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
-    resources::require(&context.aws, &config.resources()).await?;
+    resources::require(&context.aws, &config.resources())
+        .await
+        .map_err(StreamServiceError::from)?;
+    let schemas = config.schemas.load(&context.aws.s3()).await?;
     let source = KinesisSource::new(context.aws.kinesis(), &config.telemetry_stream);
-    let batching = Arc::new(config.batching());
+    let batching = Arc::new(config.batching(Arc::new(schemas)));
     let writer = Writer {
         sink: Sink::new(
             &context.aws,
@@ -66,6 +77,8 @@ pub async fn run(config: Config, context: ServiceContext) -> Result<(), Error> {
         "consuming"
     );
     let consumer = config.runtime.consumer.config(APPLICATION);
-    run_consumer(&context, consumer, source, &config.lease_table, factory).await?;
+    run_consumer(&context, consumer, source, &config.lease_table, factory)
+        .await
+        .map_err(StreamServiceError::from)?;
     Ok(())
 }

@@ -372,3 +372,161 @@ async fn a_kill_between_the_s3_write_and_the_checkpoint_loses_nothing() {
     assert!(second.wait_exit(Duration::from_secs(30)).is_some_and(|s| s.success()));
     resources.delete(&aws).await;
 }
+
+/// `sample-data/schemas`, put under `schemas/` in `bucket`, as a deployment keeps them.
+async fn put_sample_schemas(aws: &AwsClients, bucket: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sample-data/schemas/SampleGame");
+    for entry in std::fs::read_dir(&root).expect("sample-data/schemas") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+        aws.s3()
+            .put_object()
+            .bucket(bucket)
+            .key(format!("schemas/SampleGame/{name}"))
+            .body(std::fs::read(&path).expect("schema").into())
+            .send()
+            .await
+            .expect("put schema");
+    }
+}
+
+/// An event of `event_type` with `event_data`, as the sample game sends it.
+fn game_event(event_type: &str, event_data: Value) -> (String, Vec<u8>) {
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut event: Value = serde_json::from_slice(&event(&id, now_ms() - 1_000)).expect("json");
+    event["event_type"] = event_type.into();
+    event["event_data"] = event_data;
+    (id, event.to_string().into_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_violations_are_in_errors_with_the_pointer_of_the_failing_field() {
+    let aws = stack::aws().await;
+    let resources = Resources::unique();
+    resources.create(&aws).await;
+    let (bucket, telemetry) = (resources.name("BUCKET"), resources.name("TELEMETRY_STREAM"));
+    put_sample_schemas(&aws, bucket).await;
+
+    let valid = [
+        game_event("player_death", serde_json::json!({"cause": "enemy", "weapon": "bow"})),
+        game_event("player_death", serde_json::json!({"cause": "lava", "weapon": null})),
+        game_event(
+            "purchase",
+            serde_json::json!({"sku": "skin-dragon", "price": 9.99, "currency": "EUR"}),
+        ),
+        game_event("item_pickup", serde_json::json!({"item": "gem", "rarity": "epic"})),
+    ];
+    // Each breaks its schema in one field: (record, reason, the pointer in the detail).
+    let violating = vec![
+        (
+            game_event(
+                "purchase",
+                serde_json::json!({"sku": "skin-dragon", "price": "9.99", "currency": "EUR"}),
+            ),
+            "schema_violation",
+            "/event_data/price",
+        ),
+        (
+            game_event("purchase", serde_json::json!({"sku": "skin-dragon", "price": 9.99})),
+            "schema_violation",
+            "/event_data/currency",
+        ),
+        (
+            game_event("player_death", serde_json::json!({"cause": "enemy"})),
+            "schema_violation",
+            "/event_data/weapon",
+        ),
+        (
+            game_event("item_pickup", serde_json::json!({"item": "gem", "rarity": "mythic"})),
+            "schema_violation",
+            "/event_data/rarity",
+        ),
+        (
+            game_event(
+                "item_pickup",
+                serde_json::json!({"item": "gem", "rarity": "epic", "colour": "red"}),
+            ),
+            "schema_violation",
+            "/event_data",
+        ),
+        // Strict mode: an event type the game has no schema for.
+        (
+            game_event("cheat_detected", serde_json::json!({"kind": "speed"})),
+            "no_schema",
+            "event type \"cheat_detected\"",
+        ),
+    ];
+    let records: Vec<Vec<u8>> = valid
+        .iter()
+        .map(|(_, data)| data.clone())
+        .chain(violating.iter().map(|((_, data), _, _)| data.clone()))
+        .collect();
+    stack::put_spread(&aws, telemetry, &records).await;
+
+    let schemas = format!("s3://{bucket}/schemas/");
+    let mut connector = start(&resources, &[("EVENT_SCHEMAS", &schemas), ("SCHEMA_MODE", "strict")]);
+    let valid_ids: HashSet<String> = valid.iter().map(|(id, _)| id.clone()).collect();
+    assert!(
+        wait_for_events(&aws, bucket, &valid_ids, Duration::from_secs(60)).await,
+        "the events that match their schemas reach events/"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let rejected: Vec<RejectedRecord> = loop {
+        let rejected: Vec<RejectedRecord> = objects(&aws, bucket, "errors/")
+            .await
+            .values()
+            .flat_map(|(lines, _)| lines.iter())
+            .map(|line| serde_json::from_str(line).expect("reject line"))
+            .collect();
+        if rejected.len() >= violating.len() || tokio::time::Instant::now() > deadline {
+            break rejected;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    connector.terminate();
+    assert!(
+        connector
+            .wait_exit(Duration::from_secs(30))
+            .is_some_and(|s| s.success())
+    );
+
+    let in_events: HashSet<String> = event_ids(&objects(&aws, bucket, "events/").await).into_iter().collect();
+    assert_eq!(in_events, valid_ids, "only the events that match their schemas");
+    assert_eq!(rejected.len(), violating.len());
+    for ((_, data), reason, pointer) in &violating {
+        let found = rejected
+            .iter()
+            .find(|r| r.raw().expect("base64") == *data)
+            .unwrap_or_else(|| panic!("{reason} {pointer}: raw bytes not in errors/"));
+        assert_eq!(found.reason, *reason, "{}", found.detail);
+        assert!(found.detail.contains(pointer), "{pointer} not in {}", found.detail);
+    }
+    let metrics = connector.json_lines();
+    assert!(
+        metrics
+            .iter()
+            .any(|l| l["RejectedRecords"].is_number() && l["Reason"] == "schema_violation"),
+        "schema violations are counted by reason"
+    );
+    resources.delete(&aws).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_that_does_not_compile_stops_the_connector_at_start_naming_it() {
+    let aws = stack::aws().await;
+    let resources = Resources::unique();
+    resources.create(&aws).await;
+    let dir = std::env::temp_dir().join(format!("broken-schemas-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(dir.join("SampleGame")).expect("temp dir");
+    std::fs::write(dir.join("SampleGame/purchase.json"), r#"{"type": "money"}"#).expect("write");
+    let dir_text = dir.to_str().expect("utf8 path").to_string();
+    let mut connector = start(&resources, &[("EVENT_SCHEMAS", &dir_text), ("SCHEMA_MODE", "known")]);
+    let (failed, said) = connector.failed_within(Duration::from_secs(30));
+    assert!(failed, "{said}");
+    assert!(
+        said.contains("SampleGame/purchase.json: not a valid JSON Schema"),
+        "{said}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    resources.delete(&aws).await;
+}

@@ -64,6 +64,12 @@ impl ServiceProcess {
 
     /// Like [`ServiceProcess::start`], also appending each stdout line to `log`.
     pub fn start_logged(binary: &str, env: &[(&str, &str)], log: Option<&std::path::Path>) -> Self {
+        Self::start_with_args(binary, &[], env, log)
+    }
+
+    /// Like [`ServiceProcess::start_logged`], with command-line arguments (a
+    /// `pipelinectl` subcommand that serves, say).
+    pub fn start_with_args(binary: &str, args: &[&str], env: &[(&str, &str)], log: Option<&std::path::Path>) -> Self {
         let mut log = log.map(|path| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -79,6 +85,7 @@ impl ServiceProcess {
             .env("LOG_FORMAT", "json")
             .env("HEALTH_ADDR", "127.0.0.1:0")
             .envs(env.iter().copied())
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = command.spawn().expect("start service");
@@ -221,6 +228,53 @@ impl Drop for ServiceProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// An HTTP answer: status, headers (names in lower case) and body.
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `method path` over plain HTTP/1.1 with no body and reads the whole answer (the
+/// server closes the connection after it; a chunked body is not decoded).
+pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> Option<HttpAnswer> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_string()))
+        .collect();
+    Some(HttpAnswer {
+        status,
+        headers,
+        body: response[split + 4..].to_vec(),
+    })
 }
 
 /// GETs `path` over plain HTTP/1.1 and returns the status code.

@@ -9,6 +9,7 @@
 //! - [`dead_letters`]: the files the warehouse gave up on, listed and redriven;
 //! - [`backfill`]: the lake's events of a time range loaded into the warehouse again;
 //! - [`forget`]: players erased from the warehouse, PlayerState and the lake, with a receipt;
+//! - [`serve`]: the live page, read-only: players per level, moves, heat maps, health;
 //! - [`healthcheck`]: whether a service's process answers, for container health checks;
 //! - [`aws`]: every AWS call of those commands but `setup`'s, one function per call.
 
@@ -24,6 +25,7 @@ pub mod levels;
 pub mod picture;
 pub mod progress;
 pub mod reconcile;
+pub mod serve;
 pub mod setup;
 pub mod summary;
 pub mod when;
@@ -68,6 +70,10 @@ pub enum Command {
     LevelMap(level_map::LevelMapArgs),
     /// Show what the pipeline holds; given what `generate` sent, wait for it and check it.
     Summary(Box<summary::SummaryArgs>),
+    /// Serve the live page (read-only): players per level now, the busiest moves, a
+    /// level's heat map, the pipeline's health. Binds loopback by default; for wider
+    /// access put an authenticating reverse proxy in front (see --address).
+    Serve(Box<serve::ServeArgs>),
     /// Exit 0 when a service's health endpoint answers 200 (the container's HEALTHCHECK).
     Healthcheck(healthcheck::HealthcheckArgs),
     /// List the files the redshift-connector gave up on, or redrive them once fixed.

@@ -123,6 +123,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let holds = pipelinectl::summary::run(&aws, &warehouse, &args).await?;
             Ok(if holds { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Serve(args) => {
+            // A warehouse setting missing leaves the warehouse's panels down, not the page.
+            let warehouse = args
+                .warehouse
+                .open(aws.s3(), || aws.redshift_data())
+                .map_err(|e| e.to_string());
+            let shutdown = pipeline_runtime::shutdown::on_signals()?;
+            let page = pipelinectl::serve::Page::new(&aws, warehouse, *args)?;
+            pipelinectl::serve::run(page, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Levels(args) => {
             pipelinectl::levels::run(&aws.dynamodb(), &args).await?;
             Ok(ExitCode::SUCCESS)

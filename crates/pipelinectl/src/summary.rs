@@ -269,6 +269,87 @@ pub async fn rejected_records(
         .collect()
 }
 
+/// The lake's part of the summary: objects under its three prefixes, rejects by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Lake {
+    pub events_objects: Objects,
+    pub errors_objects: Objects,
+    pub manifests_objects: Objects,
+    pub rejected: BTreeMap<String, u64>,
+}
+
+/// Lists the lake's prefixes and counts the rejects (error files already in `rejects`
+/// are not read again).
+pub async fn read_lake(s3: &aws_sdk_s3::Client, bucket: &str, rejects: &mut RejectCounts) -> anyhow::Result<Lake> {
+    let (events_objects, _) = objects(s3, bucket, "events").await?;
+    let (errors_objects, error_keys) = objects(s3, bucket, "errors").await?;
+    let (manifests_objects, _) = objects(s3, bucket, "manifests").await?;
+    let rejected = rejects.update(s3, bucket, &error_keys).await?;
+    Ok(Lake {
+        events_objects,
+        errors_objects,
+        manifests_objects,
+        rejected,
+    })
+}
+
+/// The warehouse's part: rows, what the loads staged, files, and when the last load was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub rows_loaded: i64,
+    pub rows_staged: i64,
+    pub files_loaded: i64,
+    /// `None` before the first load.
+    pub last_load_ms: Option<i64>,
+}
+
+/// One query of the warehouse's totals ([`warehouse::query::totals`]).
+pub async fn read_totals(warehouse: &Warehouse) -> anyhow::Result<Totals> {
+    let totals = warehouse.select(&warehouse::query::totals()).await?;
+    match totals.first().map(Vec::as_slice) {
+        Some([rows_loaded, rows_staged, files_loaded, last_load_ms]) => Ok(Totals {
+            rows_loaded: *rows_loaded,
+            rows_staged: *rows_staged,
+            files_loaded: *files_loaded,
+            last_load_ms: (*files_loaded > 0).then_some(*last_load_ms),
+        }),
+        _ => anyhow::bail!("the warehouse answered no totals"),
+    }
+}
+
+/// The `top` busiest transitions since `since_ms`, each summed over its time buckets,
+/// busiest first.
+pub async fn read_top_transitions(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    since_ms: i64,
+    top: usize,
+) -> Result<Vec<Transition>, pipeline_runtime::AwsError> {
+    let counts = live_state::transitions::read_since(dynamodb, table, since_ms).await?;
+    Ok(busiest(counts, top))
+}
+
+fn busiest(counts: Vec<live_state::transitions::TransitionCount>, top: usize) -> Vec<Transition> {
+    let mut moves: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for t in counts {
+        *moves.entry((t.from, t.to)).or_insert(0) += t.count;
+    }
+    let mut busiest: Vec<Transition> = moves
+        .into_iter()
+        .map(|((from, to), count)| Transition { from, to, count })
+        .collect();
+    busiest.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| (&a.from, &a.to).cmp(&(&b.from, &b.to)))
+    });
+    busiest.truncate(top);
+    busiest
+}
+
+/// The hour [`Summary::top_transitions`] and the live page look back over.
+pub const TRANSITIONS_WINDOW_MS: i64 = 3_600_000;
+
 /// Reads everything the summary shows, once (error files already in `rejects` are not
 /// read again).
 pub async fn read(
@@ -277,40 +358,25 @@ pub async fn read(
     args: &SummaryArgs,
     rejects: &mut RejectCounts,
 ) -> anyhow::Result<Summary> {
-    let s3 = aws.s3();
-    let (events_objects, _) = objects(&s3, &args.bucket, "events").await?;
-    let (errors_objects, error_keys) = objects(&s3, &args.bucket, "errors").await?;
-    let (manifests_objects, _) = objects(&s3, &args.bucket, "manifests").await?;
-    let rejected = rejects.update(&s3, &args.bucket, &error_keys).await?;
-    let totals = warehouse.select(&warehouse::query::totals()).await?;
-    let (rows_loaded, rows_staged, files_loaded) = match totals.first().map(Vec::as_slice) {
-        Some([rows, staged, files]) => (*rows, *staged, *files),
-        _ => anyhow::bail!("the warehouse answered no totals"),
-    };
+    let lake = read_lake(&aws.s3(), &args.bucket, rejects).await?;
+    let totals = read_totals(warehouse).await?;
     let dynamodb = aws.dynamodb();
     let levels = live_state::level_state::read_counts(&dynamodb, &args.level_state_table).await?;
-    let mut moves: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for t in live_state::transitions::read_since(&dynamodb, &args.transitions_table, now_ms() - 3_600_000).await? {
-        *moves.entry((t.from, t.to)).or_insert(0) += t.count;
-    }
-    let mut top_transitions: Vec<Transition> = moves
-        .into_iter()
-        .map(|((from, to), count)| Transition { from, to, count })
-        .collect();
-    top_transitions.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| (&a.from, &a.to).cmp(&(&b.from, &b.to)))
-    });
-    top_transitions.truncate(args.top_transitions);
+    let top_transitions = read_top_transitions(
+        &dynamodb,
+        &args.transitions_table,
+        now_ms() - TRANSITIONS_WINDOW_MS,
+        args.top_transitions,
+    )
+    .await?;
     Ok(Summary {
-        events_objects,
-        errors_objects,
-        manifests_objects,
-        rejected,
-        rows_loaded,
-        files_loaded,
-        duplicates_dropped: rows_staged - rows_loaded,
+        events_objects: lake.events_objects,
+        errors_objects: lake.errors_objects,
+        manifests_objects: lake.manifests_objects,
+        rejected: lake.rejected,
+        rows_loaded: totals.rows_loaded,
+        files_loaded: totals.files_loaded,
+        duplicates_dropped: totals.rows_staged - totals.rows_loaded,
         levels,
         top_transitions,
     })
@@ -421,6 +487,28 @@ mod tests {
         assert_eq!(added.duplicates_dropped, 3);
         assert_eq!(added.rejected_total(), 4);
         assert_eq!(added.rejected.get("invalid_json"), Some(&3));
+    }
+
+    #[test]
+    fn the_busiest_transitions_are_summed_over_buckets_and_ranked() {
+        let count = |bucket_start, from: &str, to: &str, count| live_state::transitions::TransitionCount {
+            bucket_start,
+            from: from.into(),
+            to: to.into(),
+            count,
+        };
+        let top = busiest(
+            vec![
+                count(0, "a", "b", 2),
+                count(60_000, "a", "b", 3),
+                count(0, "b", "c", 5),
+                count(0, "c", "a", 1),
+                count(0, "a", "c", 5),
+            ],
+            3,
+        );
+        let ranked: Vec<(&str, &str, i64)> = top.iter().map(|t| (t.from.as_str(), t.to.as_str(), t.count)).collect();
+        assert_eq!(ranked, [("a", "b", 5), ("a", "c", 5), ("b", "c", 5)]);
     }
 
     #[test]

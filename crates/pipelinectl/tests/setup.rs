@@ -97,7 +97,15 @@ fn help_documents_every_setting() {
     let cli = pipelinectl::Cli::command();
     let setup = cli.find_subcommand("setup").expect("setup subcommand").clone();
     pipeline_tests::help::assert_every_setting_documented_in(BIN, &["setup", "--help"], &setup);
-    for name in ["generate", "levels", "heatmap", "level-map", "summary", "healthcheck"] {
+    for name in [
+        "generate",
+        "levels",
+        "heatmap",
+        "level-map",
+        "summary",
+        "serve",
+        "healthcheck",
+    ] {
         let sub = cli.find_subcommand(name).expect("subcommand").clone();
         pipeline_tests::help::assert_every_setting_documented_in(BIN, &[name, "--help"], &sub);
     }

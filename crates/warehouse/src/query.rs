@@ -181,11 +181,13 @@ impl HeatmapQuery {
     }
 }
 
-/// Rows in `events`, rows staged by all loads (the sum over `loaded_files`), and
-/// files loaded. Staged minus rows is the duplicates the loads dropped.
+/// Rows in `events`, rows staged by all loads (the sum over `loaded_files`), files
+/// loaded, and the time of the last load in ms since the epoch (0 before the first).
+/// Staged minus rows is the duplicates the loads dropped. `loaded_files` is small (a
+/// row per file), so its MAX is cheap where `events` would be scanned.
 pub fn totals() -> Query {
     Query {
-        sql: "SELECT (SELECT COUNT(*) FROM events), (SELECT CAST(COALESCE(SUM(row_count), 0) AS BIGINT) FROM loaded_files), (SELECT COUNT(*) FROM loaded_files)".into(),
+        sql: "SELECT (SELECT COUNT(*) FROM events), (SELECT CAST(COALESCE(SUM(row_count), 0) AS BIGINT) FROM loaded_files), (SELECT COUNT(*) FROM loaded_files), (SELECT CAST(COALESCE(EXTRACT(EPOCH FROM MAX(loaded_at)) * 1000, 0) AS BIGINT) FROM loaded_files)".into(),
         parameters: Vec::new(),
     }
 }

@@ -20,6 +20,12 @@ pub enum Output {
     Csv,
 }
 
+/// The grid `heatmap` and the live page draw on unless told otherwise.
+pub const DEFAULT_COLUMNS: u32 = 50;
+pub const DEFAULT_ROWS: u32 = 35;
+/// [`DEFAULT_COLUMNS`] × [`DEFAULT_ROWS`] as `--grid` takes it.
+const DEFAULT_GRID: &str = "50x35";
+
 fn parse_grid(text: &str) -> Result<(u32, u32), String> {
     let (c, r) = text
         .split_once('x')
@@ -61,7 +67,7 @@ pub struct HeatmapSpec {
     pub until: When,
 
     /// Cells across and down, COLUMNSxROWS.
-    #[arg(long, env = "HEATMAP_GRID", default_value = "50x35", value_parser = parse_grid)]
+    #[arg(long, env = "HEATMAP_GRID", default_value = DEFAULT_GRID, value_parser = parse_grid)]
     pub grid: (u32, u32),
 
     /// Width of the level in game units (positions run from 0 to this).
@@ -148,6 +154,32 @@ impl HeatmapSpec {
     }
 }
 
+/// Counts the cells of `query` in the warehouse: the one query of `heatmap` and of the
+/// live page's heat map, values bound.
+pub async fn count(warehouse: &Warehouse, query: &HeatmapQuery) -> Result<Grid, warehouse::WarehouseError> {
+    let mut grid = Grid::new(query.columns, query.rows);
+    for cell in warehouse.heatmap(query).await? {
+        grid.add(cell);
+    }
+    Ok(grid)
+}
+
+impl HeatmapSpec {
+    /// The heat map as a picture: the grid over `background` (or a plain ground), with
+    /// its title and scale.
+    pub fn picture(&self, grid: &Grid, background: Option<&image::RgbImage>) -> image::RgbImage {
+        let map_height = ((f64::from(self.image_width) * self.map_height / self.map_width).round() as u32).max(1);
+        let title = self.title(grid.total());
+        let layout = render::Layout {
+            title: &title,
+            map_width: self.image_width,
+            map_height,
+            background,
+        };
+        render::render(&layout, grid)
+    }
+}
+
 /// Counts the cells in the warehouse and writes the PNG or CSV.
 pub async fn run(warehouse: &Warehouse, args: &HeatmapSpec) -> anyhow::Result<Drawn> {
     let query = args.query()?;
@@ -160,10 +192,7 @@ pub async fn run(warehouse: &Warehouse, args: &HeatmapSpec) -> anyhow::Result<Dr
         ),
         None => None,
     };
-    let mut grid = Grid::new(query.columns, query.rows);
-    for cell in warehouse.heatmap(&query).await? {
-        grid.add(cell);
-    }
+    let grid = count(warehouse, &query).await?;
     match args.format {
         Output::Csv => {
             let csv = grid.to_csv(args.map_width, args.map_height);
@@ -178,15 +207,7 @@ pub async fn run(warehouse: &Warehouse, args: &HeatmapSpec) -> anyhow::Result<Dr
             if args.output.as_os_str() == "-" {
                 anyhow::bail!("HEATMAP_OUTPUT: a PNG needs a file name");
             }
-            let map_height = ((f64::from(args.image_width) * args.map_height / args.map_width).round() as u32).max(1);
-            let title = args.title(grid.total());
-            let layout = render::Layout {
-                title: &title,
-                map_width: args.image_width,
-                map_height,
-                background: background.as_ref(),
-            };
-            render::render(&layout, &grid)
+            args.picture(&grid, background.as_ref())
                 .save_with_format(&args.output, image::ImageFormat::Png)
                 .map_err(|e| anyhow::anyhow!("HEATMAP_OUTPUT {}: {e}", args.output.display()))?;
         }
@@ -205,6 +226,7 @@ mod tests {
     #[test]
     fn grids_are_columns_by_rows() {
         assert_eq!(parse_grid("50x35"), Ok((50, 35)));
+        assert_eq!(parse_grid(DEFAULT_GRID), Ok((DEFAULT_COLUMNS, DEFAULT_ROWS)));
         assert!(parse_grid("0x3").is_err());
         assert!(parse_grid("50").is_err());
     }

@@ -1,0 +1,199 @@
+//! `pipelinectl serve`: the live page for a game's team. Read-only: players per level
+//! now, the busiest moves of the last hour, a level's heat map, the pipeline's health.
+//!
+//! - [`assets`]: the page (HTML, script, style, compiled in) and the headers every
+//!   answer carries;
+//! - [`live`]: `/api/levels` and `/api/transitions`, from the live-state tables;
+//! - [`health`]: `/api/health`, from the lake and the warehouse, as `summary` reads them;
+//! - [`heatmap`]: `/heatmap.png`, `heatmap`'s query drawn in memory;
+//! - [`store`]: a store's answer or why it is down, each call bounded in time, a recent
+//!   answer shared by the requests that come soon after it.
+//!
+//! Every panel reads its own stores, so a store that is down shows as down on its
+//! panels while the others keep updating.
+
+pub mod assets;
+pub mod health;
+pub mod heatmap;
+pub mod live;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use clap::Args;
+use pipeline_runtime::config::parse_resource_name;
+use tokio_util::sync::CancellationToken;
+use warehouse::{Warehouse, WarehouseArgs};
+
+use crate::generate::workload::{MAP_HEIGHT, MAP_WIDTH};
+
+/// What `serve` reads and where it listens.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Loopback by default: the page has no login of its own. For
+    /// wider access keep it on loopback (or a private subnet) and put an authenticating
+    /// reverse proxy in front, such as an ALB with OIDC or Cognito, or nginx with auth.
+    /// The page is read-only: it changes nothing in any store.
+    #[arg(long, env = "SERVE_ADDRESS", default_value = "127.0.0.1:8080")]
+    pub address: SocketAddr,
+
+    /// S3 bucket of the data lake (the health panel's objects and rejects).
+    #[arg(long, env = "BUCKET", value_parser = parse_resource_name)]
+    pub bucket: String,
+
+    /// DynamoDB table with the player count of each level.
+    #[arg(long, env = "LEVEL_STATE_TABLE", default_value = "LevelState", value_parser = parse_resource_name)]
+    pub level_state_table: String,
+
+    /// DynamoDB table with the transition counts.
+    #[arg(long, env = "TRANSITIONS_TABLE", default_value = "Transitions", value_parser = parse_resource_name)]
+    pub transitions_table: String,
+
+    /// How many transitions of the last hour the flow picture shows, busiest first.
+    #[arg(long, env = "SERVE_TOP_TRANSITIONS", default_value_t = 12,
+          value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub top_transitions: u16,
+
+    /// Longest wait for one store's answer; past it the store shows as down.
+    #[arg(long, env = "SERVE_STORE_TIMEOUT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub store_timeout_ms: u64,
+
+    /// Width of a level in game units (heat map positions run from 0 to this).
+    #[arg(long, env = "SERVE_MAP_WIDTH", default_value_t = MAP_WIDTH)]
+    pub map_width: f64,
+
+    /// Height of a level in game units.
+    #[arg(long, env = "SERVE_MAP_HEIGHT", default_value_t = MAP_HEIGHT)]
+    pub map_height: f64,
+
+    /// A folder of level pictures named `<level_id>.png` (as in sample-data/), drawn
+    /// under that level's heat map.
+    #[arg(long, env = "SERVE_LEVEL_PICTURES")]
+    pub level_pictures: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub warehouse: WarehouseArgs,
+}
+
+/// Why the page could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on SERVE_ADDRESS {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("SERVE_LEVEL_PICTURES {}: {source}", dir.display())]
+    Pictures { dir: PathBuf, source: std::io::Error },
+    #[error("SERVE_MAP_WIDTH and SERVE_MAP_HEIGHT must be positive")]
+    MapSize,
+    #[error("serving the live page: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What the handlers share: the stores, the settings, and the recent answers.
+pub struct Page {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub s3: aws_sdk_s3::Client,
+    /// The warehouse, or why it cannot be used (a setting missing): then it shows as
+    /// down and the rest of the page works.
+    pub warehouse: Result<Warehouse, String>,
+    pub args: ServeArgs,
+    /// Level id → its picture, from SERVE_LEVEL_PICTURES read once at start (a level
+    /// id from a request is only ever looked up here, never made into a path).
+    pub pictures: BTreeMap<String, PathBuf>,
+    pub live: live::Live,
+    pub health: health::HealthState,
+    pub heatmaps: heatmap::Limit,
+}
+
+impl Page {
+    pub fn new(
+        aws: &pipeline_runtime::AwsClients,
+        warehouse: Result<Warehouse, String>,
+        args: ServeArgs,
+    ) -> Result<Self, ServeError> {
+        if !(args.map_width > 0.0 && args.map_height > 0.0) {
+            return Err(ServeError::MapSize);
+        }
+        let pictures = match &args.level_pictures {
+            Some(dir) => pictures_in(dir).map_err(|source| ServeError::Pictures {
+                dir: dir.clone(),
+                source,
+            })?,
+            None => BTreeMap::new(),
+        };
+        Ok(Self {
+            dynamodb: aws.dynamodb(),
+            s3: aws.s3(),
+            warehouse,
+            args,
+            pictures,
+            live: live::Live::default(),
+            health: health::HealthState::default(),
+            heatmaps: heatmap::Limit::default(),
+        })
+    }
+
+    pub fn store_timeout(&self) -> Duration {
+        Duration::from_millis(self.args.store_timeout_ms)
+    }
+}
+
+/// The `*.png` files of `dir` by file stem.
+fn pictures_in(dir: &std::path::Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
+    let mut pictures = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            pictures.insert(stem.to_string(), path.clone());
+        }
+    }
+    Ok(pictures)
+}
+
+/// Every route of the page. Only GET (and HEAD) are answered; other methods get 405.
+pub fn router(page: Arc<Page>) -> Router {
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/app.js", get(assets::script))
+        .route("/style.css", get(assets::style))
+        .route("/api/levels", get(live::levels))
+        .route("/api/transitions", get(live::transitions))
+        .route("/api/health", get(health::health))
+        .route("/heatmap.png", get(heatmap::heatmap))
+        .fallback(assets::not_found)
+        .with_state(page)
+        .layer(axum::middleware::map_response(assets::headers))
+}
+
+/// Binds `args.address`, logs where the page is, and serves it until `shutdown`, then
+/// lets requests in flight finish.
+pub async fn run(page: Page, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let address = page.args.address;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Bind { address, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { address, source })?;
+    if let Err(reason) = &page.warehouse {
+        tracing::warn!(error = %reason, "warehouse not usable: the heat map and its health show as down");
+    }
+    tracing::info!(address = %local, url = %format!("http://{local}/"), "live page serving");
+    axum::serve(listener, router(Arc::new(page)))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(ServeError::Serve)?;
+    tracing::info!("live page stopped");
+    Ok(())
+}

@@ -17,9 +17,9 @@ use warehouse::{Warehouse, WarehouseArgs};
 
 use crate::aws::lake;
 
-/// What `summary` reads and checks.
+/// The stores `summary` and the live page read besides the warehouse.
 #[derive(Debug, Clone, Args)]
-pub struct SummaryArgs {
+pub struct StoreArgs {
     /// S3 bucket of the data lake.
     #[arg(long, env = "BUCKET", value_parser = parse_resource_name)]
     pub bucket: String,
@@ -31,6 +31,13 @@ pub struct SummaryArgs {
     /// DynamoDB table with the transition counts.
     #[arg(long, env = "TRANSITIONS_TABLE", default_value = "Transitions", value_parser = parse_resource_name)]
     pub transitions_table: String,
+}
+
+/// What `summary` reads and checks.
+#[derive(Debug, Clone, Args)]
+pub struct SummaryArgs {
+    #[command(flatten)]
+    pub stores: StoreArgs,
 
     /// How many transitions (of the last hour) to show.
     #[arg(long, env = "SUMMARY_TOP_TRANSITIONS", default_value_t = 5)]
@@ -358,13 +365,13 @@ pub async fn read(
     args: &SummaryArgs,
     rejects: &mut RejectCounts,
 ) -> anyhow::Result<Summary> {
-    let lake = read_lake(&aws.s3(), &args.bucket, rejects).await?;
+    let lake = read_lake(&aws.s3(), &args.stores.bucket, rejects).await?;
     let totals = read_totals(warehouse).await?;
     let dynamodb = aws.dynamodb();
-    let levels = live_state::level_state::read_counts(&dynamodb, &args.level_state_table).await?;
+    let levels = live_state::level_state::read_counts(&dynamodb, &args.stores.level_state_table).await?;
     let top_transitions = read_top_transitions(
         &dynamodb,
-        &args.transitions_table,
+        &args.stores.transitions_table,
         now_ms() - TRANSITIONS_WINDOW_MS,
         args.top_transitions,
     )

@@ -65,7 +65,7 @@ pub async fn health(State(page): State<Arc<Page>>) -> Json<Health> {
     let lake = page.health.lake.get(|| {
         store::read(timeout, async {
             let mut rejects = page.health.rejects.lock().await;
-            summary::read_lake(&page.s3, &page.args.bucket, &mut rejects)
+            summary::read_lake(&page.s3, &page.args.stores.bucket, &mut rejects)
                 .await
                 .map_err(|e| format!("{e:#}"))
         })

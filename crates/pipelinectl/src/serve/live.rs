@@ -41,7 +41,7 @@ pub async fn levels(State(page): State<Arc<Page>>) -> Json<Reading<Vec<LevelCoun
         .levels
         .get(|| {
             store::read(page.store_timeout(), async {
-                level_state::read_counts(&page.dynamodb, &page.args.level_state_table)
+                level_state::read_counts(&page.dynamodb, &page.args.stores.level_state_table)
                     .await
                     .map_err(|e| e.explain())
             })
@@ -59,7 +59,7 @@ pub async fn transitions(State(page): State<Arc<Page>>) -> Json<Reading<Vec<Tran
             store::read(page.store_timeout(), async {
                 summary::read_top_transitions(
                     &page.dynamodb,
-                    &page.args.transitions_table,
+                    &page.args.stores.transitions_table,
                     now_ms() - summary::TRANSITIONS_WINDOW_MS,
                     usize::from(page.args.top_transitions),
                 )

@@ -27,11 +27,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use clap::Args;
-use pipeline_runtime::config::parse_resource_name;
 use tokio_util::sync::CancellationToken;
 use warehouse::{Warehouse, WarehouseArgs};
 
 use crate::generate::workload::{MAP_HEIGHT, MAP_WIDTH};
+use crate::summary::StoreArgs;
 
 /// What `serve` reads and where it listens.
 #[derive(Debug, Clone, Args)]
@@ -43,17 +43,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SERVE_ADDRESS", default_value = "127.0.0.1:8080")]
     pub address: SocketAddr,
 
-    /// S3 bucket of the data lake (the health panel's objects and rejects).
-    #[arg(long, env = "BUCKET", value_parser = parse_resource_name)]
-    pub bucket: String,
-
-    /// DynamoDB table with the player count of each level.
-    #[arg(long, env = "LEVEL_STATE_TABLE", default_value = "LevelState", value_parser = parse_resource_name)]
-    pub level_state_table: String,
-
-    /// DynamoDB table with the transition counts.
-    #[arg(long, env = "TRANSITIONS_TABLE", default_value = "Transitions", value_parser = parse_resource_name)]
-    pub transitions_table: String,
+    /// The lake (the health panel's objects and rejects) and the live-state tables.
+    #[command(flatten)]
+    pub stores: StoreArgs,
 
     /// How many transitions of the last hour the flow picture shows, busiest first.
     #[arg(long, env = "SERVE_TOP_TRANSITIONS", default_value_t = 12,

@@ -124,11 +124,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if holds { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Serve(args) => {
-            // A warehouse setting missing leaves the warehouse's panels down, not the page.
-            let warehouse = args
-                .warehouse
-                .open(aws.s3(), || aws.redshift_data())
-                .map_err(|e| e.to_string());
+            // No warehouse configured leaves its panels down; a wrong setting stops the start.
+            let timeout = std::time::Duration::from_millis(args.store_timeout_ms);
+            let warehouse = pipelinectl::serve::open_warehouse(&args.warehouse, timeout, |settings| {
+                settings.open(aws.s3(), || aws.redshift_data())
+            })
+            .await?;
             let shutdown = pipeline_runtime::shutdown::on_signals()?;
             let page = pipelinectl::serve::Page::new(&aws, warehouse, *args)?;
             pipelinectl::serve::run(page, shutdown).await?;

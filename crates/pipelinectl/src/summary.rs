@@ -202,46 +202,77 @@ pub fn checks(sent: &Sent, held: &Summary) -> (bool, Vec<String>) {
     )
 }
 
-/// How many objects and bytes `prefix/` holds, and their keys.
-async fn objects(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> anyhow::Result<(Objects, Vec<String>)> {
-    let listed = lake::list(s3, bucket, &format!("{prefix}/"))
-        .await
-        .map_err(|e| anyhow::anyhow!("listing s3://{bucket}/{prefix}/: {}", e.explain()))?;
-    let found = Objects {
-        objects: listed.len() as u64,
-        bytes: listed.iter().map(|o| o.size_bytes).sum(),
-    };
-    Ok((found, listed.into_iter().map(|o| o.key).collect()))
+/// How many objects and bytes `prefixes` hold together, and their keys.
+async fn objects(s3: &aws_sdk_s3::Client, bucket: &str, prefixes: &[String]) -> anyhow::Result<(Objects, Vec<String>)> {
+    let mut found = Objects::default();
+    let mut keys = Vec::new();
+    for prefix in prefixes {
+        let listed = lake::list(s3, bucket, prefix)
+            .await
+            .map_err(|e| anyhow::anyhow!("listing s3://{bucket}/{prefix}: {}", e.explain()))?;
+        found.objects += listed.len() as u64;
+        found.bytes += listed.iter().map(|o| o.size_bytes).sum::<u64>();
+        keys.extend(listed.into_iter().map(|o| o.key));
+    }
+    Ok((found, keys))
 }
 
 /// Rejected records by reason, per `errors/` file. The files never change once
-/// written, so a file read on an earlier poll is not read again.
+/// written, so a file read on an earlier poll is not read again; a file no longer
+/// listed (out of the live page's window) is forgotten.
 #[derive(Debug, Default)]
 pub struct RejectCounts {
     by_file: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
+/// Rejects by reason over the files read, and how many listed files are not read yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejected {
+    pub by_reason: BTreeMap<String, u64>,
+    pub files_unread: u64,
+}
+
 impl RejectCounts {
-    /// Reads the files of `keys` not read yet; returns the totals over all of `keys`.
+    /// Reads at most `max_new` of the files of `keys` not read yet (each read is kept
+    /// as soon as it is done, so a read cut short still advances); forgets the files
+    /// not in `keys`; returns the totals over the files of `keys` read.
     async fn update(
         &mut self,
         s3: &aws_sdk_s3::Client,
         bucket: &str,
         keys: &[String],
-    ) -> anyhow::Result<BTreeMap<String, u64>> {
+        max_new: usize,
+    ) -> anyhow::Result<Rejected> {
+        let listed: std::collections::BTreeSet<&String> = keys.iter().collect();
+        self.by_file.retain(|key, _| listed.contains(key));
+        let mut read = 0;
         for key in keys {
+            if read == max_new {
+                break;
+            }
             if !self.by_file.contains_key(key) {
                 let counts = rejected_in(s3, bucket, key).await?;
                 self.by_file.insert(key.clone(), counts);
+                read += 1;
             }
         }
-        let mut totals = BTreeMap::new();
+        let mut totals = Rejected::default();
         for key in keys {
-            for (reason, count) in self.by_file.get(key).into_iter().flatten() {
-                *totals.entry(reason.clone()).or_insert(0) += count;
+            match self.by_file.get(key) {
+                Some(counts) => {
+                    for (reason, count) in counts {
+                        *totals.by_reason.entry(reason.clone()).or_insert(0) += count;
+                    }
+                }
+                None => totals.files_unread += 1,
             }
         }
         Ok(totals)
+    }
+
+    /// Files whose counts are kept.
+    pub fn files(&self) -> usize {
+        self.by_file.len()
     }
 }
 
@@ -276,27 +307,90 @@ pub async fn rejected_records(
         .collect()
 }
 
-/// The lake's part of the summary: objects under its three prefixes, rejects by reason.
+/// Which part of the lake to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LakeScope {
+    /// Prefixes listed for `events/` and for `errors/` (whole, or hour folders).
+    pub events: Vec<String>,
+    pub errors: Vec<String>,
+    /// `manifests/` has no hour folders: listed only when the whole lake is read.
+    pub manifests: bool,
+    /// Error files read at most per call; more are read on the next calls.
+    pub max_new_error_files: usize,
+    /// Where the hour folders start, ms since the epoch; `None` for the whole lake.
+    pub since_ms: Option<i64>,
+}
+
+impl LakeScope {
+    /// Every object (`summary`: a one-shot count, however long the listing takes).
+    pub fn whole() -> Self {
+        Self {
+            events: vec!["events/".into()],
+            errors: vec!["errors/".into()],
+            manifests: true,
+            max_new_error_files: usize::MAX,
+            since_ms: None,
+        }
+    }
+
+    /// The hour folders of the hour holding `now_ms` and of the hour before (batch
+    /// files are filed by the arrival hour of their first record): at least the last
+    /// hour's arrivals, a few LISTs whatever the lake's size.
+    pub fn recent_hours(now_ms: i64, max_new_error_files: usize) -> Self {
+        // `hour_prefixes` adds the hour before the range: [now, now + 1) gives two.
+        let hours = |kind| event_model::hour_prefixes(kind, now_ms, now_ms + 1);
+        Self {
+            events: hours(event_model::BatchKind::Events),
+            errors: hours(event_model::BatchKind::Errors),
+            manifests: false,
+            max_new_error_files,
+            since_ms: Some((now_ms.div_euclid(HOUR_MS) - 1) * HOUR_MS),
+        }
+    }
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The lake's part of the summary: objects under its prefixes, rejects by reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Lake {
     pub events_objects: Objects,
     pub errors_objects: Objects,
-    pub manifests_objects: Objects,
+    /// Not read in the hour folders (`manifests/` has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifests_objects: Option<Objects>,
     pub rejected: BTreeMap<String, u64>,
+    /// Error files listed but not read yet (read on the next calls).
+    pub errors_files_unread: u64,
+    /// Start of the hour folders read; absent for the whole lake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<i64>,
 }
 
-/// Lists the lake's prefixes and counts the rejects (error files already in `rejects`
-/// are not read again).
-pub async fn read_lake(s3: &aws_sdk_s3::Client, bucket: &str, rejects: &mut RejectCounts) -> anyhow::Result<Lake> {
-    let (events_objects, _) = objects(s3, bucket, "events").await?;
-    let (errors_objects, error_keys) = objects(s3, bucket, "errors").await?;
-    let (manifests_objects, _) = objects(s3, bucket, "manifests").await?;
-    let rejected = rejects.update(s3, bucket, &error_keys).await?;
+/// Lists the prefixes of `scope` and counts the rejects (error files already in
+/// `rejects` are not read again).
+pub async fn read_lake(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    scope: &LakeScope,
+    rejects: &mut RejectCounts,
+) -> anyhow::Result<Lake> {
+    let (events_objects, _) = objects(s3, bucket, &scope.events).await?;
+    let (errors_objects, error_keys) = objects(s3, bucket, &scope.errors).await?;
+    let manifests_objects = match scope.manifests {
+        true => Some(objects(s3, bucket, &["manifests/".to_string()]).await?.0),
+        false => None,
+    };
+    let rejected = rejects
+        .update(s3, bucket, &error_keys, scope.max_new_error_files)
+        .await?;
     Ok(Lake {
         events_objects,
         errors_objects,
         manifests_objects,
-        rejected,
+        rejected: rejected.by_reason,
+        errors_files_unread: rejected.files_unread,
+        since_ms: scope.since_ms,
     })
 }
 
@@ -312,16 +406,24 @@ pub struct Totals {
 
 /// One query of the warehouse's totals ([`warehouse::query::totals`]).
 pub async fn read_totals(warehouse: &Warehouse) -> anyhow::Result<Totals> {
+    read_totals_of(warehouse)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the warehouse answered no totals"))
+}
+
+/// [`read_totals`] with the warehouse's own error (its kind tells a refused setting
+/// from an outage); `None` when it answered no row.
+pub async fn read_totals_of(warehouse: &Warehouse) -> Result<Option<Totals>, warehouse::WarehouseError> {
     let totals = warehouse.select(&warehouse::query::totals()).await?;
-    match totals.first().map(Vec::as_slice) {
-        Some([rows_loaded, rows_staged, files_loaded, last_load_ms]) => Ok(Totals {
+    Ok(match totals.first().map(Vec::as_slice) {
+        Some([rows_loaded, rows_staged, files_loaded, last_load_ms]) => Some(Totals {
             rows_loaded: *rows_loaded,
             rows_staged: *rows_staged,
             files_loaded: *files_loaded,
             last_load_ms: (*files_loaded > 0).then_some(*last_load_ms),
         }),
-        _ => anyhow::bail!("the warehouse answered no totals"),
-    }
+        _ => None,
+    })
 }
 
 /// The `top` busiest transitions since `since_ms`, each summed over its time buckets,
@@ -365,7 +467,7 @@ pub async fn read(
     args: &SummaryArgs,
     rejects: &mut RejectCounts,
 ) -> anyhow::Result<Summary> {
-    let lake = read_lake(&aws.s3(), &args.stores.bucket, rejects).await?;
+    let lake = read_lake(&aws.s3(), &args.stores.bucket, &LakeScope::whole(), rejects).await?;
     let totals = read_totals(warehouse).await?;
     let dynamodb = aws.dynamodb();
     let levels = live_state::level_state::read_counts(&dynamodb, &args.stores.level_state_table).await?;
@@ -379,7 +481,7 @@ pub async fn read(
     Ok(Summary {
         events_objects: lake.events_objects,
         errors_objects: lake.errors_objects,
-        manifests_objects: lake.manifests_objects,
+        manifests_objects: lake.manifests_objects.unwrap_or_default(),
         rejected: lake.rejected,
         rows_loaded: totals.rows_loaded,
         files_loaded: totals.files_loaded,
@@ -516,6 +618,43 @@ mod tests {
         );
         let ranked: Vec<(&str, &str, i64)> = top.iter().map(|t| (t.from.as_str(), t.to.as_str(), t.count)).collect();
         assert_eq!(ranked, [("a", "b", 5), ("a", "c", 5), ("b", "c", 5)]);
+    }
+
+    #[test]
+    fn the_live_page_lists_only_this_hour_and_the_last() {
+        // 2026-01-01T10:30:00Z
+        let now = 1_767_263_400_000;
+        let scope = LakeScope::recent_hours(now, 25);
+        assert_eq!(scope.events, ["events/2026/01/01/09/", "events/2026/01/01/10/"]);
+        assert_eq!(scope.errors, ["errors/2026/01/01/09/", "errors/2026/01/01/10/"]);
+        assert_eq!(scope.since_ms, Some(now - 5_400_000), "from 09:00");
+        assert!(!scope.manifests);
+        let whole = LakeScope::whole();
+        assert_eq!(
+            (whole.events, whole.errors, whole.manifests),
+            (vec!["events/".to_string()], vec!["errors/".to_string()], true)
+        );
+    }
+
+    #[tokio::test]
+    async fn reject_counts_forget_files_out_of_the_window_and_read_a_bounded_number() {
+        // No file is read here (max_new 0): the client is never called.
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .build(),
+        );
+        let mut rejects = RejectCounts::default();
+        for (key, reason, count) in [("errors/h1/a", "invalid_json", 2), ("errors/h2/b", "invalid_json", 3)] {
+            rejects
+                .by_file
+                .insert(key.into(), BTreeMap::from([(reason.to_string(), count)]));
+        }
+        let keys = ["errors/h2/b".to_string(), "errors/h2/c".to_string()];
+        let totals = rejects.update(&s3, "lake", &keys, 0).await.expect("no read");
+        assert_eq!(totals.by_reason, BTreeMap::from([("invalid_json".to_string(), 3)]));
+        assert_eq!(totals.files_unread, 1, "c is listed, not read yet");
+        assert_eq!(rejects.files(), 1, "a left the window and is forgotten");
     }
 
     #[test]

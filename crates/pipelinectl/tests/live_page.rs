@@ -1,13 +1,18 @@
 //! `serve` on the local stack:
 //! - in a real browser (Debian's headless Chromium through chromedriver), after a short
-//!   game through the three services: the page's level counts equal LevelState, its
-//!   flow picture draws the busiest moves, a heat map loads and changes with the level
-//!   chosen, the health panel shows the warehouse's rows, and the page passes a basic
+//!   game through the three services: the page's level counts equal LevelState and
+//!   follow it when it changes, its flow picture draws the busiest moves, a heat map
+//!   loads and counts the warehouse's events of the level chosen (and of another when
+//!   another is chosen), the health panel shows the warehouse's rows, and the page passes a basic
 //!   accessibility check (every control labelled, text contrast at least 4.5:1); a
 //!   screenshot is saved under the test's temporary directory;
-//! - over plain HTTP with the warehouse unreachable and one table missing: those panels
-//!   say down and why, the others answer; bad parameters are a 400 that names them;
-//!   anything but GET is a 405; SIGTERM stops the server cleanly.
+//! - over plain HTTP with a warehouse that accepts connections and never answers and one
+//!   table missing: those panels say down within the store timeout and why, the others
+//!   answer; bad parameters are a 400 that names them; anything but GET is a 405; a
+//!   Host the server does not know is a 421 and another site's request a 403; SIGTERM
+//!   stops the server cleanly;
+//! - warehouse settings that contradict each other, or a malformed WAREHOUSE_URL, stop
+//!   the start naming the variable.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,6 +28,7 @@ use pipeline_tests::process::{HttpAnswer, ServiceProcess, http_request, run_comm
 use pipeline_tests::resources::Resources;
 use pipeline_tests::stack;
 use pipeline_tests::wait::eventually;
+use pipelinectl::generate::workload::{MAP_HEIGHT, MAP_WIDTH};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pipelinectl");
@@ -164,12 +170,50 @@ return Object.fromEntries([...document.querySelectorAll('#levels tbody tr[data-l
   .map(row => [row.dataset.level, Number(row.dataset.count)]));
 "#;
 
-/// The heat map image: its URL and whether it finished loading a picture.
+/// The heat map image: the URL it was fetched from, the events it counts, and whether
+/// it finished loading a picture.
 const HEATMAP_IMAGE: &str = r#"
 const image = document.getElementById('heatmap');
-return { src: image.getAttribute('src'), loaded: image.complete && image.naturalWidth > 0 && !image.hidden,
+return { url: image.dataset.url ?? null, events: image.dataset.events ?? null, alt: image.alt,
+         loaded: image.complete && image.naturalWidth > 0 && !image.hidden,
          width: image.naturalWidth, status: document.getElementById('heatmap-status').textContent };
 "#;
+
+/// The levels table's time of reading (ms) and its "updated at" text.
+const LEVELS_UPDATED: &str = r#"
+return { at: Number(document.getElementById('levels').dataset.updatedAt),
+         text: document.getElementById('levels-updated').textContent };
+"#;
+
+/// Waits up to `within` for the page's level counts to equal `expected`; what it showed last.
+async fn page_counts(browser: &Client, expected: &BTreeMap<String, i64>, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let shown = js(browser, DOM_COUNTS).await;
+        let same = serde_json::from_value::<BTreeMap<String, i64>>(shown.clone())
+            .ok()
+            .as_ref()
+            == Some(expected);
+        if same || Instant::now() >= deadline {
+            return shown;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Adds `by` to a level's count in LevelState, directly.
+async fn add_players(aws: &AwsClients, table: &str, level: &str, by: i64) {
+    aws.dynamodb()
+        .update_item()
+        .table_name(table)
+        .key(level_state::LEVEL_ID, AttributeValue::S(level.into()))
+        .update_expression("ADD #count :by")
+        .expression_attribute_names("#count", level_state::PLAYER_COUNT)
+        .expression_attribute_values(":by", AttributeValue::N(by.to_string()))
+        .send()
+        .await
+        .expect("update a level's count");
+}
 
 /// A basic accessibility check: every form control has a label, and every visible text
 /// has a contrast ratio of at least 4.5:1 (WCAG AA for body text) against the first
@@ -319,35 +363,46 @@ async fn live_page_in_a_real_browser_shows_levelstate_moves_heatmaps_and_health(
         .await
         .expect("load the page");
     let levels = level_counts(&aws, levels_table).await;
-    let mut shown = Value::Null;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        shown = js(&browser, DOM_COUNTS).await;
-        if serde_json::from_value::<BTreeMap<String, i64>>(shown.clone())
-            .ok()
-            .as_ref()
-            == Some(&levels)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let shown = page_counts(&browser, &levels, Duration::from_secs(30)).await;
     let counts_shown = loading.elapsed();
     assert_eq!(
         serde_json::from_value::<BTreeMap<String, i64>>(shown.clone()).ok(),
         Some(levels.clone()),
         "the page's counts are LevelState's: {shown}"
     );
-    let updated = browser
-        .find(Locator::Id("levels-updated"))
-        .await
-        .expect("updated time")
-        .text()
-        .await
-        .expect("text");
+    let before = js(&browser, LEVELS_UPDATED).await;
+    let updated = before["text"].as_str().unwrap_or_default().to_string();
     assert!(
         updated.len() == 8 && updated.chars().filter(|c| *c == ':').count() == 2,
         "updated at HH:MM:SS: {updated:?}"
+    );
+    // The page keeps reading: LevelState changed behind its back shows within ~3 s,
+    // with a later "updated at" (a second on, so the HH:MM:SS text moves too).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (busiest, _) = levels.iter().max_by_key(|(_, n)| **n).expect("a level");
+    let busiest = busiest.clone();
+    add_players(&aws, levels_table, &busiest, 7).await;
+    let mut changed = levels.clone();
+    *changed.entry(busiest.clone()).or_insert(0) += 7;
+    let changing = Instant::now();
+    let followed = page_counts(&browser, &changed, Duration::from_secs(3)).await;
+    let follow_time = changing.elapsed();
+    assert_eq!(
+        serde_json::from_value::<BTreeMap<String, i64>>(followed.clone()).ok(),
+        Some(changed),
+        "the page follows LevelState within 3 s: {followed}"
+    );
+    let after = js(&browser, LEVELS_UPDATED).await;
+    assert!(
+        after["at"].as_i64() > before["at"].as_i64() && after["text"] != before["text"],
+        "the updated-at time moves: {before} then {after}"
+    );
+    add_players(&aws, levels_table, &busiest, -7).await;
+    let restored = page_counts(&browser, &levels, Duration::from_secs(3)).await;
+    assert_eq!(
+        serde_json::from_value::<BTreeMap<String, i64>>(restored.clone()).ok(),
+        Some(levels.clone()),
+        "and back: {restored}"
     );
     let navigation = js(
         &browser,
@@ -355,15 +410,27 @@ async fn live_page_in_a_real_browser_shows_levelstate_moves_heatmaps_and_health(
     )
     .await;
 
-    // The heat map of the level chosen first, then of another.
+    // The heat map of the level chosen first, then of another: each counts the
+    // warehouse's deaths on its level (the game's are all within the last hour).
+    let deaths_on = |level: String| {
+        let sql = &schema.sql;
+        async move {
+            let count = format!(
+                "SELECT COUNT(*) FROM events WHERE level_id = $1 AND event_type = 'player_death' \
+                 AND position_x >= 0 AND position_x < {MAP_WIDTH:?} AND position_y >= 0 AND position_y < {MAP_HEIGHT:?}"
+            );
+            let n: i64 = sql.query_one(&count, &[&level]).await.expect("count").get(0);
+            n
+        }
+    };
     let image_loaded = |previous: Option<String>| {
         let browser = browser.clone();
         async move {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 let image = js(&browser, HEATMAP_IMAGE).await;
-                let src = image["src"].as_str().map(str::to_string);
-                if image["loaded"] == true && src.is_some() && src != previous {
+                let url = image["url"].as_str().map(str::to_string);
+                if image["loaded"] == true && url.is_some() && url != previous {
                     return image;
                 }
                 assert!(Instant::now() < deadline, "the heat map loads: {image}");
@@ -372,24 +439,50 @@ async fn live_page_in_a_real_browser_shows_levelstate_moves_heatmaps_and_health(
         }
     };
     let first = image_loaded(None).await;
-    let first_src = first["src"].as_str().expect("src").to_string();
+    let first_url = first["url"].as_str().expect("url").to_string();
     let select = browser
         .find(Locator::Id("heatmap-level"))
         .await
         .expect("the level control");
     let chosen = select.prop("value").await.expect("value").expect("a level chosen");
-    assert!(first_src.contains(&format!("level={chosen}")), "{first_src}");
+    assert!(first_url.contains(&format!("level={chosen}")), "{first_url}");
     let other = levels.keys().find(|l| **l != chosen).expect("another level").clone();
     select.select_by_value(&other).await.expect("choose another level");
-    let second = image_loaded(Some(first_src.clone())).await;
-    let second_src = second["src"].as_str().expect("src").to_string();
-    assert!(second_src.contains(&format!("level={other}")), "{second_src}");
-    let (first_png, second_png) = (get(address, &first_src), get(address, &second_src));
+    let second = image_loaded(Some(first_url.clone())).await;
+    let second_url = second["url"].as_str().expect("url").to_string();
+    assert!(second_url.contains(&format!("level={other}")), "{second_url}");
+    let (first_deaths, second_deaths) = (deaths_on(chosen.clone()).await, deaths_on(other.clone()).await);
+    for (image, level, deaths) in [(&first, &chosen, first_deaths), (&second, &other, second_deaths)] {
+        assert_eq!(
+            image["events"].as_str(),
+            Some(deaths.to_string().as_str()),
+            "the page's heat map of {level} counts the warehouse's {deaths} deaths there: {image}"
+        );
+        assert!(
+            image["alt"]
+                .as_str()
+                .is_some_and(|a| a.contains(&format!("{level}, last hour: {deaths} events"))),
+            "{image}"
+        );
+    }
+    assert!(first_deaths + second_deaths > 0, "the game had deaths on its levels");
+    let (first_png, second_png) = (get(address, &first_url), get(address, &second_url));
     assert_eq!(
         (first_png.status, first_png.header("content-type")),
         (200, Some("image/png"))
     );
-    assert_ne!(first_png.body, second_png.body, "another level, another picture");
+    let header_events = |answer: &HttpAnswer| answer.header("x-heatmap-events").and_then(|n| n.parse::<i64>().ok());
+    assert_eq!(
+        (header_events(&first_png), header_events(&second_png)),
+        (Some(first_deaths), Some(second_deaths))
+    );
+    if first_deaths != second_deaths {
+        assert_ne!(
+            header_events(&first_png),
+            header_events(&second_png),
+            "another level, another count"
+        );
+    }
     let second_picture = image::load_from_memory(&second_png.body).expect("a PNG");
     assert_eq!(
         u64::from(second_picture.width()),
@@ -491,10 +584,11 @@ async fn live_page_in_a_real_browser_shows_levelstate_moves_heatmaps_and_health(
     browser.close().await.expect("end the session");
     drop(driver);
     eprintln!(
-        "live page: game through the pipeline {} ms; page to LevelState's counts {} ms (navigation {navigation} ms); \
-         whole test {} ms; screenshot {} ({} KiB, {}x{})",
+        "live page: game through the pipeline {} ms; page to LevelState's counts {} ms (navigation {navigation} ms), \
+         to a change of them {} ms; whole test {} ms; screenshot {} ({} KiB, {}x{})",
         game_done.as_millis(),
         counts_shown.as_millis(),
+        follow_time.as_millis(),
         started.elapsed().as_millis(),
         shot.display(),
         screenshot.len() / 1024,
@@ -528,18 +622,26 @@ async fn live_page_shows_a_store_that_is_down_as_down_and_the_rest_working() {
             .await
             .expect("put a level");
     }
-    // Nothing listens on the warehouse's port; the transitions table does not exist.
-    let dead_warehouse = format!(
-        "postgres://pipeline_reader:pipeline_reader@127.0.0.1:{}/analytics",
-        free_port()
-    );
+    // The warehouse's port takes connections and never answers (the timeout path, not a
+    // refusal); the transitions table does not exist.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a silent listener");
+    let silent_port = silent.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let dead_warehouse = format!("postgres://pipeline_reader:pipeline_reader@127.0.0.1:{silent_port}/analytics");
     let missing_table = stack::unique_name("no-such-table");
     let mut env = resources.env();
     env.retain(|(var, _)| *var != "TRANSITIONS_TABLE");
     env.extend_from_slice(&[
         ("WAREHOUSE_URL", dead_warehouse.as_str()),
+        ("WAREHOUSE_TLS", "disable"),
         ("TRANSITIONS_TABLE", missing_table.as_str()),
-        ("SERVE_STORE_TIMEOUT_MS", "3000"),
+        ("SERVE_STORE_TIMEOUT_MS", "1000"),
+        ("SERVE_ALLOWED_HOSTS", "live.example.com"),
     ]);
     let (server, address) = serve(&env);
 
@@ -552,23 +654,42 @@ async fn live_page_shows_a_store_that_is_down_as_down_and_the_rest_working() {
     let moves = get_json(address, "/api/transitions");
     assert_eq!(moves["status"], "down", "{moves}");
     assert!(moves["error"].as_str().is_some_and(|e| !e.is_empty()), "{moves}");
-    let health = get_json(address, "/api/health");
-    assert_eq!(health["lake"]["status"], "up", "{health}");
-    assert_eq!(health["lake"]["data"]["rejected"], json!({}), "{health}");
-    assert_eq!(health["warehouse"]["status"], "down", "{health}");
-    assert!(
-        health["warehouse"]["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "{health}"
-    );
-    assert_eq!(health["rows_per_second"], Value::Null);
+    for _ in 0..2 {
+        let asked = Instant::now();
+        let health = get_json(address, "/api/health");
+        let took = asked.elapsed();
+        assert!(
+            took < Duration::from_millis(2500),
+            "health answers within the timeout: {took:?}"
+        );
+        assert_eq!(health["lake"]["status"], "up", "{health}");
+        assert_eq!(health["lake"]["data"]["rejected"], json!({}), "{health}");
+        assert_eq!(health["warehouse"]["status"], "down", "{health}");
+        assert!(
+            health["warehouse"]["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("no answer within 1000 ms")),
+            "{health}"
+        );
+        assert_eq!(health["landed"]["loaded"], Value::Null, "{health}");
+        // The lake's reading is reused for 10 s, the warehouse's for 2 s: wait it out.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+    }
 
+    let asked = Instant::now();
     let heatmap = get(address, "/heatmap.png?level=level-a&since=1h");
+    let took = asked.elapsed();
     assert_eq!(heatmap.status, 503, "{}", heatmap.text());
     assert!(heatmap.text().starts_with("warehouse down: "), "{}", heatmap.text());
+    assert!(
+        took < Duration::from_millis(2500),
+        "the heat map gives up within the timeout: {took:?}"
+    );
     for (path, named) in [
         ("/heatmap.png", "level"),
         ("/heatmap.png?level=level-a&since=yesterday", "since"),
         ("/heatmap.png?level=level-a&since=now&until=2h", "since"),
+        ("/heatmap.png?level=level-a&since=36500d", "since: at most 31 days"),
     ] {
         let answer = get(address, path);
         assert_eq!(answer.status, 400, "{path}: {}", answer.text());
@@ -580,8 +701,33 @@ async fn live_page_shows_a_store_that_is_down_as_down_and_the_rest_working() {
     assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
     assert_eq!(
         page.header("content-security-policy"),
-        Some("default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+        Some("default-src 'self'; img-src 'self' blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
     );
+    assert_eq!(page.header("cross-origin-resource-policy"), Some("same-origin"));
+    // DNS rebinding: the page asked for under another name is refused, as is what
+    // another site's page asks for; the proxy's name listed is answered.
+    let rebound = request_with(address, "/api/levels", &[("Host", "rebound.attacker.example:8080")]);
+    assert_eq!(rebound.status, 421, "{}", rebound.text());
+    assert!(rebound.text().contains("SERVE_ALLOWED_HOSTS"), "{}", rebound.text());
+    let embedded = request_with(
+        address,
+        "/heatmap.png?level=level-a",
+        &[
+            ("Host", &address.to_string()),
+            ("Sec-Fetch-Site", "cross-site"),
+            ("Sec-Fetch-Mode", "no-cors"),
+        ],
+    );
+    assert_eq!(embedded.status, 403, "{}", embedded.text());
+    assert_eq!(embedded.header("cross-origin-resource-policy"), Some("same-origin"));
+    let localhost = format!("localhost:{}", address.port());
+    for host in ["live.example.com", localhost.as_str()] {
+        assert_eq!(
+            request_with(address, "/api/levels", &[("Host", host)]).status,
+            200,
+            "{host}"
+        );
+    }
     for (path, kind) in [
         ("/app.js", "text/javascript; charset=utf-8"),
         ("/style.css", "text/css; charset=utf-8"),
@@ -604,5 +750,62 @@ async fn live_page_shows_a_store_that_is_down_as_down_and_the_rest_working() {
         assert_eq!(answer.status, 405, "{method} {path}: {}", answer.text());
     }
     stop(server);
+
+    // Settings that cannot work stop the start, naming the variable.
+    for (settings, named) in [
+        (
+            vec![
+                ("WAREHOUSE_BACKEND", "redshift-data"),
+                ("REDSHIFT_CLUSTER_ID", "analytics"),
+                ("REDSHIFT_WORKGROUP", "analytics"),
+            ],
+            "REDSHIFT_CLUSTER_ID",
+        ),
+        (
+            vec![("WAREHOUSE_URL", "postgres://reader@127.0.0.1:notaport/analytics")],
+            "WAREHOUSE_URL",
+        ),
+    ] {
+        let mut env = resources.env();
+        env.push(("SERVE_ADDRESS", "127.0.0.1:0"));
+        env.extend_from_slice(&settings);
+        let (code, text) = run_command(BIN, &env, &["serve"]);
+        assert_eq!(code, Some(1), "{settings:?}: {text}");
+        assert!(text.contains(named), "{settings:?} names {named}: {text}");
+    }
     resources.delete(&aws).await;
+}
+
+/// GET `path` with these headers (and no others), over plain HTTP/1.1.
+fn request_with(address: SocketAddr, path: &str, headers: &[(&str, &str)]) -> HttpAnswer {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("answer");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head and a body");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    HttpAnswer {
+        status,
+        headers: lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_string()))
+            .collect(),
+        body: response[split + 4..].to_vec(),
+    }
 }

@@ -220,8 +220,14 @@ function heatmapUrl() {
   return `/heatmap.png?${parameters}`;
 }
 
-function drawHeatmap() {
+// One fetch per choice: the PNG becomes a blob URL (the old one revoked), its event
+// count comes from X-Heatmap-Events, and a failure shows the server's own words. A
+// request newer than this one drops this one's answer, whichever comes back first.
+let heatmapRequests = 0;
+
+async function drawHeatmap() {
   if (!$("heatmap-level").value) return;
+  const request = ++heatmapRequests;
   const image = $("heatmap");
   const status = $("heatmap-status");
   const url = heatmapUrl();
@@ -230,24 +236,44 @@ function drawHeatmap() {
   }`;
   status.dataset.status = "loading";
   status.textContent = `drawing ${described}…`;
-  image.onload = () => {
-    image.hidden = false;
-    image.alt = `Heat map of ${described}`;
-    status.dataset.status = "up";
-    status.textContent = `${described}, drawn at ${clock(Date.now())}`;
-  };
-  image.onerror = async () => {
-    let message;
-    try {
-      message = (await (await fetch(url, { cache: "no-store" })).text()).trim();
-    } catch (error) {
-      message = `the page's server does not answer (${error.message})`;
+  let response;
+  let failure;
+  try {
+    response = await fetch(url, { cache: "no-store" });
+    if (!response.ok) {
+      const message = (await response.text()).trim() || `HTTP ${response.status}`;
+      failure = message.startsWith("warehouse down: ") ? `down: ${message.slice(16)}` : message;
     }
+  } catch (error) {
+    failure = `down: the page's server does not answer (${error.message})`;
+  }
+  let picture;
+  if (failure === undefined) {
+    try {
+      picture = await response.blob();
+    } catch (error) {
+      failure = `the heat map broke off (${error.message})`;
+    }
+  }
+  if (request !== heatmapRequests) return;
+  if (failure !== undefined) {
     image.hidden = true;
     status.dataset.status = "down";
-    status.textContent = message.startsWith("warehouse down: ") ? `down: ${message.slice(16)}` : message;
-  };
-  image.src = url;
+    status.textContent = failure;
+    return;
+  }
+  const events = Number(response.headers.get("X-Heatmap-Events"));
+  const old = image.dataset.blob;
+  image.dataset.blob = URL.createObjectURL(picture);
+  image.src = image.dataset.blob;
+  // The image now loads the new URL: the old picture's memory can go.
+  if (old) URL.revokeObjectURL(old);
+  image.dataset.url = url;
+  image.dataset.events = String(events);
+  image.alt = `Heat map of ${described}: ${number(events)} events`;
+  image.hidden = false;
+  status.dataset.status = "up";
+  status.textContent = `${described}: ${number(events)} events, drawn at ${clock(Date.now())}`;
 }
 
 // --- pipeline health ----------------------------------------------------------------
@@ -270,19 +296,29 @@ async function pollHealth() {
   }
   showStatus($("lake-status"), health.lake);
   showStatus($("warehouse-status"), health.warehouse);
-  const rows = health.rows_per_second;
-  const rejects = health.rejects_per_second;
+  const { loaded, rejected } = health.landed;
   const rate = (n) => n.toFixed(1);
+  const over = (ms) => (ms >= 120000 ? `${Math.round(ms / 60000)} min` : `${Math.round(ms / 1000)} s`);
   $("health-rate").textContent =
-    rows === null && rejects === null
-      ? "measuring (needs two readings a second apart)"
-      : `${rate((rows ?? 0) + (rejects ?? 0))}/s over the last minute: ${rows === null ? "?" : rate(rows)} loaded, ${
-          rejects === null ? "?" : rate(rejects)
-        } rejected`;
+    loaded === null && rejected === null
+      ? `measuring (rates need a minute of readings; averaged over up to ${over(health.landed.window_ms)})`
+      : `${rate((loaded?.per_second ?? 0) + (rejected?.per_second ?? 0))}/s: ${
+          loaded === null ? "? (measuring)" : rate(loaded.per_second)
+        } loaded, ${rejected === null ? "? (measuring)" : rate(rejected.per_second)} rejected, over the last ${over(
+          Math.max(loaded?.over_ms ?? 0, rejected?.over_ms ?? 0),
+        )}`;
   if (health.lake.data) {
-    const reasons = Object.entries(health.lake.data.rejected);
+    const lake = health.lake.data;
+    const since = lake.since_ms === undefined ? "" : ` (files from ${clock(lake.since_ms)} on)`;
+    const reasons = Object.entries(lake.rejected);
+    const unread = lake.errors_files_unread > 0 ? `; ${number(lake.errors_files_unread)} files not read yet` : "";
     $("health-rejects").textContent =
-      reasons.length === 0 ? "none" : reasons.map(([reason, count]) => `${reason} ${number(count)}`).join(", ");
+      (reasons.length === 0 ? "none" : reasons.map(([reason, count]) => `${reason} ${number(count)}`).join(", ")) +
+      since +
+      unread;
+    $("health-lake-files").textContent = `${number(lake.events_objects.objects)} event files, ${number(
+      lake.errors_objects.objects,
+    )} error files${since}`;
   }
   if (health.warehouse.data) {
     const totals = health.warehouse.data;

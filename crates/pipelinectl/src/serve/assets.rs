@@ -9,9 +9,10 @@ const APP_JS: &str = include_str!("app.js");
 const STYLE_CSS: &str = include_str!("style.css");
 
 /// Only this server's own script, style and images, no inline script or style, no
-/// framing, no form posts anywhere.
+/// framing, no form posts anywhere. `blob:` images are the heat maps the page's script
+/// fetched from this server.
 pub const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    "default-src 'self'; img-src 'self' blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 pub async fn index() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML)
@@ -41,7 +42,8 @@ pub async fn not_found(method: Method) -> Response {
 }
 
 /// The security headers, and no caching: every answer is a live value (the assets are
-/// a few KiB).
+/// a few KiB). Cross-Origin-Resource-Policy keeps other sites' pages from embedding
+/// any answer (a heat map as their image).
 pub async fn headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     for (name, value) in [
@@ -49,6 +51,10 @@ pub async fn headers(mut response: Response) -> Response {
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::CACHE_CONTROL, "no-store"),
+        (
+            header::HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
     }

@@ -7,12 +7,15 @@
 //! - [`health`]: `/api/health`, from the lake and the warehouse, as `summary` reads them;
 //! - [`heatmap`]: `/heatmap.png`, `heatmap`'s query drawn in memory;
 //! - [`store`]: a store's answer or why it is down, each call bounded in time, a recent
-//!   answer shared by the requests that come soon after it.
+//!   answer shared by the requests that come soon after it;
+//! - [`guard`]: only requests addressed to this server by a name it knows, and none
+//!   another site's page makes (DNS rebinding, cross-site images).
 //!
 //! Every panel reads its own stores, so a store that is down shows as down on its
 //! panels while the others keep updating.
 
 pub mod assets;
+pub mod guard;
 pub mod health;
 pub mod heatmap;
 pub mod live;
@@ -31,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use warehouse::{Warehouse, WarehouseArgs};
 
 use crate::generate::workload::{MAP_HEIGHT, MAP_WIDTH};
-use crate::summary::StoreArgs;
+use crate::summary::{self, StoreArgs};
 
 /// What `serve` reads and where it listens.
 #[derive(Debug, Clone, Args)]
@@ -43,6 +46,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SERVE_ADDRESS", default_value = "127.0.0.1:8080")]
     pub address: SocketAddr,
 
+    /// Host names the page answers besides its own address, `localhost`, `127.0.0.1`
+    /// and `[::1]` on its port: a reverse proxy's public name, `name` (any port) or
+    /// `name:port`, comma-separated. A request for any other Host gets 421 and one a page
+    /// of another site makes (Sec-Fetch-Site: cross-site) 403, so neither DNS rebinding
+    /// nor another site's images reach the stores.
+    #[arg(long, env = "SERVE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
     /// The lake (the health panel's objects and rejects) and the live-state tables.
     #[command(flatten)]
     pub stores: StoreArgs,
@@ -52,7 +63,9 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u16).range(1..=100))]
     pub top_transitions: u16,
 
-    /// Longest wait for one store's answer; past it the store shows as down.
+    /// Longest wait for one store's answer; past it the store shows as down. A warehouse
+    /// query goes on until the warehouse ends it (one health query and two heat maps
+    /// at most run at once, each until then).
     #[arg(long, env = "SERVE_STORE_TIMEOUT_MS", default_value_t = 5_000,
           value_parser = clap::value_parser!(u64).range(100..=120_000))]
     pub store_timeout_ms: u64,
@@ -86,6 +99,14 @@ pub enum ServeError {
     Pictures { dir: PathBuf, source: std::io::Error },
     #[error("SERVE_MAP_WIDTH and SERVE_MAP_HEIGHT must be positive")]
     MapSize,
+    #[error(transparent)]
+    AllowedHosts(#[from] guard::BadHost),
+    #[error(transparent)]
+    WarehouseConfig(#[from] warehouse::config::WarehouseConfigError),
+    /// The warehouse refused the settings (a malformed WAREHOUSE_URL, a login or a
+    /// privilege denied, a table missing): no retry changes that.
+    #[error("the warehouse refuses serve's settings (WAREHOUSE_* / REDSHIFT_*): {0}")]
+    WarehouseRefused(warehouse::WarehouseError),
     #[error("serving the live page: {0}")]
     Serve(std::io::Error),
 }
@@ -94,8 +115,8 @@ pub enum ServeError {
 pub struct Page {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub s3: aws_sdk_s3::Client,
-    /// The warehouse, or why it cannot be used (a setting missing): then it shows as
-    /// down and the rest of the page works.
+    /// The warehouse, or why it is not there (none configured): then it shows as down
+    /// and the rest of the page works.
     pub warehouse: Result<Warehouse, String>,
     pub args: ServeArgs,
     /// Level id → its picture, from SERVE_LEVEL_PICTURES read once at start (a level
@@ -115,6 +136,8 @@ impl Page {
         if !(args.map_width > 0.0 && args.map_height > 0.0) {
             return Err(ServeError::MapSize);
         }
+        // Checked before binding; built again for the port bound.
+        guard::AllowedHosts::new(args.address, &args.allowed_hosts)?;
         let pictures = match &args.level_pictures {
             Some(dir) => pictures_in(dir).map_err(|source| ServeError::Pictures {
                 dir: dir.clone(),
@@ -139,6 +162,42 @@ impl Page {
     }
 }
 
+/// The warehouse `serve` reads, or why there is none (no WAREHOUSE_URL with the
+/// `postgres` back end): then its panels show as down. Settings that contradict each
+/// other, or that the warehouse refuses, stop the start naming the variable; one
+/// first query (bounded by `timeout`) tells them from a warehouse that is only
+/// unreachable now, which shows as down until it answers.
+/// `open` is [`WarehouseArgs::open`] with the AWS clients.
+pub async fn open_warehouse(
+    args: &WarehouseArgs,
+    timeout: Duration,
+    open: impl FnOnce(&WarehouseArgs) -> Result<Warehouse, warehouse::config::WarehouseConfigError>,
+) -> Result<Result<Warehouse, String>, ServeError> {
+    if args.warehouse_backend == warehouse::config::Backend::Postgres && args.warehouse_url.is_none() {
+        return Ok(Err(
+            "not configured: set WAREHOUSE_URL (or WAREHOUSE_BACKEND=redshift-data)".into(),
+        ));
+    }
+    let warehouse = open(args)?;
+    match tokio::time::timeout(timeout, summary::read_totals_of(&warehouse)).await {
+        Ok(Err(error)) if pipeline_runtime::Classified::kind(&error) == pipeline_runtime::ErrorKind::Fatal => {
+            Err(ServeError::WarehouseRefused(error))
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "warehouse unreachable at start: shown as down until it answers");
+            Ok(Ok(warehouse))
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "warehouse silent at start: shown as down until it answers"
+            );
+            Ok(Ok(warehouse))
+        }
+        Ok(Ok(_)) => Ok(Ok(warehouse)),
+    }
+}
+
 /// The `*.png` files of `dir` by file stem.
 fn pictures_in(dir: &std::path::Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
     let mut pictures = BTreeMap::new();
@@ -153,8 +212,9 @@ fn pictures_in(dir: &std::path::Path) -> std::io::Result<BTreeMap<String, PathBu
     Ok(pictures)
 }
 
-/// Every route of the page. Only GET (and HEAD) are answered; other methods get 405.
-pub fn router(page: Arc<Page>) -> Router {
+/// Every route of the page, for the Host names of `hosts`. Only GET (and HEAD) are
+/// answered; other methods get 405.
+pub fn router(page: Arc<Page>, hosts: guard::AllowedHosts) -> Router {
     Router::new()
         .route("/", get(assets::index))
         .route("/app.js", get(assets::script))
@@ -165,6 +225,7 @@ pub fn router(page: Arc<Page>) -> Router {
         .route("/heatmap.png", get(heatmap::heatmap))
         .fallback(assets::not_found)
         .with_state(page)
+        .layer(axum::middleware::from_fn_with_state(Arc::new(hosts), guard::check))
         .layer(axum::middleware::map_response(assets::headers))
 }
 
@@ -178,11 +239,12 @@ pub async fn run(page: Page, shutdown: CancellationToken) -> Result<(), ServeErr
     let local = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { address, source })?;
+    let hosts = guard::AllowedHosts::new(local, &page.args.allowed_hosts)?;
     if let Err(reason) = &page.warehouse {
-        tracing::warn!(error = %reason, "warehouse not usable: the heat map and its health show as down");
+        tracing::warn!(error = %reason, "no warehouse: the heat map and its health show as down");
     }
     tracing::info!(address = %local, url = %format!("http://{local}/"), "live page serving");
-    axum::serve(listener, router(Arc::new(page)))
+    axum::serve(listener, router(Arc::new(page), hosts))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(ServeError::Serve)?;

@@ -57,6 +57,51 @@ pub async fn read<T, E: Display>(timeout: Duration, read: impl Future<Output = R
     }
 }
 
+/// One read at a time of a store whose query runs on past the caller's timeout (a
+/// warehouse statement is not cancelled when its future is dropped): the read runs in
+/// a task of its own, a caller waits for it at most `timeout`, and while it runs no
+/// other starts, so a slow warehouse never gets a queue of the page's queries.
+pub struct Single<T> {
+    running: tokio::sync::Mutex<Option<Running<T>>>,
+}
+
+/// A read's task and when it started.
+type Running<T> = (Instant, tokio::task::JoinHandle<Result<T, String>>);
+
+impl<T> Default for Single<T> {
+    fn default() -> Self {
+        Self {
+            running: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<T: Send + 'static> Single<T> {
+    /// The running read's answer, or a new read's (`start`), within `timeout`.
+    pub async fn read<F>(&self, timeout: Duration, start: impl FnOnce() -> F) -> Reading<T>
+    where
+        F: Future<Output = Result<T, String>> + Send + 'static,
+    {
+        let mut running = self.running.lock().await;
+        let (started, task) = running.get_or_insert_with(|| (Instant::now(), tokio::spawn(start())));
+        let started = *started;
+        let reading = match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(Ok(data))) => Reading::up(data),
+            Ok(Ok(Err(error))) => Reading::down(error),
+            Ok(Err(error)) => Reading::down(format!("the read stopped: {error}")),
+            Err(_) => {
+                return Reading::down(format!(
+                    "no answer within {} ms (the query started {} s ago still runs; no other starts until it ends)",
+                    timeout.as_millis(),
+                    started.elapsed().as_secs()
+                ));
+            }
+        };
+        *running = None;
+        reading
+    }
+}
+
 /// The last reading of one store, reused while younger than `max_age`.
 pub struct Cached<T> {
     store: &'static str,
@@ -112,6 +157,43 @@ mod tests {
         })
         .await;
         assert_eq!(silent.error.as_deref(), Some("no answer within 20 ms"));
+    }
+
+    #[tokio::test]
+    async fn a_slow_read_runs_on_and_no_second_one_starts_meanwhile() {
+        let single = Single::default();
+        let starts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let slow = |starts: std::sync::Arc<std::sync::atomic::AtomicU32>| {
+            move || async move {
+                starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                Ok::<_, String>(7)
+            }
+        };
+        let first = single.read(Duration::from_millis(20), slow(starts.clone())).await;
+        assert!(
+            first
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("no answer within 20 ms")),
+            "{first:?}"
+        );
+        let second = single.read(Duration::from_millis(20), slow(starts.clone())).await;
+        assert_eq!(second.status, "down");
+        // The first read, still running, answers the third call: one start in all.
+        let third = single.read(Duration::from_secs(1), slow(starts.clone())).await;
+        assert_eq!(third.data, Some(7));
+        assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Once it ended, the next call starts a new read.
+        let fourth = single.read(Duration::from_secs(1), slow(starts.clone())).await;
+        assert_eq!(
+            (fourth.data, starts.load(std::sync::atomic::Ordering::SeqCst)),
+            (Some(7), 2)
+        );
+        let failed = Single::<u8>::default()
+            .read(Duration::from_secs(1), || async { Err("refused".to_string()) })
+            .await;
+        assert_eq!(failed.error.as_deref(), Some("refused"));
     }
 
     #[tokio::test]

@@ -176,10 +176,10 @@ impl<'a> Event<'a> {
             object.insert(FIELDS[7].into(), text(v));
         }
         if let Some(v) = self.position_x {
-            object.insert(FIELDS[8].into(), v.into());
+            object.insert(FIELDS[8].into(), whole_or_float(v));
         }
         if let Some(v) = self.position_y {
-            object.insert(FIELDS[9].into(), v.into());
+            object.insert(FIELDS[9].into(), whole_or_float(v));
         }
         for (key, value) in &self.unknown {
             object.insert(key.to_string(), serde_json::from_str(value.get())?);
@@ -228,6 +228,16 @@ impl<'a> Event<'a> {
         }
         writer.out.push(b'}');
     }
+}
+
+/// A position as JSON: a whole number as an integer, as the game most likely wrote it
+/// (a draft-04 schema's `"type": "integer"` refuses `5.0`).
+fn whole_or_float(value: f64) -> serde_json::Value {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53: every integer below is an exact f64
+    if value.fract() == 0.0 && value.abs() < EXACT {
+        return serde_json::Value::from(value as i64); // whole and below 2^53: exact
+    }
+    serde_json::Value::from(value)
 }
 
 struct FieldWriter<'w> {

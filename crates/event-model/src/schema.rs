@@ -231,9 +231,17 @@ impl EventSchemas {
             return Ok(());
         };
         let mut pointer = error.instance_path().as_str().to_string();
-        // A missing property fails at its object; the field to name is the property.
-        if let ValidationErrorKind::Required { property } = error.kind() {
-            let name = property.as_str().map_or_else(|| property.to_string(), str::to_string);
+        // A missing or an unexpected property fails at its object; the field to name is
+        // the property.
+        let property = match error.kind() {
+            ValidationErrorKind::Required { property } => {
+                Some(property.as_str().map_or_else(|| property.to_string(), str::to_string))
+            }
+            ValidationErrorKind::AdditionalProperties { unexpected }
+            | ValidationErrorKind::UnevaluatedProperties { unexpected } => unexpected.first().cloned(),
+            _ => None,
+        };
+        if let Some(name) = property {
             pointer.push('/');
             pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
         }
@@ -363,6 +371,18 @@ mod tests {
         let rejection = check(&schemas, "game", "purchase", "1", &missing).expect_err("no currency");
         assert!(
             rejection.detail.starts_with("at /event_data/currency: "),
+            "{}",
+            rejection.detail
+        );
+
+        let extra = purchase(r#"{"sku": "gem-pack", "price": 4.99, "currency": "EUR", "a/b": 1}"#);
+        let strict = r#"{"properties": {"event_data": {"additionalProperties": false, "properties": {"sku": {}}}}}"#;
+        let mut closed = EventSchemas::new(SchemaMode::Known);
+        closed.add(key("game/purchase.json"), strict).expect("a valid schema");
+        let rejection = check(&closed, "game", "purchase", "1", &extra).expect_err("unexpected fields");
+        // The first unexpected key in the object's order (serde_json's maps are sorted).
+        assert!(
+            rejection.detail.starts_with("at /event_data/a~1b: "),
             "{}",
             rejection.detail
         );

@@ -520,3 +520,45 @@ fn only_fields_outside_the_schema_count_as_unknown() {
     let newer = with("new_field", serde_json::json!(1));
     assert!(parse(&newer).expect("valid").has_unknown_fields());
 }
+
+/// A schema sees the event as the lake line holds it: normalized, without
+/// `server_timestamp`, whole-number positions as integers (a draft-04 `integer`
+/// refuses `5.0`), `event_data` and unknown fields as sent.
+#[test]
+fn a_schema_sees_the_normalized_event_with_whole_positions_as_integers() {
+    let mut schemas = event_model::EventSchemas::new(event_model::SchemaMode::Known);
+    let key = event_model::schema::SchemaKey::from_path("SampleGame/player_death.json")
+        .expect("layout")
+        .expect("a schema");
+    let draft4 = r#"{
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "required": ["position_x", "event_data", "platform"],
+        "not": {"required": ["server_timestamp"]},
+        "properties": {
+            "position_x": {"type": "integer"},
+            "event_id": {"pattern": "^[0-9a-f-]+$"},
+            "event_data": {"required": ["cause"]}
+        }
+    }"#;
+    schemas.add(key, draft4).expect("a draft-04 schema");
+    let rules = Rules {
+        schemas: std::sync::Arc::new(schemas),
+        ..Rules::default()
+    };
+    let event = |position: serde_json::Value| {
+        let mut map = valid();
+        map.insert("position_x".into(), position);
+        map.insert("event_id".into(), EVENT_ID.to_uppercase().into());
+        map.insert("server_timestamp".into(), 1.into());
+        map.insert("event_data".into(), serde_json::json!({"cause": "lava"}));
+        map.insert("platform".into(), "android".into());
+        serde_json::to_vec(&map).expect("json")
+    };
+    let whole = event(5.into());
+    Event::parse(&whole, ARRIVAL, &rules).expect("5 is an integer; the id is matched lower-cased");
+    let fraction = event(serde_json::json!(5.5));
+    let rejection = Event::parse(&fraction, ARRIVAL, &rules).expect_err("5.5 is not");
+    assert_eq!(rejection.reason, Reason::SchemaViolation);
+    assert_eq!(rejection.field.as_deref(), Some("position_x"));
+    assert!(rejection.detail.starts_with("at /position_x: "), "{}", rejection.detail);
+}

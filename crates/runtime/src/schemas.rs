@@ -61,9 +61,12 @@ fn parse_source(text: &str) -> Result<SchemaSource, String> {
     if bucket.is_empty() {
         return Err("s3://bucket/prefix/ names no bucket".into());
     }
+    // The lake's bucket holds millions of objects: the schemas are under a prefix.
+    if prefix.trim_matches('/').is_empty() {
+        return Err("s3://bucket/prefix/ names no prefix (the schemas' folder, such as s3://bucket/schemas/)".into());
+    }
     // Keys are matched under the prefix as a folder: `schemas` means `schemas/`.
     let prefix = match prefix {
-        "" => String::new(),
         p if p.ends_with('/') => p.to_string(),
         p => format!("{p}/"),
     };
@@ -245,13 +248,8 @@ mod tests {
                 prefix: "schemas/".into()
             })
         );
-        assert_eq!(
-            parse_source("s3://lake"),
-            Ok(SchemaSource::S3 {
-                bucket: "lake".into(),
-                prefix: String::new()
-            })
-        );
+        assert!(parse_source("s3://lake").is_err(), "the whole bucket");
+        assert!(parse_source("s3://lake/").is_err(), "the whole bucket");
         assert!(parse_source("s3:///schemas").is_err());
         assert!(parse_source("").is_err());
     }

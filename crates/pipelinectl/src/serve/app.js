@@ -301,7 +301,7 @@ async function pollHealth() {
   const over = (ms) => (ms >= 120000 ? `${Math.round(ms / 60000)} min` : `${Math.round(ms / 1000)} s`);
   $("health-rate").textContent =
     loaded === null && rejected === null
-      ? `measuring (rates need a minute of readings; averaged over up to ${over(health.landed.window_ms)})`
+      ? `measuring: the first rate after a minute, then over up to ${over(health.landed.window_ms)}`
       : `${rate((loaded?.per_second ?? 0) + (rejected?.per_second ?? 0))}/s: ${
           loaded === null ? "? (measuring)" : rate(loaded.per_second)
         } loaded, ${rejected === null ? "? (measuring)" : rate(rejected.per_second)} rejected, over the last ${over(
@@ -314,7 +314,6 @@ async function pollHealth() {
     const unread = lake.errors_files_unread > 0 ? `; ${number(lake.errors_files_unread)} files not read yet` : "";
     $("health-rejects").textContent =
       (reasons.length === 0 ? "none" : reasons.map(([reason, count]) => `${reason} ${number(count)}`).join(", ")) +
-      since +
       unread;
     $("health-lake-files").textContent = `${number(lake.events_objects.objects)} event files, ${number(
       lake.errors_objects.objects,

@@ -58,6 +58,12 @@ pub struct WarehouseArgs {
     /// For `redshift-data`: the IAM role Redshift assumes to COPY from the bucket.
     #[arg(long, env = "REDSHIFT_COPY_ROLE_ARN")]
     pub redshift_copy_role_arn: Option<String>,
+
+    /// Longest a statement may run before the warehouse cancels it, in milliseconds.
+    /// Unset: the server's own limit on `postgres`, 900 s on `redshift-data`.
+    #[arg(long, env = "WAREHOUSE_STATEMENT_TIMEOUT_MS",
+          value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
+    pub warehouse_statement_timeout_ms: Option<u64>,
 }
 
 /// A setting the chosen back end needs is missing; the message names the variable.
@@ -85,7 +91,12 @@ impl WarehouseArgs {
                     TlsMode::Disable => Tls::Disable,
                     TlsMode::Require => Tls::Require,
                 };
-                Ok(Warehouse::Postgres(PostgresWarehouse::new(url, tls, s3)))
+                // A URL that cannot work fails here, naming the variable, not at the first load.
+                url.parse::<tokio_postgres::Config>()
+                    .map_err(|e| WarehouseConfigError(format!("WAREHOUSE_URL: {e}")))?;
+                Ok(Warehouse::Postgres(
+                    PostgresWarehouse::new(url, tls, s3).with_statement_timeout(self.statement_timeout()),
+                ))
             }
             Backend::RedshiftData => {
                 let target = match (&self.redshift_cluster_id, &self.redshift_workgroup) {
@@ -117,14 +128,18 @@ impl WarehouseArgs {
                     .redshift_copy_role_arn
                     .as_deref()
                     .ok_or_else(|| missing("REDSHIFT_COPY_ROLE_ARN"))?;
-                Ok(Warehouse::RedshiftData(RedshiftDataWarehouse::new(
-                    redshift_data(),
-                    target,
-                    s3,
-                    role,
-                )))
+                let warehouse = RedshiftDataWarehouse::new(redshift_data(), target, s3, role);
+                Ok(Warehouse::RedshiftData(match self.statement_timeout() {
+                    Some(timeout) => warehouse.with_statement_timeout(timeout),
+                    None => warehouse,
+                }))
             }
         }
+    }
+
+    fn statement_timeout(&self) -> Option<std::time::Duration> {
+        self.warehouse_statement_timeout_ms
+            .map(std::time::Duration::from_millis)
     }
 
     fn backend_name(&self) -> &'static str {

@@ -594,3 +594,57 @@ async fn retention_compares_in_utc_whatever_the_session_time_zone() {
         assert_eq!(files, vec![file.key.clone(), "kept".to_string()], "{zone}");
     }
 }
+
+/// `WAREHOUSE_STATEMENT_TIMEOUT_MS`: the server cancels a statement past it, so a
+/// caller that stops waiting (the live page) leaves nothing running behind it.
+#[tokio::test]
+async fn a_statement_past_warehouse_statement_timeout_is_cancelled_by_the_server() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        warehouse: warehouse::WarehouseArgs,
+    }
+    let aws = stack::aws().await;
+    let schema = stack::warehouse_schema("timeout").await;
+    let owner = Warehouse::Postgres(PostgresWarehouse::new(&schema.url, Tls::Disable, aws.s3()));
+    owner.migrate().await.expect("migrate");
+    let cli = Cli::try_parse_from([
+        "test",
+        "--warehouse-url",
+        schema.users.loader.as_str(),
+        "--warehouse-tls=disable",
+        "--warehouse-statement-timeout-ms=300",
+    ])
+    .expect("settings");
+    let warehouse = cli
+        .warehouse
+        .open(aws.s3(), || unreachable!("the postgres back end"))
+        .expect("open");
+    // Another session holds the table, so the read waits until the server gives up on it.
+    schema
+        .sql
+        .batch_execute("BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let started = std::time::Instant::now();
+    let error = warehouse
+        .count_events_of(&[uuid::Uuid::new_v4().to_string()])
+        .await
+        .expect_err("cancelled");
+    let waited = started.elapsed();
+    schema.sql.batch_execute("ROLLBACK").await.expect("unlock");
+    assert!(error.to_string().contains("57014"), "{error}");
+    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+    let next = warehouse.count_events_of(&[uuid::Uuid::new_v4().to_string()]).await;
+    assert_eq!(next.expect("the next statement runs"), 0);
+
+    let malformed = Cli::try_parse_from(["test", "--warehouse-url", "postgres://a:b@host:notaport/db"])
+        .expect("settings")
+        .warehouse
+        .open(aws.s3(), || unreachable!("the postgres back end"));
+    let Err(error) = malformed else {
+        panic!("a malformed WAREHOUSE_URL opens")
+    };
+    assert!(error.to_string().starts_with("WAREHOUSE_URL: "), "{error}");
+}

@@ -178,7 +178,14 @@ pub async fn open_warehouse(
             "not configured: set WAREHOUSE_URL (or WAREHOUSE_BACKEND=redshift-data)".into(),
         ));
     }
-    let warehouse = open(args)?;
+    // The warehouse cancels what the page stops waiting for, so an abandoned query
+    // never holds the connection (or a Redshift slot) for the next one.
+    let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let args = WarehouseArgs {
+        warehouse_statement_timeout_ms: Some(args.warehouse_statement_timeout_ms.map_or(ms, |set| set.min(ms))),
+        ..args.clone()
+    };
+    let warehouse = open(&args)?;
     match tokio::time::timeout(timeout, summary::read_totals_of(&warehouse)).await {
         Ok(Err(error)) if pipeline_runtime::Classified::kind(&error) == pipeline_runtime::ErrorKind::Fatal => {
             Err(ServeError::WarehouseRefused(error))

@@ -58,7 +58,8 @@ pub async fn read<T, E: Display>(timeout: Duration, read: impl Future<Output = R
 }
 
 /// One read at a time of a store whose query runs on past the caller's timeout (a
-/// warehouse statement is not cancelled when its future is dropped): the read runs in
+/// dropped future does not cancel a warehouse statement; its statement timeout does,
+/// a moment later): the read runs in
 /// a task of its own, a caller waits for it at most `timeout`, and while it runs no
 /// other starts, so a slow warehouse never gets a queue of the page's queries.
 pub struct Single<T> {

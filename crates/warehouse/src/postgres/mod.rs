@@ -38,6 +38,9 @@ pub struct PostgresWarehouse {
     client: Mutex<Option<Arc<Client>>>,
     /// One load at a time on the connection (a transaction owns it while it runs).
     loading: Mutex<()>,
+    /// `statement_timeout` of every session: the server cancels a statement past it,
+    /// so a caller that stops waiting leaves nothing running behind it.
+    statement_timeout: Option<std::time::Duration>,
     /// Set while a transaction runs. Still set when the next one starts means the
     /// last was abandoned mid-way (its future dropped, or a panic) with the
     /// transaction open on the connection.
@@ -52,7 +55,16 @@ impl PostgresWarehouse {
             s3,
             client: Mutex::new(None),
             loading: Mutex::new(()),
+            statement_timeout: None,
             in_transaction: AtomicBool::new(false),
+        }
+    }
+
+    /// Every statement cancelled by the server past `timeout` (`None`: the server's own).
+    pub fn with_statement_timeout(self, timeout: Option<std::time::Duration>) -> Self {
+        Self {
+            statement_timeout: timeout,
+            ..self
         }
     }
 
@@ -110,6 +122,13 @@ impl PostgresWarehouse {
         // "already exists, skipping" and similar notices are not news worth a log line.
         if let Err(error) = client.batch_execute("SET client_min_messages = warning").await {
             tracing::debug!(%error, "the warehouse keeps sending notices");
+        }
+        if let Some(timeout) = self.statement_timeout {
+            let set = format!("SET statement_timeout = {}", timeout.as_millis());
+            client
+                .batch_execute(&set)
+                .await
+                .map_err(|e| WarehouseError::postgres(&set, &e))?;
         }
         *slot = Some(client.clone());
         Ok(client)

@@ -126,6 +126,11 @@ impl RedshiftDataWarehouse {
         }
     }
 
+    /// Every statement cancelled past `timeout` instead of 900 s.
+    pub fn with_statement_timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
+    }
+
     /// Runs a read-only query; every column is a BIGINT.
     pub async fn select(&self, query: &Query) -> Result<Vec<Vec<i64>>, WarehouseError> {
         let id = self.api.submit(self.api.query_request(query), &query.sql).await?;

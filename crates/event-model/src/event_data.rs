@@ -5,6 +5,7 @@
 //! keys without control characters. `null` means none.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -19,9 +20,11 @@ pub const FIELD: &str = "event_data";
 pub const DEFAULT_MAX_BYTES: usize = 16 * 1024;
 /// Default bound on its nesting (the object itself is level 1).
 pub const DEFAULT_MAX_DEPTH: usize = 16;
+/// Keys of one object compared one by one for duplicates; more go into a set.
+const LINEAR_KEYS: usize = 32;
 
 /// Checks `raw`, the value of `event_data` as sent, in one pass over its text that
-/// allocates nothing for a valid one (keys are borrowed; values are skipped).
+/// allocates one buffer of borrowed keys for a valid one (values are skipped).
 pub fn check(raw: &RawValue, max_bytes: usize, max_depth: usize) -> Result<(), Rejection> {
     let text = raw.get();
     if text == "null" {
@@ -44,6 +47,7 @@ pub fn check(raw: &RawValue, max_bytes: usize, max_depth: usize) -> Result<(), R
     let mut walk = Walk {
         max_depth,
         path: Vec::new(),
+        keys: Vec::new(),
         problem: None,
     };
     let mut deserializer = serde_json::Deserializer::from_str(text);
@@ -72,6 +76,9 @@ enum Step<'de> {
 struct Walk<'de> {
     max_depth: usize,
     path: Vec<Step<'de>>,
+    /// The keys of every object open on the path, each object's after its parent's:
+    /// one buffer for the whole walk.
+    keys: Vec<Cow<'de, str>>,
     problem: Option<Rejection>,
 }
 
@@ -146,15 +153,36 @@ impl<'de> Visitor<'de> for Node<'_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let walk = self.0;
         walk.enter()?;
+        let first = walk.keys.len();
+        // Past a few dozen keys, a set: a 16 KiB object can hold thousands.
+        let mut many: Option<HashSet<Cow<'de, str>>> = None;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             if key.chars().any(char::is_control) {
                 let detail = format!("a key with a control character at {}: {key:?}", walk.pointer());
                 return Err(walk.stop(Reason::EventDataInvalidKey, detail));
             }
+            let seen = match &mut many {
+                Some(set) => !set.insert(key.clone()),
+                None => {
+                    let seen = walk.keys[first..].contains(&key);
+                    walk.keys.push(key.clone());
+                    if walk.keys.len() - first > LINEAR_KEYS {
+                        many = Some(walk.keys.drain(first..).collect());
+                    }
+                    seen
+                }
+            };
+            if seen {
+                // Readers disagree on which copy wins (JSONB and serde_json keep the
+                // last, others the first), and the lake keeps both.
+                let detail = format!("the key {key:?} appears twice at {}", walk.pointer());
+                return Err(walk.stop(Reason::EventDataDuplicateKey, detail));
+            }
             walk.path.push(Step::Key(key));
             map.next_value_seed(Node(&mut *walk))?;
             walk.path.pop();
         }
+        walk.keys.truncate(first);
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
@@ -212,6 +240,34 @@ mod tests {
         assert_eq!(reason(r#"{"a": [[[]]]}"#), Reason::EventDataTooDeep);
         assert_eq!(reason(r#"{"a\u0007b": 1}"#), Reason::EventDataInvalidKey);
         assert_eq!(reason(r#"{"price": 1e999}"#), Reason::EventDataInvalidNumber);
+        assert_eq!(reason(r#"{"price": 1, "price": 2}"#), Reason::EventDataDuplicateKey);
+    }
+
+    #[test]
+    fn a_key_twice_in_one_object_is_refused_the_same_key_in_two_is_not() {
+        let fine = r#"{"a": {"id": 1}, "b": {"id": 2}, "id": [{"id": 3}, {"id": 4}]}"#;
+        assert_eq!(checked(fine), Ok(()));
+        let twice = checked(r#"{"a": {"id": 1, "x": 0, "id": 2}}"#).expect_err("twice");
+        assert_eq!(twice.reason, Reason::EventDataDuplicateKey);
+        assert!(
+            twice.detail.ends_with("appears twice at /event_data/a"),
+            "{}",
+            twice.detail
+        );
+        // An escaped key is the same key.
+        assert_eq!(
+            checked(r#"{"ab": 1, "a\u0062": 2}"#).map_err(|e| e.reason),
+            Err(Reason::EventDataDuplicateKey)
+        );
+        // Past the keys compared one by one, in the set.
+        let keys: Vec<String> = (0..100).map(|i| format!(r#""k{i}": {i}"#)).collect();
+        let big = |extra: &str| {
+            let raw: Box<RawValue> = serde_json::from_str(&format!("{{{}{extra}}}", keys.join(","))).expect("JSON");
+            check(&raw, 10_000, 3).map_err(|e| e.reason)
+        };
+        assert_eq!(big(""), Ok(()));
+        assert_eq!(big(r#","k3": 0"#), Err(Reason::EventDataDuplicateKey));
+        assert_eq!(big(r#","k99": 0"#), Err(Reason::EventDataDuplicateKey));
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub enum Reason {
     EventDataInvalidKey,
     /// A number in `event_data` no 64-bit float holds (1e999).
     EventDataInvalidNumber,
+    /// A key twice in one object of `event_data` (readers disagree on which wins).
+    EventDataDuplicateKey,
     /// An event that does not match its type's JSON Schema (`EVENT_SCHEMAS`).
     SchemaViolation,
     /// An event type without a schema, when `SCHEMA_MODE` is `strict`.
@@ -57,7 +59,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::Empty,
         Reason::TooLarge,
         Reason::InvalidUtf8,
@@ -82,6 +84,7 @@ impl Reason {
         Reason::EventDataTooDeep,
         Reason::EventDataInvalidKey,
         Reason::EventDataInvalidNumber,
+        Reason::EventDataDuplicateKey,
         Reason::SchemaViolation,
         Reason::NoSchema,
     ];
@@ -112,6 +115,7 @@ impl Reason {
             Reason::EventDataTooDeep => "event_data_too_deep",
             Reason::EventDataInvalidKey => "event_data_invalid_key",
             Reason::EventDataInvalidNumber => "event_data_invalid_number",
+            Reason::EventDataDuplicateKey => "event_data_duplicate_key",
             Reason::SchemaViolation => "schema_violation",
             Reason::NoSchema => "no_schema",
         }

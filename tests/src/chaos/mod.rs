@@ -243,6 +243,7 @@ pub async fn run(args: &ChaosArgs) -> Report {
     env.extend(settings.into_iter().map(|(k, v)| (k.to_string(), v)));
     let logs = std::env::temp_dir().join(format!("chaos-{}", resources.name("TELEMETRY_STREAM")));
     eprintln!("chaos: service logs in {}", logs.display());
+    let logs_dir = logs.clone();
     let users = schema.users.clone();
     let fleet = tokio::task::spawn_blocking(move || {
         Fleet::start(
@@ -378,5 +379,9 @@ pub async fn run(args: &ChaosArgs) -> Report {
     };
     resources.delete(&aws).await;
     schema.drop_all().await;
+    // The services' logs are for finding out why a run failed; a clean run leaves none.
+    if report.problems().is_empty() {
+        let _ = std::fs::remove_dir_all(&logs_dir);
+    }
     report
 }

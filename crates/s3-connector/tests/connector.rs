@@ -108,6 +108,25 @@ async fn wait_for_events(aws: &AwsClients, bucket: &str, ids: &HashSet<String>, 
     }
 }
 
+/// The rejected records in `errors/` and the files' keys, once there are `count`
+/// records or at 20 s (rejects are flushed with the same batches as events: the last
+/// one can come a moment later).
+async fn wait_for_rejects(aws: &AwsClients, bucket: &str, count: usize) -> (Vec<RejectedRecord>, Vec<String>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let errors = objects(aws, bucket, "errors/").await;
+        let rejected: Vec<RejectedRecord> = errors
+            .values()
+            .flat_map(|(lines, _)| lines.iter())
+            .map(|line| serde_json::from_str(line).expect("reject line"))
+            .collect();
+        if rejected.len() >= count || tokio::time::Instant::now() > deadline {
+            return (rejected, errors.into_keys().collect());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Every pointer on the files stream so far.
 async fn pointers(aws: &AwsClients, stream: &str) -> Vec<FilePointer> {
     stack::read_stream(aws, stream)
@@ -210,16 +229,7 @@ async fn every_record_lands_in_events_or_errors_with_one_pointer_per_file() {
         wait_for_events(&aws, bucket, &valid, Duration::from_secs(60)).await,
         "every valid event reaches events/"
     );
-    // Rejects are flushed with the same batches; give the last one a moment.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let errors = loop {
-        let errors = objects(&aws, bucket, "errors/").await;
-        let count: usize = errors.values().map(|(lines, _)| lines.len()).sum();
-        if count >= malformed.len() || tokio::time::Instant::now() > deadline {
-            break errors;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let (rejected, error_keys) = wait_for_rejects(&aws, bucket, malformed.len()).await;
     connector.terminate();
     let status = connector.wait_exit(Duration::from_secs(30)).expect("stops on SIGTERM");
     assert!(status.success(), "{status}");
@@ -229,11 +239,6 @@ async fn every_record_lands_in_events_or_errors_with_one_pointer_per_file() {
     assert_eq!(ids.len(), valid.len(), "each valid event exactly once without a crash");
     assert_eq!(ids.into_iter().collect::<HashSet<_>>(), valid);
 
-    let rejected: Vec<RejectedRecord> = errors
-        .values()
-        .flat_map(|(lines, _)| lines.iter())
-        .map(|line| serde_json::from_str(line).expect("reject line"))
-        .collect();
     let reasons: Vec<&str> = rejected.iter().map(|r| r.reason.as_str()).collect();
     assert_eq!(rejected.len(), malformed.len(), "{reasons:?}");
     for (data, reason) in &malformed {
@@ -257,7 +262,7 @@ async fn every_record_lands_in_events_or_errors_with_one_pointer_per_file() {
                 .all(|s| s.chars().all(|c| c.is_ascii_digit()))
     };
     assert!(events.keys().all(|k| key_layout(k, "events")), "{:?}", events.keys());
-    assert!(errors.keys().all(|k| key_layout(k, "errors")), "{:?}", errors.keys());
+    assert!(error_keys.iter().all(|k| key_layout(k, "errors")), "{error_keys:?}");
 
     let pointers = pointers(&aws, files).await;
     assert_eq!(pointers.len(), events.len(), "one pointer per events file");
@@ -470,19 +475,7 @@ async fn schema_violations_are_in_errors_with_the_pointer_of_the_failing_field()
         wait_for_events(&aws, bucket, &valid_ids, Duration::from_secs(60)).await,
         "the events that match their schemas reach events/"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let rejected: Vec<RejectedRecord> = loop {
-        let rejected: Vec<RejectedRecord> = objects(&aws, bucket, "errors/")
-            .await
-            .values()
-            .flat_map(|(lines, _)| lines.iter())
-            .map(|line| serde_json::from_str(line).expect("reject line"))
-            .collect();
-        if rejected.len() >= violating.len() || tokio::time::Instant::now() > deadline {
-            break rejected;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let (rejected, _) = wait_for_rejects(&aws, bucket, violating.len()).await;
     connector.terminate();
     assert!(
         connector

@@ -385,12 +385,12 @@ async fn live_page_in_a_real_browser_shows_levelstate_moves_heatmaps_and_health(
     let mut changed = levels.clone();
     *changed.entry(busiest.clone()).or_insert(0) += 7;
     let changing = Instant::now();
-    let followed = page_counts(&browser, &changed, Duration::from_secs(3)).await;
+    let followed = page_counts(&browser, &changed, Duration::from_secs(10)).await;
     let follow_time = changing.elapsed();
     assert_eq!(
         serde_json::from_value::<BTreeMap<String, i64>>(followed.clone()).ok(),
         Some(changed),
-        "the page follows LevelState within 3 s: {followed}"
+        "the page follows LevelState within 10 s: {followed}"
     );
     let after = js(&browser, LEVELS_UPDATED).await;
     assert!(
@@ -398,7 +398,7 @@ async fn live_page_in_a_real_browser_shows_levelstate_moves_heatmaps_and_health(
         "the updated-at time moves: {before} then {after}"
     );
     add_players(&aws, levels_table, &busiest, -7).await;
-    let restored = page_counts(&browser, &levels, Duration::from_secs(3)).await;
+    let restored = page_counts(&browser, &levels, Duration::from_secs(10)).await;
     assert_eq!(
         serde_json::from_value::<BTreeMap<String, i64>>(restored.clone()).ok(),
         Some(levels.clone()),
@@ -640,7 +640,7 @@ async fn live_page_shows_a_store_that_is_down_as_down_and_the_rest_working() {
         ("WAREHOUSE_URL", dead_warehouse.as_str()),
         ("WAREHOUSE_TLS", "disable"),
         ("TRANSITIONS_TABLE", missing_table.as_str()),
-        ("SERVE_STORE_TIMEOUT_MS", "1000"),
+        ("SERVE_STORE_TIMEOUT_MS", "3000"),
         ("SERVE_ALLOWED_HOSTS", "live.example.com"),
     ]);
     let (server, address) = serve(&env);
@@ -659,7 +659,7 @@ async fn live_page_shows_a_store_that_is_down_as_down_and_the_rest_working() {
         let health = get_json(address, "/api/health");
         let took = asked.elapsed();
         assert!(
-            took < Duration::from_millis(2500),
+            took < Duration::from_millis(5000),
             "health answers within the timeout: {took:?}"
         );
         assert_eq!(health["lake"]["status"], "up", "{health}");
@@ -668,7 +668,7 @@ async fn live_page_shows_a_store_that_is_down_as_down_and_the_rest_working() {
         assert!(
             health["warehouse"]["error"]
                 .as_str()
-                .is_some_and(|e| e.starts_with("no answer within 1000 ms")),
+                .is_some_and(|e| e.starts_with("no answer within 3000 ms")),
             "{health}"
         );
         assert_eq!(health["landed"]["loaded"], Value::Null, "{health}");
@@ -682,7 +682,7 @@ async fn live_page_shows_a_store_that_is_down_as_down_and_the_rest_working() {
     assert_eq!(heatmap.status, 503, "{}", heatmap.text());
     assert!(heatmap.text().starts_with("warehouse down: "), "{}", heatmap.text());
     assert!(
-        took < Duration::from_millis(2500),
+        took < Duration::from_millis(5000),
         "the heat map gives up within the timeout: {took:?}"
     );
     for (path, named) in [

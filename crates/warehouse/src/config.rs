@@ -59,8 +59,10 @@ pub struct WarehouseArgs {
     #[arg(long, env = "REDSHIFT_COPY_ROLE_ARN")]
     pub redshift_copy_role_arn: Option<String>,
 
-    /// Longest a statement may run before the warehouse cancels it, in milliseconds.
-    /// Unset: the server's own limit on `postgres`, 900 s on `redshift-data`.
+    /// Longest a statement may run before the warehouse cancels it, in milliseconds,
+    /// loads included (a load cancelled is retried, so keep it above the longest
+    /// load: leave it unset for the connectors). Unset: the server's own limit on
+    /// `postgres`, 900 s on `redshift-data`. `pipelinectl serve` sets its own.
     #[arg(long, env = "WAREHOUSE_STATEMENT_TIMEOUT_MS",
           value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
     pub warehouse_statement_timeout_ms: Option<u64>,

@@ -3,7 +3,7 @@
 //! reaching `127.0.0.1`: through DNS rebinding (its own name resolving to 127.0.0.1, so
 //! the browser lets it read the answers) it arrives with a Host header of that name,
 //! and through `<img src=http://127.0.0.1:8080/heatmap.png?…>` it arrives marked
-//! `Sec-Fetch-Site: cross-site`.
+//! `Sec-Fetch-Site: cross-site` (or `same-site` from another port of localhost).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,10 +106,15 @@ pub fn refusal(
         None => return Some((StatusCode::BAD_REQUEST, "a request needs a Host header\n".into())),
     }
     let page_opened = fetch_mode == Some("navigate") && path == "/";
-    if fetch_site == Some("cross-site") && !page_opened {
+    // `same-site` too: a page on another port of localhost, or a sibling subdomain.
+    let elsewhere = matches!(fetch_site, Some("cross-site" | "same-site"));
+    if elsewhere && !page_opened {
         return Some((
             StatusCode::FORBIDDEN,
-            "refused: a page of another site asked (Sec-Fetch-Site: cross-site); open the live page itself\n".into(),
+            format!(
+                "refused: a page elsewhere asked (Sec-Fetch-Site: {}); open the live page itself\n",
+                fetch_site.unwrap_or_default()
+            ),
         ));
     }
     None
@@ -245,6 +250,16 @@ mod tests {
             answer(Some("127.0.0.1:8080"), Some("same-origin"), Some("cors"), "/api/health"),
             None
         );
+        // Another port of localhost is the same site, not the same origin.
+        let (status, text) = answer(
+            Some("127.0.0.1:8080"),
+            Some("same-site"),
+            Some("no-cors"),
+            "/heatmap.png",
+        )
+        .expect("refused");
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(text.contains("Sec-Fetch-Site: same-site"), "{text}");
         assert_eq!(
             answer(Some("127.0.0.1:8080"), Some("none"), Some("navigate"), "/"),
             None

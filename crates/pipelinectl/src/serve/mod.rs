@@ -103,8 +103,8 @@ pub enum ServeError {
     AllowedHosts(#[from] guard::BadHost),
     #[error(transparent)]
     WarehouseConfig(#[from] warehouse::config::WarehouseConfigError),
-    /// The warehouse refused the settings (a malformed WAREHOUSE_URL, a login or a
-    /// privilege denied, a table missing): no retry changes that.
+    /// The warehouse refused the settings (a login, a database or a privilege denied):
+    /// no retry changes that.
     #[error("the warehouse refuses serve's settings (WAREHOUSE_* / REDSHIFT_*): {0}")]
     WarehouseRefused(warehouse::WarehouseError),
     #[error("serving the live page: {0}")]
@@ -187,9 +187,7 @@ pub async fn open_warehouse(
     };
     let warehouse = open(&args)?;
     match tokio::time::timeout(timeout, summary::read_totals_of(&warehouse)).await {
-        Ok(Err(error)) if pipeline_runtime::Classified::kind(&error) == pipeline_runtime::ErrorKind::Fatal => {
-            Err(ServeError::WarehouseRefused(error))
-        }
+        Ok(Err(error)) if refuses_settings(&error) => Err(ServeError::WarehouseRefused(error)),
         Ok(Err(error)) => {
             tracing::warn!(%error, "warehouse unreachable at start: shown as down until it answers");
             Ok(Ok(warehouse))
@@ -203,6 +201,17 @@ pub async fn open_warehouse(
         }
         Ok(Ok(_)) => Ok(Ok(warehouse)),
     }
+}
+
+/// Whether the warehouse refused serve's settings for good (a login, a database or a
+/// privilege), rather than not being set up yet: a warehouse without its tables (a
+/// rollout where the page starts before `pipelinectl setup`) shows as down until it has
+/// them.
+fn refuses_settings(error: &warehouse::WarehouseError) -> bool {
+    const UNDEFINED_TABLE: &str = "42P01";
+    let not_set_up =
+        matches!(error, warehouse::WarehouseError::Statement { sqlstate: Some(code), .. } if code == UNDEFINED_TABLE);
+    pipeline_runtime::Classified::kind(error) == pipeline_runtime::ErrorKind::Fatal && !not_set_up
 }
 
 /// The `*.png` files of `dir` by file stem.

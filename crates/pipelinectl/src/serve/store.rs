@@ -84,6 +84,13 @@ impl<T: Send + 'static> Single<T> {
         F: Future<Output = Result<T, String>> + Send + 'static,
     {
         let mut running = self.running.lock().await;
+        // A read that ended after every caller gave up may be hours old: read again.
+        if running
+            .as_ref()
+            .is_some_and(|(started, task)| task.is_finished() && started.elapsed() > timeout)
+        {
+            *running = None;
+        }
         let (started, task) = running.get_or_insert_with(|| (Instant::now(), tokio::spawn(start())));
         let started = *started;
         let reading = match tokio::time::timeout(timeout, task).await {
@@ -190,6 +197,18 @@ mod tests {
         assert_eq!(
             (fourth.data, starts.load(std::sync::atomic::Ordering::SeqCst)),
             (Some(7), 2)
+        );
+        // A read that ended after its callers gave up is not handed out later as new.
+        let stale = Single::default();
+        let stale_starts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let gave_up = stale.read(Duration::from_millis(20), slow(stale_starts.clone())).await;
+        assert_eq!(gave_up.status, "down");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let again = stale.read(Duration::from_millis(100), slow(stale_starts.clone())).await;
+        assert_eq!(
+            (again.status, stale_starts.load(std::sync::atomic::Ordering::SeqCst)),
+            ("down", 2),
+            "a new read started"
         );
         let failed = Single::<u8>::default()
             .read(Duration::from_secs(1), || async { Err("refused".to_string()) })

@@ -18,6 +18,12 @@ use crate::query::{Query, Value};
 use crate::schema::{self, Dialect};
 use crate::{LoadBatch, LoadReport, WarehouseError, rows, sql};
 
+/// Longest a connection may take to open (TCP, TLS, login).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long past its statement timeout a server may stay silent before the client
+/// stops waiting (the server's cancel and its error take a moment to arrive).
+const SILENCE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Rows are sent to the server in chunks of about this size.
 const COPY_CHUNK: usize = 1 << 20;
 /// Batch files fetched ahead of the one being copied (memory: that many gunzipped files).
@@ -118,7 +124,18 @@ impl PostgresWarehouse {
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(client.clone());
         }
-        let client = Arc::new(self.connect().await?);
+        // A server that takes the connection and never answers would hold this lock,
+        // and every caller behind it, for good.
+        let bound = self.silence_bound().min(CONNECT_TIMEOUT);
+        let client = match tokio::time::timeout(bound, self.connect()).await {
+            Ok(client) => Arc::new(client?),
+            Err(_) => {
+                return Err(WarehouseError::Connect {
+                    message: format!("no answer within {} ms while connecting", bound.as_millis()),
+                    kind: ErrorKind::Transient,
+                });
+            }
+        };
         // "already exists, skipping" and similar notices are not news worth a log line.
         if let Err(error) = client.batch_execute("SET client_min_messages = warning").await {
             tracing::debug!(%error, "the warehouse keeps sending notices");
@@ -132,6 +149,13 @@ impl PostgresWarehouse {
         }
         *slot = Some(client.clone());
         Ok(client)
+    }
+
+    /// How long the server may stay silent before the client gives up on it: past the
+    /// statement timeout, it would have cancelled the statement and said so.
+    fn silence_bound(&self) -> std::time::Duration {
+        self.statement_timeout
+            .map_or(CONNECT_TIMEOUT, |timeout| timeout + SILENCE_GRACE)
     }
 
     /// The connection for work under `loading`: a fresh one when the last transaction
@@ -268,10 +292,30 @@ impl PostgresWarehouse {
             })
             .collect();
         let params: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect();
-        let rows = client
-            .query(&text, &params)
-            .await
-            .map_err(|e| WarehouseError::postgres(&text, &e))?;
+        let rows = match self.statement_timeout {
+            None => client.query(&text, &params).await,
+            // A connection that went silent (a network that dropped it, a server that
+            // hangs) never delivers the server's cancel: give up on it client-side and
+            // leave it, so the next read opens another instead of queueing behind it.
+            Some(_) => match tokio::time::timeout(self.silence_bound(), client.query(&text, &params)).await {
+                Ok(rows) => rows,
+                Err(_) => {
+                    let mut slot = self.client.lock().await;
+                    if slot.as_ref().is_some_and(|open| Arc::ptr_eq(open, &client)) {
+                        *slot = None;
+                    }
+                    return Err(WarehouseError::statement(
+                        &text,
+                        ErrorKind::Transient,
+                        format!(
+                            "no answer within {} ms; the connection is left",
+                            self.silence_bound().as_millis()
+                        ),
+                    ));
+                }
+            },
+        }
+        .map_err(|e| WarehouseError::postgres(&text, &e))?;
         rows.iter()
             .map(|row| {
                 (0..row.len())

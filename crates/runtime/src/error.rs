@@ -219,6 +219,24 @@ pub fn classify_transaction(
     kind.unwrap_or(ErrorKind::ConditionFailed)
 }
 
+/// What a TransactWriteItems came to: applied (`true`), cancelled by a failed
+/// condition (`false`: re-read and decide), or an error of the kind
+/// [`classify_transaction`] gives.
+pub fn transaction_applied<T>(
+    result: Result<
+        T,
+        SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, HttpResponse>,
+    >,
+) -> Result<bool, AwsError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(error) => match classify_transaction(&error) {
+            ErrorKind::ConditionFailed => Ok(false),
+            kind => Err(AwsError::with_kind("dynamodb:TransactWriteItems", kind, &error)),
+        },
+    }
+}
+
 /// Of two kinds, the one that decides what the caller does.
 fn worse(a: ErrorKind, b: ErrorKind) -> ErrorKind {
     let rank = |k: ErrorKind| match k {

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem, Update};
 use live_state::level_state::{LEVEL_ID, PLAYER_COUNT};
 use live_state::transitions::{LAST_SEQUENCE, guard_key};
-use pipeline_runtime::error::{AwsError, ErrorKind, classify_transaction};
+use pipeline_runtime::error::{AwsError, ErrorKind, transaction_applied};
 
 /// The IAM actions of this module's calls (TransactWriteItems is authorized per item:
 /// updates of LevelState, condition checks of the guards in Transitions).
@@ -98,11 +98,8 @@ pub async fn set_counts(
         .set_transact_items(Some(items))
         .send()
         .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(error) => match classify_transaction(&error) {
-            ErrorKind::ConditionFailed => Err(TransactionError::ConditionFailed),
-            kind => Err(AwsError::with_kind("dynamodb:TransactWriteItems", kind, &error).into()),
-        },
+    match transaction_applied(result)? {
+        true => Ok(()),
+        false => Err(TransactionError::ConditionFailed),
     }
 }

@@ -7,7 +7,7 @@ use live_state::level_state::{self, PLAYER_COUNT};
 use live_state::transitions::{
     BUCKET_START, EXPIRES_AT, FROM_LEVEL, LAST_SEQUENCE, TO_LEVEL, TRANSITION, TRANSITION_COUNT, guard_key,
 };
-use pipeline_runtime::error::{AwsError, Classified, ErrorKind, classify_transaction};
+use pipeline_runtime::error::{AwsError, Classified, ErrorKind, transaction_applied};
 use shard_consumer::SequenceNumber;
 
 use crate::levels::Effect;
@@ -77,12 +77,9 @@ pub async fn apply(tables: Tables<'_>, chunk: &Chunk<'_>) -> Result<(), ApplyErr
         .set_transact_items(Some(items))
         .send()
         .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(error) => match classify_transaction(&error) {
-            ErrorKind::ConditionFailed => Err(ApplyError::GuardMoved),
-            kind => Err(AwsError::with_kind("dynamodb:TransactWriteItems", kind, &error).into()),
-        },
+    match transaction_applied(result)? {
+        true => Ok(()),
+        false => Err(ApplyError::GuardMoved),
     }
 }
 

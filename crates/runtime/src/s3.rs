@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::error::{AwsError, ErrorKind};
 
 /// The IAM actions of the calls below.
-pub const IAM_ACTIONS: &[&str] = &["s3:PutObject", "s3:GetObject"];
+pub const IAM_ACTIONS: &[&str] = &["s3:PutObject", "s3:GetObject", "s3:ListBucket"];
 
 /// Why an object could not be read whole.
 #[derive(Debug)]
@@ -50,6 +50,41 @@ fn get_object_error(
         AwsError::with_kind("s3:GetObject", ErrorKind::Permanent, &error)
     } else {
         AwsError::from_sdk("s3:GetObject", error)
+    }
+}
+
+/// An object a listing found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size_bytes: u64,
+}
+
+/// ListObjectsV2 of every key under `prefix`, in key order. S3 answers at most 1000
+/// keys a page; the next page is asked for with the page's continuation token until
+/// there is none.
+pub async fn list(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<Vec<Listed>, AwsError> {
+    let mut listed = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("s3:ListBucket", e))?;
+        listed.extend(page.contents().iter().filter_map(|object| {
+            Some(Listed {
+                key: object.key()?.to_string(),
+                size_bytes: u64::try_from(object.size().unwrap_or(0)).unwrap_or(0),
+            })
+        }));
+        match page.next_continuation_token() {
+            Some(next) => token = Some(next.to_string()),
+            None => return Ok(listed),
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use event_model::schema::{EventSchemas, SchemaError, SchemaKey, SchemaMode};
 use crate::error::AwsError;
 use crate::s3::GetError;
 
-/// The IAM actions of the calls below (GetObject through [`crate::s3::get_whole`]).
+/// The IAM actions of the calls below (through [`crate::s3::list`] and
+/// [`crate::s3::get_whole`]).
 pub const IAM_ACTIONS: &[&str] = &["s3:ListBucket", "s3:GetObject"];
 
 /// Where the schemas are and how they apply.
@@ -189,24 +190,15 @@ async fn read_prefix(
     bucket: &str,
     prefix: &str,
 ) -> Result<Vec<(String, String)>, SchemaLoadError> {
-    let mut keys = Vec::new();
-    let mut pages = s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| SchemaLoadError::List {
+    let keys: Vec<String> = crate::s3::list(s3, bucket, prefix)
+        .await
+        .map_err(|error| SchemaLoadError::List {
             location: source.clone(),
-            error: AwsError::from_sdk("s3:ListBucket", e),
-        })?;
-        keys.extend(
-            page.contents()
-                .iter()
-                .filter_map(|object| object.key().map(str::to_string)),
-        );
-    }
+            error,
+        })?
+        .into_iter()
+        .map(|object| object.key)
+        .collect();
     let mut documents = Vec::new();
     for key in keys.into_iter().filter(|key| key.ends_with(".json")) {
         let get_error = |error: String| SchemaLoadError::Get {

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use pipeline_runtime::s3::GetError;
 use pipeline_runtime::{AwsError, ErrorKind};
 
+/// Through [`list`], the runtime's.
 const LIST: &str = "s3:ListBucket";
 const GET: &str = "s3:GetObject";
 const DELETE: &str = "s3:DeleteObject";
@@ -17,40 +18,7 @@ const DELETE_VERSION: &str = "s3:DeleteObjectVersion";
 /// The IAM actions the functions of this module need.
 pub const IAM_ACTIONS: &[&str] = &[LIST, GET, DELETE, LIST_VERSIONS, GET_VERSION, DELETE_VERSION];
 
-/// An object a listing found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    pub key: String,
-    pub size_bytes: u64,
-}
-
-/// ListObjectsV2 of every key under `prefix`, in key order. S3 answers at most 1000
-/// keys a page; the next page is asked for with the page's continuation token until
-/// there is none.
-pub async fn list(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<Vec<Listed>, AwsError> {
-    let mut listed = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token.take())
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk(LIST, e))?;
-        listed.extend(page.contents().iter().filter_map(|object| {
-            Some(Listed {
-                key: object.key()?.to_string(),
-                size_bytes: u64::try_from(object.size().unwrap_or(0)).unwrap_or(0),
-            })
-        }));
-        match page.next_continuation_token() {
-            Some(next) => token = Some(next.to_string()),
-            None => return Ok(listed),
-        }
-    }
-}
+pub use pipeline_runtime::s3::{Listed, list};
 
 /// GetObject of `key`, its body read to the end; a body that breaks off after the
 /// call succeeded is a transient failure of this call too. Meant for small objects (a
@@ -138,14 +106,8 @@ pub async fn get_current(
         .await
         .map_err(|e| AwsError::from_sdk(GET, e))?;
     let etag = object.e_tag().map(str::to_string);
-    let body = object.body.collect().await.map_err(|e| {
-        AwsError::new(
-            GET,
-            ErrorKind::Transient,
-            format!("s3://{bucket}/{key}: the body broke off: {e}"),
-        )
-    })?;
-    Ok((body.into_bytes(), etag))
+    let body = whole_body(object.body, GET, format!("s3://{bucket}/{key}")).await?;
+    Ok((body, etag))
 }
 
 /// GetObject of one version of `key`, its body read to the end.
@@ -158,11 +120,26 @@ pub async fn get_version(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, versi
         .send()
         .await
         .map_err(|e| AwsError::from_sdk(GET_VERSION, e))?;
-    let body = object.body.collect().await.map_err(|e| {
+    whole_body(
+        object.body,
+        GET_VERSION,
+        format!("s3://{bucket}/{key}?versionId={version}"),
+    )
+    .await
+}
+
+/// A GetObject answer's body read to the end: S3 streams it after the headers, so it
+/// can break off after the call succeeded (and a retry may well read it whole).
+async fn whole_body(
+    body: aws_sdk_s3::primitives::ByteStream,
+    action: &'static str,
+    location: String,
+) -> Result<Bytes, AwsError> {
+    let body = body.collect().await.map_err(|e| {
         AwsError::new(
-            GET_VERSION,
+            action,
             ErrorKind::Transient,
-            format!("s3://{bucket}/{key}?versionId={version}: the body broke off: {e}"),
+            format!("{location}: the body broke off: {e}"),
         )
     })?;
     Ok(body.into_bytes())
